@@ -1,0 +1,37 @@
+# The README's two commands, `make bench` and `make test`, each set up what
+# they need from nothing: a virtualenv in .venv, PyTorch, the build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1
+PYTEST_ARGS ?=
+
+.PHONY: bench bench-quick test build cmake clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy scipy pytest ninja pybind11 matplotlib setuptools wheel "cmake>=3.26"
+	touch $@
+
+# The extension, in place (csrc/ changes rebuild incrementally with ninja).
+build: $(VENV)/.installed
+	mkdir -p build
+	set -o pipefail; MAX_JOBS=$${MAX_JOBS:-$$(nproc)} $(PY) setup.py build_ext --inplace 2>&1 | tee build/build.log | grep -E "error|warning: .*fused|Used [0-9]+ registers|spill" || true
+	test -f fused_gumbel/_C*.so
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+test: build
+	$(PY) -m pytest -q -ra tests $(PYTEST_ARGS)
+
+bench: build
+	$(PY) -m fused_gumbel.bench
+
+bench-quick: build
+	$(PY) -m fused_gumbel.bench --quick
+
+# The same sources as a libtorch C++ library (build-cmake/libfused_gumbel.so).
+cmake: $(VENV)/.installed
+	$(PY) scripts/cmake_build.py build-cmake
+
+clean:
+	rm -rf build build-cmake fused_gumbel/_C*.so *.egg-info

@@ -1,0 +1,12 @@
+// The Gumbel noise of a run of consecutive positions, on the CPU.
+#pragma once
+
+#include <stdint.h>
+
+namespace fused_gumbel {
+
+// Writes the noise of positions [first, first + n) under (seed, base) to out.
+void fill_noise_cpu(uint64_t seed, uint64_t base, uint64_t first, int64_t n,
+                    float* out);
+
+}  // namespace fused_gumbel

@@ -1,0 +1,399 @@
+// The fused CPU kernels of st_softmax and st_softmax_backward.
+//
+// A row is processed in segments. Pass 1 of a segment reads the logits once,
+// adds the noise tile by tile (csrc/cpu/noise_cpu.cpp), keeps s = x + g in a
+// buffer that stays in cache, and reduces it to a SoftmaxState (max, argmax,
+// sum). Pass 2 writes the output from that buffer. When there are at least as
+// many rows as threads a segment is a whole row and both passes run back to
+// back; with fewer rows, each row is split over the threads and the segment
+// states are merged (softmax_merge, the same code the CUDA split-row path uses)
+// before pass 2.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#include "../gumbel_math.h"
+#include "../st_softmax.h"
+#include "noise_cpu.h"
+
+namespace fused_gumbel {
+namespace {
+
+using at::vec::Vectorized;
+
+constexpr int64_t kTile = 512;         // positions per noise tile (fits in L1)
+constexpr int64_t kMinSegment = 8192;  // never split a row finer than this
+
+template <typename A>
+A exp_acc(A v) {
+  return std::exp(v);
+}
+
+template <typename A>
+A neg_inf() {
+  return -std::numeric_limits<A>::infinity();
+}
+
+int64_t tiles(int64_t cols) { return (cols + kTile - 1) / kTile; }
+
+// How a [rows, cols] problem is cut into segments.
+struct Plan {
+  int64_t chunks;     // segments per row
+  int64_t chunk_len;  // columns per segment (the last may be shorter)
+};
+
+Plan plan_segments(int64_t rows, int64_t cols) {
+  const int64_t threads = at::get_num_threads();
+  if (rows >= threads || cols < 2 * kMinSegment) return {1, cols};
+  const int64_t want = (threads + rows - 1) / rows;
+  const int64_t chunks = std::min(want, cols / kMinSegment);
+  int64_t len = (cols + chunks - 1) / chunks;
+  len = (len + kTile - 1) / kTile * kTile;
+  return {(cols + len - 1) / len, len};
+}
+
+// Pass 1 of the forward for columns [c0, c1) of a row, in one sweep of tiles
+// that stay in L1: noise, s = x + g, running max and argmax, and the running
+// sum rescaled to the running max (online softmax). With keep_exp, buf gets
+// exp((s - m_tile) / tau) and ref[t] the max m_tile that tile t was taken
+// against, so pass 2 needs one multiply per element.
+template <typename T, typename A>
+SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
+                                uint64_t row_position, uint64_t seed,
+                                uint64_t base, A inv_tau, A* buf, A* ref,
+                                bool keep_exp) {
+  using Vec = Vectorized<A>;
+  alignas(64) float noise[kTile];
+  alignas(64) A s[kTile];
+  SoftmaxState<A> st{neg_inf<A>(), A(0), c0};
+  for (int64_t t = c0, tile = 0; t < c1; t += kTile, ++tile) {
+    const int64_t n = std::min(kTile, c1 - t);
+    fill_noise_cpu(seed, base, row_position + static_cast<uint64_t>(t), n, noise);
+    at::vec::convert(x + t, s, n);
+    Vec vmax(neg_inf<A>());
+    int64_t j = 0;
+    for (; j + Vec::size() <= n; j += Vec::size()) {
+      Vec v;
+      if constexpr (std::is_same_v<A, float>) {
+        v = Vec::loadu(s + j) + Vec::loadu(noise + j);
+      } else {
+        alignas(64) A g[Vec::size()];
+        for (int k = 0; k < Vec::size(); ++k) g[k] = static_cast<A>(noise[j + k]);
+        v = Vec::loadu(s + j) + Vec::loadu(g);
+      }
+      v.store(s + j);
+      vmax = at::vec::maximum(vmax, v);
+    }
+    A tile_max = at::vec::vec_reduce_all<A>(
+        [](Vec a, Vec b) { return at::vec::maximum(a, b); }, vmax);
+    for (; j < n; ++j) {
+      s[j] += static_cast<A>(noise[j]);
+      tile_max = std::isnan(s[j]) || s[j] > tile_max ? s[j] : tile_max;
+    }
+    // The scan for the first maximal index runs only when the tile improves
+    // on the running max: a handful of times per row for random data.
+    const A m_old = st.m;
+    if (!std::isnan(st.m) && (std::isnan(tile_max) || tile_max > st.m)) {
+      for (int64_t k = 0; k < n; ++k) {
+        if (std::isnan(tile_max) ? std::isnan(s[k]) : s[k] == tile_max) {
+          st.m = s[k];
+          st.arg = t + k;
+          break;
+        }
+      }
+    }
+    if (keep_exp) ref[tile] = st.m;
+    if (st.m == neg_inf<A>()) {
+      // All -inf so far: contributes 0, and merges as the identity.
+      if (keep_exp) std::fill(buf + (t - c0), buf + (t - c0) + n, A(0));
+      continue;
+    }
+    const Vec vm(st.m), vinv(inv_tau);
+    Vec vsum(A(0));
+    A* e = buf + (t - c0);
+    j = 0;
+    for (; j + Vec::size() <= n; j += Vec::size()) {
+      const Vec ev = ((Vec::loadu(s + j) - vm) * vinv).exp();
+      if (keep_exp) ev.store(e + j);
+      vsum = vsum + ev;
+    }
+    A sum = at::vec::vec_reduce_all<A>([](Vec a, Vec b) { return a + b; }, vsum);
+    for (; j < n; ++j) {
+      const A ev = exp_acc((s[j] - st.m) * inv_tau);
+      if (keep_exp) e[j] = ev;
+      sum += ev;
+    }
+    st.l = st.l * rescale_factor(m_old, st.m, inv_tau, exp_acc<A>) + sum;
+  }
+  return st;
+}
+
+// Pass 2 of the forward for columns [c0, c1): the soft sample from the
+// exponentials in buf (tile t relative to its max ref[t]) into `soft`, and with
+// hard=True the one-hot into `out`. `soft` is `out` when hard=False, the kept
+// soft sample or nullptr when hard=True.
+template <typename T, typename A>
+void segment_write(T* out, T* soft, int64_t c0, int64_t c1,
+                   const SoftmaxState<A>& row, A inv_tau, A* buf, const A* ref,
+                   bool hard) {
+  if (soft != nullptr) {
+    using Vec = Vectorized<A>;
+    for (int64_t t = c0, tile = 0; t < c1; t += kTile, ++tile) {
+      const int64_t n = std::min(kTile, c1 - t);
+      const Vec scale(rescale_factor(ref[tile], row.m, inv_tau, exp_acc<A>) / row.l);
+      A* e = buf + (t - c0);
+      at::vec::map([scale](Vec v) { return v * scale; }, e, e, n);
+      at::vec::convert(e, soft + t, n);
+    }
+  }
+  if (!hard) return;
+  if (!row_is_valid(row.m, row.l)) {
+    std::fill(out + c0, out + c1, T(std::numeric_limits<float>::quiet_NaN()));
+    return;
+  }
+  std::fill(out + c0, out + c1, T(0));
+  if (row.arg >= c0 && row.arg < c1) out[row.arg] = T(1);
+}
+
+template <typename T>
+void forward_kernel(const ForwardParams& p) {
+  using A = at::opmath_type<T>;
+  const A inv_tau = inverse_temperature<A>(p.tau, std::numeric_limits<A>::max());
+  const T* x = static_cast<const T*>(p.logits);
+  T* out = static_cast<T*>(p.out);
+  T* soft = p.hard ? static_cast<T*>(p.y_soft) : out;
+  A* stats = static_cast<A*>(p.stats);
+  const int64_t cols = p.cols;
+  const bool keep_exp = soft != nullptr;
+  auto finish_row = [&](int64_t r, const SoftmaxState<A>& st) {
+    p.index[r] = st.arg;
+    stats[2 * r] = st.m;
+    stats[2 * r + 1] = st.l;
+  };
+
+  const Plan plan = plan_segments(p.rows, cols);
+  if (plan.chunks == 1) {
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
+    at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(cols), ref(tiles(cols));
+      for (int64_t r = begin; r < end; ++r) {
+        const SoftmaxState<A> st = segment_forward<T, A>(
+            x + r * p.logits_row_stride, 0, cols, static_cast<uint64_t>(r * cols),
+            p.seed, p.base, inv_tau, buf.data(), ref.data(), keep_exp);
+        segment_write<T, A>(out + r * cols, soft ? soft + r * cols : nullptr, 0, cols,
+                            st, inv_tau, buf.data(), ref.data(), p.hard);
+        finish_row(r, st);
+      }
+    });
+    return;
+  }
+
+  const int64_t segments = p.rows * plan.chunks;
+  // Segment k's tiles start at tile k * tiles(chunk_len) of `ref`.
+  const int64_t seg_tiles = tiles(plan.chunk_len);
+  std::vector<A> buf(static_cast<size_t>(p.rows * cols)), ref(segments * seg_tiles);
+  std::vector<SoftmaxState<A>> parts(segments);
+  auto bounds = [&](int64_t k, int64_t& r, int64_t& c0, int64_t& c1) {
+    r = k / plan.chunks;
+    c0 = (k % plan.chunks) * plan.chunk_len;
+    c1 = std::min(cols, c0 + plan.chunk_len);
+  };
+  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      int64_t r, c0, c1;
+      bounds(k, r, c0, c1);
+      parts[k] = segment_forward<T, A>(x + r * p.logits_row_stride, c0, c1,
+                                       static_cast<uint64_t>(r * cols), p.seed,
+                                       p.base, inv_tau, buf.data() + r * cols + c0,
+                                       ref.data() + k * seg_tiles, keep_exp);
+    }
+  });
+  std::vector<SoftmaxState<A>> rows_state(p.rows);
+  for (int64_t r = 0; r < p.rows; ++r) {
+    SoftmaxState<A> st = parts[r * plan.chunks];
+    for (int64_t c = 1; c < plan.chunks; ++c) {
+      st = softmax_merge(st, parts[r * plan.chunks + c], inv_tau, exp_acc<A>);
+    }
+    rows_state[r] = st;
+    finish_row(r, st);
+  }
+  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      int64_t r, c0, c1;
+      bounds(k, r, c0, c1);
+      segment_write<T, A>(out + r * cols, soft ? soft + r * cols : nullptr, c0, c1,
+                          rows_state[r], inv_tau, buf.data() + r * cols + c0,
+                          ref.data() + k * seg_tiles, p.hard);
+    }
+  });
+}
+
+// Pass 1 of the backward for columns [c0, c1): the soft sample into buf (read,
+// or recomputed from logits, noise and the row's stats) and its partial
+// sum(grad * y_soft).
+template <typename T, typename A>
+A segment_backward_dot(const BackwardParams& p, int64_t r, int64_t c0, int64_t c1,
+                       uint64_t seed, uint64_t base, A inv_tau, A* buf) {
+  using Vec = Vectorized<A>;
+  const int64_t len = c1 - c0;
+  if (p.y_soft != nullptr) {
+    at::vec::convert(static_cast<const T*>(p.y_soft) + r * p.y_soft_row_stride + c0, buf, len);
+  } else {
+    const A* stats = static_cast<const A*>(p.stats);
+    const A m = stats[2 * r], inv_l = A(1) / stats[2 * r + 1];
+    const T* x = static_cast<const T*>(p.logits) + r * p.logits_row_stride;
+    alignas(64) float noise[kTile];
+    for (int64_t t = c0; t < c1; t += kTile) {
+      const int64_t n = std::min(kTile, c1 - t);
+      A* s = buf + (t - c0);
+      fill_noise_cpu(seed, base, static_cast<uint64_t>(r * p.cols + t), n, noise);
+      at::vec::convert(x + t, s, n);
+      if constexpr (std::is_same_v<A, float>) {
+        at::vec::map2(
+            [m, inv_tau, inv_l](Vec a, Vec g) {
+              return ((a + g - Vec(m)) * Vec(inv_tau)).exp() * Vec(inv_l);
+            },
+            s, s, noise, n);
+      } else {
+        for (int64_t j = 0; j < n; ++j) {
+          s[j] = std::exp((s[j] + static_cast<A>(noise[j]) - m) * inv_tau) * inv_l;
+        }
+      }
+    }
+  }
+  alignas(64) A g[kTile];
+  const T* grad = static_cast<const T*>(p.grad) + r * p.grad_row_stride;
+  A dot = 0;
+  for (int64_t t = c0; t < c1; t += kTile) {
+    const int64_t n = std::min(kTile, c1 - t);
+    at::vec::convert(grad + t, g, n);
+    dot += at::vec::map2_reduce_all<A>(
+        [](Vec a, Vec b) { return a * b; }, [](Vec a, Vec b) { return a + b; },
+        g, buf + (t - c0), n);
+  }
+  return dot;
+}
+
+// Pass 2: grad_logits = inv_tau * y_soft * (grad - dot).
+template <typename T, typename A>
+void segment_backward_write(const BackwardParams& p, int64_t r, int64_t c0,
+                            int64_t c1, A dot, A inv_tau, A* buf) {
+  using Vec = Vectorized<A>;
+  alignas(64) A g[kTile];
+  const T* grad = static_cast<const T*>(p.grad) + r * p.grad_row_stride;
+  T* out = static_cast<T*>(p.grad_logits) + r * p.cols;
+  for (int64_t t = c0; t < c1; t += kTile) {
+    const int64_t n = std::min(kTile, c1 - t);
+    A* y = buf + (t - c0);
+    at::vec::convert(grad + t, g, n);
+    at::vec::map2([dot, inv_tau](Vec ys, Vec gv) { return Vec(inv_tau) * ys * (gv - Vec(dot)); },
+                  y, y, g, n);
+    at::vec::convert(y, out + t, n);
+  }
+}
+
+template <typename T>
+void backward_kernel(const BackwardParams& p) {
+  using A = at::opmath_type<T>;
+  const A inv_tau = inverse_temperature<A>(p.tau, std::numeric_limits<A>::max());
+  const uint64_t seed = static_cast<uint64_t>(p.rng_state[0]);
+  const uint64_t base = static_cast<uint64_t>(p.rng_state[1]);
+  const int64_t cols = p.cols;
+  const Plan plan = plan_segments(p.rows, cols);
+  if (plan.chunks == 1) {
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
+    at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
+      std::vector<A> buf(cols);
+      for (int64_t r = begin; r < end; ++r) {
+        const A dot = segment_backward_dot<T, A>(p, r, 0, cols, seed, base, inv_tau, buf.data());
+        segment_backward_write<T, A>(p, r, 0, cols, dot, inv_tau, buf.data());
+      }
+    });
+    return;
+  }
+  const int64_t segments = p.rows * plan.chunks;
+  std::vector<A> buf(static_cast<size_t>(p.rows * cols));
+  std::vector<A> dots(segments);
+  auto bounds = [&](int64_t k, int64_t& r, int64_t& c0, int64_t& c1) {
+    r = k / plan.chunks;
+    c0 = (k % plan.chunks) * plan.chunk_len;
+    c1 = std::min(cols, c0 + plan.chunk_len);
+  };
+  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      int64_t r, c0, c1;
+      bounds(k, r, c0, c1);
+      dots[k] = segment_backward_dot<T, A>(p, r, c0, c1, seed, base, inv_tau,
+                                           buf.data() + r * cols + c0);
+    }
+  });
+  std::vector<A> row_dot(p.rows, A(0));
+  for (int64_t k = 0; k < segments; ++k) row_dot[k / plan.chunks] += dots[k];
+  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      int64_t r, c0, c1;
+      bounds(k, r, c0, c1);
+      segment_backward_write<T, A>(p, r, c0, c1, row_dot[r], inv_tau,
+                                   buf.data() + r * cols + c0);
+    }
+  });
+}
+
+// seed=None: a fresh 64-bit key from the CPU generator, so torch.manual_seed
+// governs the noise and consecutive calls differ.
+uint64_t draw_seed_cpu() {
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
+      std::nullopt, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return gen->random64();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> st_softmax_cpu(
+    const at::Tensor& logits, double tau, bool hard, int64_t dim,
+    std::optional<int64_t> seed) {
+  ForwardOutputs o = prepare_forward(logits, tau, hard, dim);
+  o.params.seed = seed.has_value() ? seed_bits(*seed) : draw_seed_cpu();
+  o.params.base = 0;
+  o.params.rng_state[0] = static_cast<int64_t>(o.params.seed);
+  o.params.rng_state[1] = static_cast<int64_t>(o.params.base);
+  if (o.params.rows > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+                                    "st_softmax_cpu",
+                                    [&] { forward_kernel<scalar_t>(o.params); });
+  }
+  return {o.out, o.index, o.stats, o.rng_state, o.y_soft};
+}
+
+at::Tensor st_softmax_backward_cpu(const at::Tensor& grad,
+                                   const std::optional<at::Tensor>& y_soft,
+                                   const std::optional<at::Tensor>& logits,
+                                   const at::Tensor& stats,
+                                   const at::Tensor& rng_state, double tau,
+                                   int64_t dim) {
+  BackwardInputs b = prepare_backward(grad, y_soft, logits, stats, rng_state, tau, dim);
+  if (b.params.rows > 0 && b.params.cols > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b.grad_logits.scalar_type(),
+                                    "st_softmax_backward_cpu",
+                                    [&] { backward_kernel<scalar_t>(b.params); });
+  }
+  return b.grad_logits;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) {
+  m.impl("st_softmax", &st_softmax_cpu);
+  m.impl("st_softmax_backward", &st_softmax_backward_cpu);
+}
+
+}  // namespace fused_gumbel

@@ -1,0 +1,72 @@
+// Host-side pieces every backend's wrapper shares: the contract's input checks,
+// the view of any `dim` as [rows, cols] rows, and the forward's outputs.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "kernel_params.h"
+
+namespace fused_gumbel {
+
+// Raises the contract's errors (TypeError for the dtype, ValueError for tau,
+// IndexError for dim) before any work is done; returns dim wrapped to [0, ndim).
+int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim);
+
+// float64 logits accumulate in float64 (gradcheck needs it); all others in float32.
+at::ScalarType accumulation_type(at::ScalarType dtype);
+
+// `t` with `dim` moved last, as a 2-D [rows, cols] tensor whose last stride is 1.
+// A copy is made only when the moved layout cannot be viewed that way.
+at::Tensor as_rows(const at::Tensor& t, int64_t dim);
+
+struct ForwardOutputs {
+  at::Tensor rows_in;   // the logits as [rows, cols]
+  at::Tensor out;       // the sample, in the logits' shape
+  at::Tensor out_rows;  // the same storage as [rows, cols] contiguous
+  at::Tensor index;     // int64, the logits' shape without dim
+  at::Tensor stats;     // [..., 2] of accumulation_type: max and sum per row
+  at::Tensor rng_state; // int64 [2]: (seed, counter base)
+  at::Tensor y_soft;    // the soft sample kept for the backward, or empty
+  ForwardParams params;
+};
+
+// With hard=True, whether the forward also writes the soft sample for the
+// backward (instead of the backward regenerating it). The CPU kernel is bound by
+// the noise arithmetic, so regenerating would double its cost; the CUDA kernel
+// is bound by memory traffic, so it saves only per-row statistics. The Python
+// fake kernel (fused_gumbel/ops.py) mirrors this rule.
+inline bool keeps_soft_sample(const at::Tensor& logits, bool hard) {
+  return hard && logits.device().is_cpu();
+}
+
+// Checks the inputs, allocates every output on logits' device and fills the
+// kernel arguments but the random state.
+ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
+                               int64_t dim);
+
+struct BackwardInputs {
+  at::Tensor grad_rows, y_soft_rows, logits_rows, stats;
+  at::Tensor grad_logits;       // the logits' shape
+  at::Tensor grad_logits_rows;  // its storage as [rows, cols] contiguous
+  BackwardParams params;
+};
+
+BackwardInputs prepare_backward(const at::Tensor& grad,
+                                const std::optional<at::Tensor>& y_soft,
+                                const std::optional<at::Tensor>& logits,
+                                const at::Tensor& stats,
+                                const at::Tensor& rng_state, double tau,
+                                int64_t dim);
+
+// Seeds are 64-bit; the schema carries them as int64, so negative values are the
+// upper half of the range.
+inline uint64_t seed_bits(int64_t seed) { return static_cast<uint64_t>(seed); }
+
+// Philox counters one call consumes: one per group of four elements.
+inline uint64_t philox_counters(int64_t numel) {
+  return (static_cast<uint64_t>(numel) + 3) / 4;
+}
+
+}  // namespace fused_gumbel

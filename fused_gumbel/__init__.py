@@ -1,0 +1,22 @@
+"""fused_gumbel: Gumbel-Softmax and straight-through Gumbel-Softmax as one fused
+kernel (CPU, CUDA, Triton), registered as torch.ops.fused_gumbel.st_softmax.
+
+    import fused_gumbel as fg
+    y = fg.gumbel_softmax(logits, tau=1.0, hard=True)   # drop-in for F.gumbel_softmax
+"""
+
+from . import ops as _ops  # registers fake kernels and autograd
+from .noise import gumbel_noise
+from .nn import GumbelSoftmax, TemperatureSchedule
+from .ops import available_backends, gumbel_softmax
+from .reference import gumbel_softmax_reference
+
+__all__ = [
+    "GumbelSoftmax",
+    "TemperatureSchedule",
+    "available_backends",
+    "gumbel_noise",
+    "gumbel_softmax",
+    "gumbel_softmax_reference",
+]
+__version__ = "0.1.0"

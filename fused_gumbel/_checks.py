@@ -1,0 +1,63 @@
+"""The contract's input checks in Python, raising the same exception types and
+messages as the C++ TORCH_CHECK_* of csrc/st_softmax.cpp. The fake kernels, the
+reference backend and the Triton backend use them, so every path fails alike."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_inputs(logits: torch.Tensor, tau: float, dim: int) -> int:
+    """Validates (logits, tau, dim); returns dim wrapped into [0, ndim)."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            "fused_gumbel: logits must be float16, bfloat16, float32 or float64, "
+            f"got {logits.dtype}"
+        )
+    if isinstance(tau, torch.Tensor):
+        raise TypeError("fused_gumbel: tau must be a Python number, not a tensor")
+    tau = float(tau)
+    if not (math.isfinite(tau) and tau > 0.0):
+        raise ValueError(f"fused_gumbel: tau must be a positive finite number, got tau={tau}")
+    ndim = max(logits.dim(), 1)
+    if not (-ndim <= dim < ndim):
+        raise IndexError(
+            f"fused_gumbel: dim out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
+            f"but got {dim})"
+        )
+    return dim % ndim
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 logits accumulate in float64, every other dtype in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def normalize_seed(seed: int | None) -> int | None:
+    """Seeds are 64-bit: any Python int is taken modulo 2**64 and carried as the
+    int64 with the same bits (the operator schema's int is int64)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        try:
+            import operator
+
+            seed = operator.index(seed)
+        except TypeError:
+            raise TypeError(f"fused_gumbel: seed must be an int or None, got {type(seed).__name__}") from None
+    seed &= (1 << 64) - 1
+    return seed - (1 << 64) if seed >= (1 << 63) else seed
+
+
+def output_layouts(logits: torch.Tensor, dim: int):
+    """Shapes of the operator's outputs: the sample is allocated with `dim`
+    last and contiguous, then viewed back (as the C++ wrapper does)."""
+    x = logits.reshape(1) if logits.dim() == 0 else logits
+    moved = list(x.movedim(dim, -1).shape)
+    return moved, moved[:-1]

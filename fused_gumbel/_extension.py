@@ -1,0 +1,35 @@
+"""Loads the compiled operators, with a message that names the fix when the
+build is missing."""
+
+from __future__ import annotations
+
+import torch
+
+_IMPORT_ERROR: Exception | None = None
+
+try:
+    from . import _C  # noqa: F401  (registers torch.ops.fused_gumbel.*)
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    _IMPORT_ERROR = exc
+
+
+def require_extension() -> None:
+    """Raises a RuntimeError naming the fix if fused_gumbel._C is not built."""
+    if _IMPORT_ERROR is not None:
+        raise RuntimeError(
+            "fused_gumbel: the compiled extension fused_gumbel._C could not be "
+            f"imported ({_IMPORT_ERROR}). Build it with "
+            "`pip install --no-build-isolation -e .` (or `make build`) from the "
+            "repository root; a C++17 compiler is required, nvcc optional."
+        )
+
+
+def extension_loaded() -> bool:
+    return _IMPORT_ERROR is None
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether the compiled library registered `op` for `dispatch_key`."""
+    if _IMPORT_ERROR is not None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_gumbel::{op}", dispatch_key)

@@ -1,0 +1,57 @@
+"""The Gumbel noise every backend adds, as a tensor."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ._checks import normalize_seed
+from ._extension import has_kernel, require_extension
+
+
+def gumbel_noise(
+    shape: Sequence[int] | torch.Size,
+    seed: int,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The exact Gumbel(0, 1) noise the fused kernels add for `seed`.
+
+    Position p of the result (its flat index, the softmax dim last and
+    contiguous) holds gumbel_from_bits(Philox4x32-10 word p % 4 of counter
+    p // 4 under key `seed`); the README gives the mapping in full. The values
+    are float32 (then cast to `dtype`), always finite, between -3.1300 and
+    22.8739 (= 33 log 2).
+
+    Args:
+        shape: shape of the noise tensor.
+        seed: 64-bit seed (any int, taken modulo 2**64).
+        device: where to generate it ("cpu" or a CUDA device).
+        dtype: dtype of the returned tensor (the noise itself is float32).
+    """
+    require_extension()
+    seed = normalize_seed(seed)
+    if seed is None:
+        raise TypeError("fused_gumbel.gumbel_noise: seed must be an int")
+    device = torch.device(device)
+    key = "CUDA" if device.type == "cuda" else "CPU"
+    if not has_kernel("fill_gumbel_noise", key):
+        raise RuntimeError(
+            f"fused_gumbel.gumbel_noise: no {key} kernel in this build (device {device}); "
+            "build with nvcc available for CUDA"
+        )
+    out = torch.empty(tuple(shape), dtype=torch.float32, device=device)
+    if out.numel() > 0:
+        torch.ops.fused_gumbel.fill_gumbel_noise(out, seed)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def draw_seed(device: torch.device | str = "cpu") -> int:
+    """A 64-bit seed from PyTorch's generator for `device` (so torch.manual_seed
+    governs it). Used by the reference backend; the fused kernels draw theirs
+    without leaving the device."""
+    device = torch.device(device)
+    bits = torch.randint(0, 1 << 62, (2,), dtype=torch.int64, device=device).cpu().tolist()
+    return normalize_seed((bits[0] << 2) ^ bits[1])

@@ -1,0 +1,198 @@
+"""The public functions, the fake (meta) kernels and the autograd of the
+registered operators. The schemas and the CPU/CUDA kernels are in csrc/; the
+Triton backend registers its own sibling op in fused_gumbel.triton_kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from ._extension import extension_loaded, has_kernel, require_extension
+from .reference import gumbel_softmax_reference
+
+BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
+
+
+def _check_nonempty_dim(logits: torch.Tensor, dim: int) -> None:
+    moved, index_shape = output_layouts(logits, dim)
+    if moved[-1] == 0 and torch.Size(index_shape).numel() > 0:
+        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+
+
+def keeps_soft_sample(logits: torch.Tensor, hard: bool) -> bool:
+    """Mirrors csrc/st_softmax.h: with hard=True the CPU kernel also writes the
+    soft sample (its backward would otherwise pay for the noise twice); the
+    CUDA kernel keeps only per-row statistics and regenerates it."""
+    return hard and logits.device.type == "cpu"
+
+
+def _sample_like(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """An empty tensor with the layout the kernels give their outputs: `dim`
+    last and contiguous, viewed back into the logits' shape."""
+    moved, _ = output_layouts(logits, dim)
+    out = logits.new_empty(moved).movedim(-1, dim)
+    return out.reshape(()) if logits.dim() == 0 else out
+
+
+if extension_loaded():
+
+    @torch.library.register_fake("fused_gumbel::st_softmax")
+    def _st_softmax_fake(logits, tau, hard, dim, seed):
+        dim = check_inputs(logits, tau, dim)
+        _check_nonempty_dim(logits, dim)
+        _, index_shape = output_layouts(logits, dim)
+        return (
+            _sample_like(logits, dim),
+            logits.new_empty(index_shape, dtype=torch.long),
+            logits.new_empty(index_shape + [2], dtype=accumulation_dtype(logits.dtype)),
+            logits.new_empty([2], dtype=torch.long),
+            _sample_like(logits, dim) if keeps_soft_sample(logits, hard) else logits.new_empty([0]),
+        )
+
+    @torch.library.register_fake("fused_gumbel::st_softmax_backward")
+    def _st_softmax_backward_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
+        saved = y_soft if y_soft is not None else logits
+        dim = check_inputs(saved, tau, dim)
+        return _sample_like(saved, dim)
+
+    def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        logits, tau, hard, dim, _seed = inputs
+        y, _index, stats, rng_state, y_soft = output
+        # hard=False saves the output itself (no extra memory). hard=True saves
+        # the kept soft sample where the kernel wrote one, else the logits, from
+        # which the backward regenerates it (as FlashAttention does).
+        ctx.recompute = hard and not keeps_soft_sample(logits, hard)
+        saved = logits if ctx.recompute else (y_soft if hard else y)
+        ctx.save_for_backward(saved, stats, rng_state)
+        ctx.tau, ctx.dim = tau, dim
+
+    def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng, _grad_soft):
+        saved, stats, rng_state = ctx.saved_tensors
+        if ctx.recompute:
+            grad = torch.ops.fused_gumbel.st_softmax_backward(
+                grad_y, None, saved, stats, rng_state, ctx.tau, ctx.dim)
+        else:
+            grad = torch.ops.fused_gumbel.st_softmax_backward(
+                grad_y, saved, None, stats, rng_state, ctx.tau, ctx.dim)
+        return grad, None, None, None, None
+
+    torch.library.register_autograd(
+        "fused_gumbel::st_softmax", _backward, setup_context=_setup_context)
+
+
+def _triton_module():
+    from . import triton_kernels
+
+    return triton_kernels
+
+
+def backend_status(backend: str, device: torch.device | str | None = None) -> tuple[bool, str]:
+    """Whether `backend` can run tensors on `device` here, and if not, why."""
+    device = torch.device(device) if device is not None else None
+    if backend == "reference":
+        return True, ""
+    if backend == "cpu":
+        if not extension_loaded():
+            return False, "the compiled extension fused_gumbel._C is not built"
+        if device is not None and device.type != "cpu":
+            return False, f"it runs CPU tensors only, got a tensor on {device}"
+        return True, ""
+    if backend == "cuda":
+        if not extension_loaded():
+            return False, "the compiled extension fused_gumbel._C is not built"
+        if not has_kernel("st_softmax", "CUDA"):
+            return False, "this build has no CUDA kernels (nvcc was not found when it was built)"
+        if not torch.cuda.is_available():
+            return False, "no CUDA device is available"
+        if device is not None and device.type != "cuda":
+            return False, f"it runs CUDA tensors only, got a tensor on {device}"
+        return True, ""
+    if backend == "triton":
+        try:
+            triton_kernels = _triton_module()
+        except ImportError as exc:
+            return False, f"triton is not importable ({exc})"
+        ok, why = triton_kernels.is_available()
+        if not ok:
+            return False, why
+        if device is not None and device.type != "cuda" and not triton_kernels.interpreting():
+            return False, f"it runs CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), got {device}"
+        return True, ""
+    raise ValueError(f"fused_gumbel: unknown backend {backend!r}; choose from {BACKENDS}")
+
+
+def available_backends(device: torch.device | str | None = None) -> list[str]:
+    """The backends that can run here (for tensors on `device`, if given)."""
+    return [b for b in BACKENDS[1:] if backend_status(b, device)[0]]
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"fused_gumbel: unknown backend {backend!r}; choose from {BACKENDS}")
+    if backend == "auto":
+        for candidate in (("cuda", "triton") if device.type == "cuda" else ("cpu",)):
+            if backend_status(candidate, device)[0]:
+                return candidate
+        return "reference"
+    ok, why = backend_status(backend, device)
+    if not ok:
+        raise RuntimeError(f"fused_gumbel: backend {backend!r} is not available: {why}")
+    return backend
+
+
+def gumbel_softmax(
+    logits: torch.Tensor,
+    tau: float = 1.0,
+    hard: bool = False,
+    eps: float = 1e-10,
+    dim: int = -1,
+    *,
+    seed: int | None = None,
+    return_index: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Samples from the Gumbel-Softmax distribution in one fused kernel.
+
+    A drop-in for ``torch.nn.functional.gumbel_softmax`` (same positional
+    arguments, output shape and dtype).
+
+    Args:
+        logits: [..., num_classes, ...] unnormalized log-probabilities
+            (float16, bfloat16, float32, float64; any layout).
+        tau: temperature, a positive finite number; changing it never recompiles.
+        hard: return the exact one-hot of argmax(logits + g) along ``dim``,
+            differentiated as the soft sample (straight-through).
+        eps: accepted and ignored, as in PyTorch.
+        dim: the class dimension.
+        seed: None draws the noise from PyTorch's generator of the device
+            (``torch.manual_seed`` reproduces it); an int makes the noise a pure
+            function of (seed, position), identical on every backend.
+        return_index: also return the int64 argmax along ``dim``.
+        backend: "auto", "cuda", "triton", "cpu" or "reference".
+
+    Returns:
+        y, or (y, index) with ``return_index``; ``index`` has the shape of
+        ``logits`` without ``dim``.
+
+    Equivalent to::
+
+        g = fused_gumbel.gumbel_noise(logits.movedim(dim, -1).shape, seed)
+        s = logits.movedim(dim, -1).float() + g
+        y = torch.softmax(s / tau, -1)          # or one_hot(s.argmax(-1)) if hard
+        y = y.to(logits.dtype).movedim(-1, dim)
+    """
+    del eps
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
+    seed = normalize_seed(seed)
+    name = _resolve_backend(backend, logits.device)
+    if name == "reference":
+        return gumbel_softmax_reference(logits, tau, hard, dim, seed=seed, return_index=return_index)
+    if name == "triton":
+        y, index = _triton_module().st_softmax_triton(logits, float(tau), bool(hard), int(dim), seed)[:2]
+    else:
+        require_extension()
+        y, index = torch.ops.fused_gumbel.st_softmax(logits, float(tau), bool(hard), int(dim), seed)[:2]
+    return (y, index) if return_index else y

@@ -1,0 +1,219 @@
+"""The contract's promises that are not parity: bad input, special values,
+shapes, the random state and the drop-in signature. ../shared/CONTRACT.md"""
+
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fused_gumbel as fg
+
+from utils import FUSED_BACKENDS, backend_param, device_of
+
+ALL_BACKENDS = FUSED_BACKENDS + [backend_param("reference")]
+
+
+def test_signature_is_a_drop_in_for_torch():
+    ours = list(inspect.signature(fg.gumbel_softmax).parameters)
+    theirs = list(inspect.signature(F.gumbel_softmax).parameters)
+    assert ours[: len(theirs)] == theirs
+    x = torch.randn(4, 10)
+    assert fg.gumbel_softmax(x, 0.5, True, 1e-10, -1).shape == x.shape
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64, torch.uint8])
+def test_non_float_logits_raise_naming_the_dtype(backend, dtype):
+    x = torch.ones(3, 4, device=device_of(backend)).to(dtype)
+    with pytest.raises((TypeError, RuntimeError), match=str(dtype).replace("torch.", "")):
+        fg.gumbel_softmax(x, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("tau", [0.0, -1.0, math.nan, math.inf, -math.inf])
+def test_bad_tau_raises_value_error_naming_tau(backend, tau):
+    x = torch.randn(3, 4, device=device_of(backend))
+    before = x.clone()
+    with pytest.raises(ValueError, match="tau"):
+        fg.gumbel_softmax(x, tau, backend=backend)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("dim", [2, -3, 100])
+def test_dim_out_of_range_raises_index_error(backend, dim):
+    with pytest.raises(IndexError):
+        fg.gumbel_softmax(torch.randn(3, 4, device=device_of(backend)), dim=dim, backend=backend)
+
+
+def test_direct_op_call_raises_the_same_errors():
+    op = torch.ops.fused_gumbel.st_softmax
+    with pytest.raises(TypeError, match="int64"):
+        op(torch.ones(2, 3, dtype=torch.long), 1.0, False, -1, 0)
+    with pytest.raises(ValueError, match="tau"):
+        op(torch.randn(2, 3), -2.0, False, -1, 0)
+    with pytest.raises(IndexError):
+        op(torch.randn(2, 3), 1.0, False, 5, 0)
+
+
+def test_unknown_and_unavailable_backends():
+    with pytest.raises(ValueError, match="unknown backend"):
+        fg.gumbel_softmax(torch.randn(2, 3), backend="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="'cuda'.*not available"):
+            fg.gumbel_softmax(torch.randn(2, 3), backend="cuda")
+    with pytest.raises(RuntimeError, match="'cpu'"):
+        fg.gumbel_softmax(torch.randn(2, 3, device="meta"), backend="cpu")
+
+
+# ------------------------------------------------------------ special values
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_nan_row_is_nan_and_other_rows_unaffected(backend, hard):
+    x = torch.randn(4, 50, device=device_of(backend))
+    x[1, 7] = math.nan
+    y = fg.gumbel_softmax(x, hard=hard, seed=3, backend=backend)
+    clean = x.clone()
+    clean[1] = 0.0
+    y_clean = fg.gumbel_softmax(clean, hard=hard, seed=3, backend=backend)
+    assert torch.isnan(y[1]).all()
+    torch.testing.assert_close(y[[0, 2, 3]], y_clean[[0, 2, 3]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_masked_entries_are_never_selected_and_exactly_zero(backend, dtype, hard):
+    x = torch.randn(300, 20, device=device_of(backend)).to(dtype)
+    mask = torch.rand(300, 20, device=x.device) < 0.6
+    mask[:, 0] = False
+    x = x.masked_fill(mask, -math.inf)
+    y, index = fg.gumbel_softmax(x, 0.3, hard, seed=8, return_index=True, backend=backend)
+    assert (y[mask] == 0).all()
+    assert not mask.gather(1, index[:, None]).any()
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_all_masked_row_is_nan_without_crash(backend, hard):
+    x = torch.randn(3, 10, device=device_of(backend))
+    x[2] = -math.inf
+    y = fg.gumbel_softmax(x, hard=hard, seed=1, backend=backend)
+    assert torch.isnan(y[2]).all()
+    assert torch.isfinite(y[:2]).all()
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_huge_finite_logits_give_finite_correct_output(backend, dtype, hard):
+    big = torch.finfo(torch.float16).max if dtype == torch.float16 else 1e4
+    x = torch.randn(6, 40, device=device_of(backend)).to(dtype)
+    x[0, 3], x[1, 5], x[2, :] = big, -big, -big
+    x[3, 9] = big
+    x[3, 10] = -big
+    y, index = fg.gumbel_softmax(x, 0.5, hard, seed=2, return_index=True, backend=backend)
+    assert torch.isfinite(y).all()
+    assert index[0] == 3 and index[3] == 9
+    assert y[0, 3] == 1 and y[3, 9] == 1 and y[1, 5] == 0
+    torch.testing.assert_close(y.double().sum(-1), torch.ones(6, dtype=torch.float64, device=y.device),
+                               atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_tiny_tau_stays_finite(backend):
+    x = torch.randn(5, 30, device=device_of(backend))
+    for tau in (1e-30, 1e-45, 1e-300):
+        y = fg.gumbel_softmax(x, tau, seed=4, backend=backend)
+        assert torch.isfinite(y).all()
+        assert torch.equal(y, F.one_hot(y.argmax(-1), 30).float())
+
+
+def test_float16_never_nan_where_torch_is():
+    """F.gumbel_softmax samples its noise in float16 and gives NaN rows on
+    large float16 inputs; ours computes the noise in float32."""
+    x = torch.randn(2000, 32768, generator=torch.Generator().manual_seed(0)).to(torch.float16)
+    for hard in (False, True):
+        y = fg.gumbel_softmax(x, 1.0, hard)
+        assert not torch.isnan(y).any()
+
+
+# -------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("shape,dim", [((0, 5), -1), ((5, 0, 3), 0), ((2, 0, 4), -1), ((0, 0), 1)])
+def test_empty_inputs_return_empty(backend, shape, dim):
+    x = torch.randn(shape, device=device_of(backend))
+    y, index = fg.gumbel_softmax(x, hard=True, dim=dim, return_index=True, backend=backend)
+    assert y.shape == x.shape and y.numel() == 0
+    assert index.numel() == 0
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("shape", [(3, 0), (0,)])
+def test_sampling_over_an_empty_dim_is_an_error(backend, shape):
+    """Rows that exist but have no classes have no sample (torch.argmax raises
+    too); zero rows are fine (above)."""
+    with pytest.raises(ValueError, match="size 0"):
+        fg.gumbel_softmax(torch.randn(shape, device=device_of(backend)), backend=backend)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_rows_of_one_column_are_one(backend):
+    x = torch.randn(7, 1, device=device_of(backend))
+    for hard in (False, True):
+        y, index = fg.gumbel_softmax(x, hard=hard, return_index=True, backend=backend)
+        assert torch.equal(y, torch.ones_like(y)) and (index == 0).all()
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_rows_of_2_to_the_20(backend):
+    x = torch.randn(3, 2**20, device=device_of(backend), dtype=torch.bfloat16)
+    y, index = fg.gumbel_softmax(x, 0.5, True, seed=9, return_index=True, backend=backend)
+    _, index_ref = fg.gumbel_softmax(x, 0.5, True, seed=9, return_index=True, backend="reference")
+    assert torch.equal(index, index_ref)
+    assert (y.sum(-1) == 1).all()
+
+
+# --------------------------------------------------------------- random state
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_seed_none_follows_manual_seed_and_calls_differ(backend):
+    x = torch.randn(16, 100, device=device_of(backend))
+    torch.manual_seed(123)
+    a = fg.gumbel_softmax(x, backend=backend)
+    b = fg.gumbel_softmax(x, backend=backend)
+    torch.manual_seed(123)
+    a2 = fg.gumbel_softmax(x, backend=backend)
+    assert torch.equal(a, a2)
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_explicit_seed_is_pure_and_64_bit(backend):
+    x = torch.randn(16, 100, device=device_of(backend))
+    a = fg.gumbel_softmax(x, seed=5, backend=backend)
+    assert torch.equal(a, fg.gumbel_softmax(x, seed=5, backend=backend))
+    assert not torch.equal(a, fg.gumbel_softmax(x, seed=2**32 + 5, backend=backend))
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_seeded_sample_equals_softmax_of_logits_plus_gumbel_noise(backend):
+    device = device_of(backend)
+    x = torch.randn(9, 333, device=device)
+    for tau in (0.3, 1.0, 4.0):
+        y = fg.gumbel_softmax(x, tau, seed=17, backend=backend)
+        expect = torch.softmax((x.double() + fg.gumbel_noise(x.shape, 17, device=device).double()) / tau, -1)
+        torch.testing.assert_close(y, expect.float(), atol=1e-6, rtol=1e-5)
+
+
+def test_the_same_seed_gives_the_same_sample_on_every_backend():
+    x = torch.randn(20, 77)
+    ys = {b: fg.gumbel_softmax(x, 0.9, True, seed=2**40 + 1, return_index=True, backend=b)
+          for b in fg.available_backends("cpu")}
+    base_y, base_i = ys.pop("reference")
+    for name, (y, i) in ys.items():
+        assert torch.equal(i, base_i), name
+        assert torch.equal(y, base_y), name

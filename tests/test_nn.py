@@ -1,0 +1,42 @@
+"""The GumbelSoftmax module and the temperature schedule."""
+
+import math
+
+import pytest
+import torch
+
+import fused_gumbel as fg
+
+
+def test_schedule_follows_the_method():
+    s = fg.TemperatureSchedule()
+    assert (s.tau0, s.tau_min, s.rate, s.every) == (1.0, 0.5, 1e-5, 1000)
+    assert s(0) == 1.0 and s(999) == 1.0
+    assert s(1000) == pytest.approx(math.exp(-1e-5 * 1000))
+    assert s(10**7) == 0.5
+    with pytest.warns(UserWarning, match="0.1"):
+        fg.TemperatureSchedule(tau_min=0.05)
+    with pytest.raises(ValueError):
+        fg.TemperatureSchedule(tau0=0)
+
+
+def test_module_anneals_in_training_and_is_hard_in_eval():
+    m = fg.GumbelSoftmax(hard=False, schedule=fg.TemperatureSchedule(tau0=2.0, tau_min=0.5, rate=0.1, every=1))
+    x = torch.randn(4, 6, requires_grad=True)
+    taus = []
+    for _ in range(3):
+        taus.append(m.current_tau())
+        m(x).sum().backward()
+    assert taus == [2.0, 2.0 * math.exp(-0.1), 2.0 * math.exp(-0.2)]
+    m.eval()
+    y = m(x)
+    assert ((y == 0) | (y == 1)).all() and int(m.step) == 3
+    assert "TemperatureSchedule" in repr(m)
+
+
+def test_module_state_dict_keeps_the_step():
+    m = fg.GumbelSoftmax(schedule=fg.TemperatureSchedule(every=1, rate=1e-3))
+    m(torch.randn(2, 3))
+    m2 = fg.GumbelSoftmax(schedule=fg.TemperatureSchedule(every=1, rate=1e-3))
+    m2.load_state_dict(m.state_dict())
+    assert m2.current_tau() == m.current_tau()

@@ -1,0 +1,83 @@
+"""The registered operator: opcheck, autograd through the op, torch.compile with
+fullgraph=True, and the CUDA kernels linked whenever nvcc built them."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+import fused_gumbel as fg
+from fused_gumbel._extension import has_kernel
+
+from utils import FUSED_BACKENDS, device_of
+
+OP = torch.ops.fused_gumbel.st_softmax
+
+
+@pytest.mark.parametrize("backend", [b for b in FUSED_BACKENDS if b.values[0] != "triton"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("dtype,shape,dim", [
+    (torch.float32, (4, 9), -1),
+    (torch.float64, (3, 5, 2), 1),
+    (torch.bfloat16, (6, 33), 0),
+    (torch.float16, (7,), 0),
+])
+def test_opcheck(backend, hard, dtype, shape, dim):
+    device = device_of(backend)
+    x = torch.randn(shape, dtype=dtype, device=device, requires_grad=dtype == torch.float64)
+    torch.library.opcheck(OP, (x, 0.7, hard, dim, 42))
+
+
+def test_opcheck_backward_op():
+    x = torch.randn(5, 8, dtype=torch.float64)
+    y, _, stats, rng, _ = OP(x, 0.9, False, -1, 3)
+    grad = torch.randn_like(y)
+    torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_backward, (grad, y, None, stats, rng, 0.9, -1))
+    torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_backward, (grad, None, x, stats, rng, 0.9, -1))
+
+
+def test_op_returns_the_sample_first():
+    x = torch.randn(3, 4)
+    out = OP(x, 1.0, False, -1, None)
+    assert isinstance(out, tuple) and out[0].shape == x.shape
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_torch_compile_fullgraph(backend, hard):
+    torch._dynamo.reset()
+    device = device_of(backend)
+
+    def model(x, w):
+        y = fg.gumbel_softmax(x @ w, tau=0.5, hard=hard, seed=7, backend=backend)
+        return (y * torch.arange(y.shape[-1], device=y.device)).sum()
+
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(8, 16, device=device)
+    w = torch.randn(16, 12, device=device, requires_grad=True)
+    loss = compiled(x, w)
+    (grad,) = torch.autograd.grad(loss, w)
+    loss_eager = model(x, w)
+    (grad_eager,) = torch.autograd.grad(loss_eager, w)
+    torch.testing.assert_close(loss, loss_eager)
+    torch.testing.assert_close(grad, grad_eager)
+
+
+def test_torch_compile_seed_none_draws_fresh_noise():
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: fg.gumbel_softmax(x, hard=True), fullgraph=True)
+    x = torch.zeros(64, 1000) + torch.randn(64, 1000) * 0.01
+    a, b = compiled(x), compiled(x)
+    assert not torch.equal(a, b)
+
+
+def _nvcc_found() -> bool:
+    return bool(shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"))
+
+
+@pytest.mark.skipif(not _nvcc_found(), reason="no nvcc on this machine: the CUDA sources were not built")
+@pytest.mark.skipif(os.environ.get("FUSED_GUMBEL_CUDA") == "0", reason="built with FUSED_GUMBEL_CUDA=0")
+def test_cuda_kernels_are_compiled_and_linked_when_nvcc_exists():
+    for op in ("st_softmax", "st_softmax_backward", "fill_gumbel_noise", "philox_bits"):
+        assert has_kernel(op, "CUDA"), op

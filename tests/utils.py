@@ -1,0 +1,90 @@
+"""What every test file shares: the inputs, the backends and the tolerances."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import fused_gumbel as fg
+from fused_gumbel.ops import backend_status
+
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def device_of(backend: str) -> str:
+    return "cuda" if backend in ("cuda", "triton") and torch.cuda.is_available() else "cpu"
+
+
+def backend_param(backend: str):
+    """A pytest param for `backend`, skipped with the reason when it cannot run."""
+    ok, why = backend_status(backend, device_of(backend))
+    return pytest.param(backend, marks=pytest.mark.skipif(not ok, reason=f"backend {backend!r}: {why}"), id=backend)
+
+
+# The fused backends the parity suite runs. Triton runs here only on a GPU:
+# under the CPU interpreter its own suite (test_triton.py) uses small shapes.
+FUSED_BACKENDS = [backend_param("cpu"), backend_param("cuda")]
+if torch.cuda.is_available():
+    FUSED_BACKENDS.append(backend_param("triton"))
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    shape: tuple[int, ...]
+    dim: int
+    contiguous: bool = True
+
+    def make(self, dtype: torch.dtype, device: str, *, seed: int = 0, scale: float = 3.0) -> torch.Tensor:
+        """Fresh random logits (never zeros); a non-contiguous case is a slice
+        of a wider tensor."""
+        gen = torch.Generator().manual_seed(seed)
+        if self.contiguous:
+            x = torch.randn(self.shape, generator=gen, dtype=torch.float64) * scale
+        else:
+            wide = (*self.shape[:-1], self.shape[-1] * 2 + 1)
+            x = (torch.randn(wide, generator=gen, dtype=torch.float64) * scale)[..., 1::2]
+            assert not x.is_contiguous()
+        return x.to(device=device, dtype=dtype)
+
+
+def sample_inputs() -> list[Case]:
+    """The shapes and dims every parity test runs over."""
+    return [
+        Case("row_of_1", (5, 1), -1),
+        Case("router_8", (37, 8), -1),
+        Case("odd_cols", (9, 7), -1),
+        Case("vocab_1000", (16, 1000), -1),
+        Case("dim0", (300, 6), 0),
+        Case("dim1_of_3d", (3, 50, 4), 1),
+        Case("noncontig", (11, 129), -1, contiguous=False),
+        Case("noncontig_dim0", (40, 5), 0, contiguous=False),
+        Case("scalar_row", (), -1),
+        Case("long_row", (2, 70000), -1),
+    ]
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol) for outputs in `dtype`."""
+    return {
+        torch.float64: (1e-12, 1e-10),
+        torch.float32: (2e-6, 2e-5),
+        torch.float16: (2e-3, 2e-3),
+        torch.bfloat16: (1.6e-2, 1.6e-2),
+    }[dtype]
+
+
+def reference(x: torch.Tensor, tau: float, hard: bool, dim: int, seed: int):
+    """The oracle: the index from the reference in the backend's own precision
+    (s = x + g rounds the same way, so ties resolve alike); the values, and
+    through autograd the gradients, from the reference in float64, cast back.
+    (float32 torch.softmax over 2**20 columns is itself off by ~1e-4.)"""
+    y_same, index = fg.gumbel_softmax(x, tau, hard, dim=dim, seed=seed, return_index=True, backend="reference")
+    y = fg.gumbel_softmax(x.double(), tau, hard, dim=dim, seed=seed, backend="reference").to(x.dtype)
+    if hard:
+        # the one-hot must sit where the same-precision argmax is; the
+        # straight-through gradient still comes from the float64 soft sample.
+        y = y_same.detach() + (y - y.detach())
+    return y, index
