@@ -83,7 +83,7 @@ if extension_loaded():
 
 
 def _triton_module():
-    from . import triton_kernels
+    from . import triton_kernels  # installed from triton_kernels/ (see pyproject.toml)
 
     return triton_kernels
 

@@ -46,6 +46,47 @@ A neg_inf() {
 
 int64_t tiles(int64_t cols) { return (cols + kTile - 1) / kTile; }
 
+// Where a segment's noise comes from: generated tile by tile, or read from a
+// block generated for several short rows at once (one Philox step yields 64
+// positions; a router row has 8).
+struct NoiseSource {
+  uint64_t seed;
+  uint64_t base;
+  const float* block = nullptr;  // noise of positions [block_first, block_end)
+  uint64_t block_first = 0;
+  uint64_t block_end = 0;
+
+  // The noise of positions [first, first + n): in the block, or in scratch.
+  const float* get(uint64_t first, int64_t n, float* scratch) const {
+    if (first >= block_first && first + static_cast<uint64_t>(n) <= block_end) {
+      return block + (first - block_first);
+    }
+    fill_noise_cpu(seed, base, first, n, scratch);
+    return scratch;
+  }
+};
+
+// Runs fn(r) for rows [begin, end), generating the noise of short rows in
+// blocks of about kTile positions first.
+template <typename Fn>
+void for_rows_with_noise(NoiseSource src, int64_t begin, int64_t end,
+                         int64_t cols, Fn fn) {
+  if (cols >= kTile) {
+    for (int64_t r = begin; r < end; ++r) fn(r, src);
+    return;
+  }
+  const int64_t rows_per_block = kTile / std::max<int64_t>(cols, 1);
+  std::vector<float> block(static_cast<size_t>(rows_per_block * cols));
+  for (int64_t r0 = begin; r0 < end; r0 += rows_per_block) {
+    const int64_t r1 = std::min(end, r0 + rows_per_block);
+    src.block = block.data();
+    src.block_first = static_cast<uint64_t>(r0 * cols);
+    src.block_end = static_cast<uint64_t>(r1 * cols);
+    fill_noise_cpu(src.seed, src.base, src.block_first, (r1 - r0) * cols, block.data());
+    for (int64_t r = r0; r < r1; ++r) fn(r, src);
+  }
+}
+
 // How a [rows, cols] problem is cut into segments.
 struct Plan {
   int64_t chunks;     // segments per row
@@ -69,16 +110,15 @@ Plan plan_segments(int64_t rows, int64_t cols) {
 // against, so pass 2 needs one multiply per element.
 template <typename T, typename A>
 SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
-                                uint64_t row_position, uint64_t seed,
-                                uint64_t base, A inv_tau, A* buf, A* ref,
-                                bool keep_exp) {
+                                uint64_t row_position, const NoiseSource& src,
+                                A inv_tau, A* buf, A* ref, bool keep_exp) {
   using Vec = Vectorized<A>;
-  alignas(64) float noise[kTile];
+  alignas(64) float scratch[kTile];
   alignas(64) A s[kTile];
   SoftmaxState<A> st{neg_inf<A>(), A(0), c0};
   for (int64_t t = c0, tile = 0; t < c1; t += kTile, ++tile) {
     const int64_t n = std::min(kTile, c1 - t);
-    fill_noise_cpu(seed, base, row_position + static_cast<uint64_t>(t), n, noise);
+    const float* noise = src.get(row_position + static_cast<uint64_t>(t), n, scratch);
     at::vec::convert(x + t, s, n);
     Vec vmax(neg_inf<A>());
     int64_t j = 0;
@@ -186,14 +226,14 @@ void forward_kernel(const ForwardParams& p) {
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
     at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(cols), ref(tiles(cols));
-      for (int64_t r = begin; r < end; ++r) {
+      for_rows_with_noise({p.seed, p.base}, begin, end, cols, [&](int64_t r, const NoiseSource& src) {
         const SoftmaxState<A> st = segment_forward<T, A>(
             x + r * p.logits_row_stride, 0, cols, static_cast<uint64_t>(r * cols),
-            p.seed, p.base, inv_tau, buf.data(), ref.data(), keep_exp);
+            src, inv_tau, buf.data(), ref.data(), keep_exp);
         segment_write<T, A>(out + r * cols, soft ? soft + r * cols : nullptr, 0, cols,
                             st, inv_tau, buf.data(), ref.data(), p.hard);
         finish_row(r, st);
-      }
+      });
     });
     return;
   }
@@ -213,8 +253,8 @@ void forward_kernel(const ForwardParams& p) {
       int64_t r, c0, c1;
       bounds(k, r, c0, c1);
       parts[k] = segment_forward<T, A>(x + r * p.logits_row_stride, c0, c1,
-                                       static_cast<uint64_t>(r * cols), p.seed,
-                                       p.base, inv_tau, buf.data() + r * cols + c0,
+                                       static_cast<uint64_t>(r * cols), {p.seed, p.base},
+                                       inv_tau, buf.data() + r * cols + c0,
                                        ref.data() + k * seg_tiles, keep_exp);
     }
   });
@@ -243,7 +283,7 @@ void forward_kernel(const ForwardParams& p) {
 // sum(grad * y_soft).
 template <typename T, typename A>
 A segment_backward_dot(const BackwardParams& p, int64_t r, int64_t c0, int64_t c1,
-                       uint64_t seed, uint64_t base, A inv_tau, A* buf) {
+                       const NoiseSource& src, A inv_tau, A* buf) {
   using Vec = Vectorized<A>;
   const int64_t len = c1 - c0;
   if (p.y_soft != nullptr) {
@@ -252,11 +292,11 @@ A segment_backward_dot(const BackwardParams& p, int64_t r, int64_t c0, int64_t c
     const A* stats = static_cast<const A*>(p.stats);
     const A m = stats[2 * r], inv_l = A(1) / stats[2 * r + 1];
     const T* x = static_cast<const T*>(p.logits) + r * p.logits_row_stride;
-    alignas(64) float noise[kTile];
+    alignas(64) float scratch[kTile];
     for (int64_t t = c0; t < c1; t += kTile) {
       const int64_t n = std::min(kTile, c1 - t);
       A* s = buf + (t - c0);
-      fill_noise_cpu(seed, base, static_cast<uint64_t>(r * p.cols + t), n, noise);
+      const float* noise = src.get(static_cast<uint64_t>(r * p.cols + t), n, scratch);
       at::vec::convert(x + t, s, n);
       if constexpr (std::is_same_v<A, float>) {
         at::vec::map2(
@@ -314,9 +354,14 @@ void backward_kernel(const BackwardParams& p) {
     const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
     at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
       std::vector<A> buf(cols);
-      for (int64_t r = begin; r < end; ++r) {
-        const A dot = segment_backward_dot<T, A>(p, r, 0, cols, seed, base, inv_tau, buf.data());
+      auto row = [&](int64_t r, const NoiseSource& src) {
+        const A dot = segment_backward_dot<T, A>(p, r, 0, cols, src, inv_tau, buf.data());
         segment_backward_write<T, A>(p, r, 0, cols, dot, inv_tau, buf.data());
+      };
+      if (p.y_soft != nullptr) {
+        for (int64_t r = begin; r < end; ++r) row(r, NoiseSource{seed, base});
+      } else {
+        for_rows_with_noise({seed, base}, begin, end, cols, row);
       }
     });
     return;
@@ -333,7 +378,7 @@ void backward_kernel(const BackwardParams& p) {
     for (int64_t k = begin; k < end; ++k) {
       int64_t r, c0, c1;
       bounds(k, r, c0, c1);
-      dots[k] = segment_backward_dot<T, A>(p, r, c0, c1, seed, base, inv_tau,
+      dots[k] = segment_backward_dot<T, A>(p, r, c0, c1, {seed, base}, inv_tau,
                                            buf.data() + r * cols + c0);
     }
   });

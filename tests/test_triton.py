@@ -1,0 +1,582 @@
+"""Tests of the Triton backend (fused_gumbel.triton_kernels).
+
+Without a CUDA device the kernels run in Triton's CPU interpreter
+(TRITON_INTERPRET=1, set below before the kernels are defined); on a GPU the
+same tests run the compiled kernels on CUDA tensors, plus the GPU-only checks
+(CUDA graphs, bit-identity of the GPU noise with the CPU's, no recompilation
+across tau). Shapes are small: the interpreter runs every program in Python.
+
+Oracles: the NumPy noise of tests/numpy_noise.py (independent of every
+backend) and a plain-PyTorch reference fed that noise.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # Before fused_gumbel.triton_kernels defines its kernels: Triton picks the
+    # interpreter when @triton.jit runs. (If another test module imports it
+    # first, a tests/conftest.py doing the same is needed.)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import math  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("triton")
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+import fused_gumbel.triton_kernels as triton_kernels  # noqa: E402
+from numpy_noise import gumbel_from_bits as gumbel_from_bits_np  # noqa: E402
+from numpy_noise import philox4x32_10  # noqa: E402
+from fused_gumbel.triton_kernels import st_softmax as kernels  # noqa: E402
+from fused_gumbel.triton_kernels.noise import gumbel_from_bits, gumbel_window  # noqa: E402
+
+_OK, _WHY = triton_kernels.is_available()
+pytestmark = [
+    pytest.mark.skipif(not _OK, reason=f"Triton backend unavailable: {_WHY}"),
+    # The interpreter evaluates masked lanes too (1/0 in padding rows, inf - inf
+    # in all -inf rows); NumPy reports those as warnings.
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+]
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ON_GPU = DEVICE == "cuda"
+OP = torch.ops.fused_gumbel.st_softmax_triton
+
+# (dtype, atol, rtol) of the sample against the reference computed in the
+# accumulation type and rounded to dtype: about one ulp of dtype.
+TOLERANCES = [
+    (torch.float32, 1e-6, 1e-5),
+    (torch.float64, 1e-13, 1e-11),
+    (torch.float16, 1e-3, 1e-3),
+    (torch.bfloat16, 8e-3, 1e-2),
+]
+
+
+# ----------------------------------------------------------------------------
+# Oracles
+# ----------------------------------------------------------------------------
+
+
+def np_noise(n: int, seed: int, base: int = 0) -> np.ndarray:
+    """The noise of positions 0..n-1 for (seed, base), both taken mod 2**64
+    (the 64-bit counter base + p // 4 wraps, as in every backend)."""
+    pos = np.arange(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        counters = np.uint64(base % 2**64) + (pos >> np.uint64(2))
+    words = philox4x32_10(seed % 2**64, counters)
+    return gumbel_from_bits_np(words[np.arange(n), (pos & np.uint64(3)).astype(np.int64)])
+
+
+def noise_like(x: torch.Tensor, dim: int, seed: int, base: int = 0) -> torch.Tensor:
+    """The float32 noise of x laid out as x.movedim(dim, -1) (on the CPU)."""
+    shape = (x.reshape(1) if x.dim() == 0 else x).movedim(dim, -1).shape
+    return torch.from_numpy(np_noise(math.prod(shape), seed, base)).reshape(shape)
+
+
+def reference(x: torch.Tensor, tau: float, hard: bool, dim: int, g: torch.Tensor):
+    """(y, index) in plain PyTorch on the CPU, fed the noise g (dim last):
+    y_soft = softmax((acc(x) + g) / tau), index = argmax(acc(x) + g), hard: the
+    one-hot with y_soft's gradient (NaN rows where the max is not finite)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    scalar = x.dim() == 0
+    s = (x.reshape(1) if scalar else x).cpu().movedim(dim, -1).to(acc) + g.to(acc)
+    y = torch.softmax(s / tau, -1)
+    index = torch.argmax(s, -1)
+    if hard:
+        y_hard = torch.zeros_like(y).scatter_(-1, index.unsqueeze(-1), 1.0)
+        y_hard = torch.where(torch.isfinite(s.amax(-1, keepdim=True)), y_hard, float("nan"))
+        y = y_hard + (y - y.detach())
+    y = y.to(x.dtype).movedim(-1, dim)
+    return (y.reshape(()) if scalar else y), index
+
+
+def rng_pair(rng_state: torch.Tensor) -> tuple[int, int]:
+    seed, base = rng_state.cpu().tolist()
+    return seed, base
+
+
+def sample_inputs(shape, dtype, *, noncontiguous=False, seed=0):
+    """Random logits on DEVICE; non-contiguous ones are a slice of a wider tensor."""
+    gen = torch.Generator().manual_seed(seed)
+    if noncontiguous:
+        wide = torch.randn(*shape[:-1], 2 * shape[-1] + 1, generator=gen)
+        return (wide * 3).to(DEVICE, dtype)[..., 1::2]
+    return (torch.randn(*shape, generator=gen) * 3).to(DEVICE, dtype)
+
+
+def assert_close(actual, expected, dtype=torch.float32):
+    atol, rtol = next((a, r) for d, a, r in TOLERANCES if d == dtype)
+    torch.testing.assert_close(actual.cpu(), expected.cpu(), atol=atol, rtol=rtol, equal_nan=True)
+
+
+@pytest.fixture
+def looped(monkeypatch):
+    """Shrinks the plan table so that small rows take the looped kernels, and
+    returns a setter of the programs the plan wants in all (1: one program per
+    row, PHASE 0; more than the rows: rows split, PHASES 1 and 2)."""
+    monkeypatch.setattr(kernels, "SINGLE_BLOCK_MAX", 128)
+    monkeypatch.setattr(kernels, "LOOP_BLOCK", 128)
+
+    def set_programs(n: int) -> None:
+        monkeypatch.setattr(kernels, "_programs_wanted", lambda device: n)
+
+    set_programs(1)
+    return set_programs
+
+
+# ----------------------------------------------------------------------------
+# Noise
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed,base", [
+    (5, 0), (2**32 + 5, 0), (2**64 - 1, 2**32 - 3), (123456789, 2**62 + 11), (2**63, 2**64 - 5),
+])
+def test_noise_bits_match_numpy(seed, base):
+    out = torch.empty(4099, dtype=torch.float32, device=DEVICE)
+    triton_kernels.fill_gumbel_noise(out, seed, base)
+    expected = np_noise(out.numel(), seed, base)
+    np.testing.assert_array_equal(out.cpu().numpy().view(np.uint32), expected.view(np.uint32))
+
+
+def test_noise_seeds_are_64_bit():
+    a = torch.empty(64, device=DEVICE)
+    b = torch.empty(64, device=DEVICE)
+    triton_kernels.fill_gumbel_noise(a, 5)
+    triton_kernels.fill_gumbel_noise(b, 2**32 + 5)
+    assert not torch.equal(a, b)
+
+
+@triton.jit
+def _transform_kernel(r_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """out = gumbel_from_bits(r) elementwise."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    r = tl.load(r_ptr + offs, mask=offs < n)
+    tl.store(out_ptr + offs, gumbel_from_bits(r), mask=offs < n)
+
+
+@triton.jit
+def _window_kernel(out_ptr, seed, first, BLOCK: tl.constexpr):
+    """out = the noise window of positions first .. first + BLOCK - 1 (base 0)."""
+    start = tl.full((1, 1), 0, tl.int64) + first
+    g = gumbel_window(seed, 0, start, BLOCK // 4)
+    tl.store(out_ptr + tl.arange(0, BLOCK)[None, :], g)
+
+
+def test_gumbel_from_bits_extremes_match_numpy():
+    """Every edge of the transform (0, 2^31 - 1, 2^31, 3/4 of the range, 2^32 - 1)
+    and a stride through all 2^32 inputs."""
+    edges = [0, 1, 2, 3, 2**30 - 1, 2**30, 2**31 - 2, 2**31 - 1, 2**31, 2**31 + 1,
+             0xBFFFFFFF, 0xC0000000, 0xC0000001, 2**32 - 2, 2**32 - 1]
+    r = np.concatenate([np.array(edges, np.uint64), np.arange(0, 2**32, 65537, dtype=np.uint64)])
+    r = r.astype(np.uint32)
+    out = torch.empty(r.size, dtype=torch.float32, device=DEVICE)
+    rt = torch.from_numpy(r.view(np.int32).copy()).to(DEVICE)
+    _transform_kernel[(triton.cdiv(r.size, 4096),)](rt, out, r.size, BLOCK=4096,
+                                                    enable_fp_fusion=False)
+    got = out.cpu().numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), gumbel_from_bits_np(r).view(np.uint32))
+    assert np.isfinite(got).all()
+    assert got.max() == np.float32(22.873857498168945)  # 33 log 2, from r = 2^32 - 1
+
+
+def test_noise_window_at_positions_beyond_2_to_the_32():
+    """gumbel_window with first positions >= 2^32 (int64 positions, no wrap)."""
+    first = 2**35 + 2**32 + 4 * 12345
+    out = torch.empty(64, device=DEVICE)
+    _window_kernel[(1,)](out, 77, first, BLOCK=64, enable_fp_fusion=False)
+    # Position first + k with base 0 is position k with base first / 4.
+    expected = np_noise(64, 77, base=first // 4)
+    np.testing.assert_array_equal(out.cpu().numpy().view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("seed", [3, 2**63 + 1])
+def test_forward_kernel_noise_bits(seed):
+    """Rows of one zero logit: each row's max (stats[:, 0]) is the noise of its
+    position, so the forward kernel's own noise (unaligned windows included)
+    is checked bit for bit."""
+    _, _, stats, _ = triton_kernels.st_softmax_triton(torch.zeros(777, 1, device=DEVICE), 1.0,
+                                                       False, -1, seed)
+    expected = np_noise(777, seed)
+    np.testing.assert_array_equal(stats[:, 0].cpu().numpy().view(np.uint32), expected.view(np.uint32))
+
+
+def test_noise_matches_cpu_extension():
+    fg_noise = pytest.importorskip("fused_gumbel.noise")
+    from fused_gumbel._extension import extension_loaded
+
+    if not extension_loaded():
+        pytest.skip("fused_gumbel._C is not built")
+    for seed in (0, 5, 2**32 + 5, 2**64 - 1):
+        out = torch.empty(3001, device=DEVICE)
+        triton_kernels.fill_gumbel_noise(out, seed)
+        cpu = fg_noise.gumbel_noise((3001,), seed)
+        assert torch.equal(out.cpu().view(torch.int32), cpu.view(torch.int32)), seed
+
+
+# ----------------------------------------------------------------------------
+# Forward parity with the reference
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", TOLERANCES)
+@pytest.mark.parametrize("hard", [False, True])
+def test_forward_matches_reference(dtype, atol, rtol, hard):
+    x = sample_inputs((6, 37), dtype)
+    y, index, stats, rng_state = OP(x, 0.7, hard, -1, 1234)
+    y_ref, index_ref = reference(x, 0.7, hard, -1, noise_like(x, -1, 1234))
+    assert y.dtype == dtype and y.shape == x.shape
+    assert stats.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert stats.shape == (6, 2) and rng_state.tolist() == [1234, 0]
+    assert torch.equal(index.cpu(), index_ref)
+    torch.testing.assert_close(y.cpu(), y_ref, atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("shape,dim", [
+    ((5, 7, 9), 0), ((5, 7, 9), 1), ((5, 7, 9), 2), ((5, 7, 9), -1), ((3, 16), 0), ((1, 1), -1),
+    ((4,), 0), ((), 0), ((33, 3), 1),
+])
+@pytest.mark.parametrize("hard", [False, True])
+def test_dims_and_layouts(shape, dim, hard):
+    x = sample_inputs(shape, torch.float32) if shape else torch.tensor(0.5, device=DEVICE)
+    y, index, stats, _ = OP(x, 1.3, hard, dim, 99)
+    y_ref, index_ref = reference(x, 1.3, hard, dim, noise_like(x, dim, 99))
+    assert y.shape == x.shape and index.shape == index_ref.shape
+    assert stats.shape == tuple(index_ref.shape) + (2,)
+    assert torch.equal(index.cpu(), index_ref)
+    assert_close(y, y_ref)
+
+
+@pytest.mark.parametrize("dim", [0, -1])
+def test_noncontiguous_input(dim):
+    x = sample_inputs((6, 21), torch.float32, noncontiguous=True)
+    assert not x.is_contiguous()
+    y, index, _, _ = OP(x, 0.5, False, dim, 3)
+    y_ref, index_ref = reference(x, 0.5, False, dim, noise_like(x, dim, 3))
+    assert torch.equal(index.cpu(), index_ref)
+    assert_close(y, y_ref)
+
+
+def test_hard_is_exact_one_hot():
+    x = sample_inputs((16, 11), torch.bfloat16)
+    y, index, _, _ = OP(x, 0.3, True, -1, 8)
+    assert set(y.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(y.sum(-1), torch.ones(16, dtype=y.dtype, device=y.device))
+    assert torch.equal(y.argmax(-1), index)
+
+
+def test_tiny_tau_is_finite_one_hot():
+    # 1/tau overflows float32: inv_tau is clamped, the max gets exp(0 * inv) = 1.
+    x = sample_inputs((4, 9), torch.float32)
+    y, index, _, _ = OP(x, 1e-39, False, -1, 1)
+    assert torch.isfinite(y).all()
+    assert torch.equal(y, torch.nn.functional.one_hot(index, 9).float())
+
+
+def test_masking_nan_and_inf_rows():
+    x = sample_inputs((5, 13), torch.float32)
+    x[0, 2] = float("nan")
+    x[0, 7] = float("nan")
+    x[1, :] = float("-inf")
+    x[2, ::2] = float("-inf")
+    for hard in (False, True):
+        y, index, stats, _ = OP(x, 0.8, hard, -1, 21)
+        y_ref, index_ref = reference(x, 0.8, hard, -1, noise_like(x, -1, 21))
+        assert torch.isnan(y[0]).all() and torch.isnan(y[1]).all()
+        assert index[0].item() == 2 and index[1].item() == 0  # first NaN; torch.argmax of all -inf
+        assert torch.equal(index.cpu(), index_ref)
+        assert (y[2, ::2] == 0).all() and (index[2] % 2 == 1).item()
+        assert_close(y[2:], y_ref[2:])
+        assert stats[1, 1].item() == 0.0  # an all -inf row sums to 0
+
+
+@pytest.mark.parametrize("dtype,big", [(torch.float32, 1e4), (torch.float16, 65504.0),
+                                       (torch.bfloat16, 1e4)])
+def test_huge_finite_logits(dtype, big):
+    x = torch.tensor([[big, -big, 0.0, big / 2], [-big, -big, -big, -big]], dtype=dtype, device=DEVICE)
+    for hard in (False, True):
+        y, index, _, _ = OP(x, 0.5, hard, -1, 4)
+        y_ref, _ = reference(x, 0.5, hard, -1, noise_like(x, -1, 4))
+        assert torch.isfinite(y).all()
+        assert_close(y, y_ref, dtype)
+
+
+def test_empty_inputs():
+    y, index, stats, rng_state = OP(torch.empty(0, 5, device=DEVICE), 1.0, False, -1, 17)
+    assert y.shape == (0, 5) and index.shape == (0,) and stats.shape == (0, 2)
+    assert rng_state.tolist() == [17, 0]
+    assert OP(torch.empty(0, 0, device=DEVICE), 1.0, True, 1, 1)[0].shape == (0, 0)
+    # No rows of a long-row width: still one (masked) launch recording rng_state.
+    _, _, _, rng_state = OP(torch.empty(0, 100_000, device=DEVICE), 1.0, False, -1, -3)
+    assert rng_state.tolist() == [-3, 0]
+    with pytest.raises(ValueError, match="size 0"):
+        OP(torch.empty(3, 0, device=DEVICE), 1.0, False, -1, 1)
+
+
+def test_seed_is_recorded_as_int64_bits():
+    x = sample_inputs((2, 8), torch.float32)
+    _, _, _, rng_state = triton_kernels.st_softmax_triton(x, 1.0, False, -1, 2**64 - 1)
+    assert rng_state.tolist() == [-1, 0]
+    y_a = triton_kernels.st_softmax_triton(x, 1.0, False, -1, 5)[0]
+    y_b = triton_kernels.st_softmax_triton(x, 1.0, False, -1, 2**32 + 5)[0]
+    assert not torch.equal(y_a, y_b)
+
+
+# ----------------------------------------------------------------------------
+# Long rows: the looped (PHASE 0) and split (PHASES 1, 2) kernels
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows,cols,programs", [(1, 5000, 8), (3, 1001, 8), (9, 383, 1), (2, 129, 1)])
+@pytest.mark.parametrize("hard", [False, True])
+def test_long_rows(looped, rows, cols, programs, hard):
+    looped(programs)
+    p = kernels.plan(rows, cols, torch.device(DEVICE))
+    assert p.looped and (p.n_splits > 1) == (programs > 1)
+    x = sample_inputs((rows, cols), torch.float64).requires_grad_()
+    x.data[0, cols // 2] = 50.0  # a max past the first block
+    x.data[-1, : cols // 3] = float("-inf")  # all -inf first block(s)
+    y, index, stats, _ = OP(x, 0.6, hard, -1, 31)
+    y_ref, index_ref = reference(x, 0.6, hard, -1, noise_like(x, -1, 31))
+    assert torch.equal(index.cpu(), index_ref)
+    assert_close(y, y_ref, torch.float64)
+    w = torch.randn(rows, cols, dtype=torch.float64, device=DEVICE)
+    (grad,) = torch.autograd.grad((y * w).sum(), x)
+    (grad_ref,) = torch.autograd.grad((y_ref * w.cpu()).sum(), x)
+    assert_close(grad, grad_ref, torch.float64)
+
+
+def test_long_rows_nan_and_all_inf(looped):
+    looped(8)
+    x = sample_inputs((3, 700), torch.float32)
+    x[0, 600] = float("nan")
+    x[1, :] = float("-inf")
+    for hard in (False, True):
+        y, index, stats, _ = OP(x, 1.0, hard, -1, 2)
+        y_ref, index_ref = reference(x, 1.0, hard, -1, noise_like(x, -1, 2))
+        assert index.tolist()[:2] == [600, 0]
+        assert torch.isnan(y[:2]).all()
+        assert torch.equal(index.cpu(), index_ref)
+        assert_close(y[2], y_ref[2])
+
+
+# ----------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("shape,dim", [((4, 19), -1), ((3, 5, 6), 1), ((8, 4), 0)])
+def test_gradients_match_reference(dtype, hard, shape, dim):
+    x = sample_inputs(shape, dtype).requires_grad_()
+    y, _, _, _ = OP(x, 0.45, hard, dim, 77)
+    y_ref, _ = reference(x, 0.45, hard, dim, noise_like(x, dim, 77))
+    w = torch.randn(shape, dtype=dtype, device=DEVICE)
+    (grad,) = torch.autograd.grad((y * w).sum(), x)
+    (grad_ref,) = torch.autograd.grad((y_ref * w.cpu()).sum(), x)
+    tol = dict(atol=1e-12, rtol=1e-10) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grad.cpu(), grad_ref, **tol)
+
+
+def test_gradcheck():
+    x = sample_inputs((3, 7), torch.float64).requires_grad_()
+
+    def soft(t):
+        return OP(t, 0.8, False, -1, 5)[0]
+
+    torch.autograd.gradcheck(soft, (x,))
+    # hard=True's value is piecewise constant; it carries the soft gradient.
+    y_hard = OP(x, 0.8, True, -1, 5)[0]
+    (g_hard,) = torch.autograd.grad(y_hard[:, 0].sum(), x)
+    (g_soft,) = torch.autograd.grad(soft(x)[:, 0].sum(), x)
+    torch.testing.assert_close(g_hard, g_soft)
+
+
+def test_opcheck():
+    x = sample_inputs((3, 9), torch.float64).requires_grad_()
+    for hard in (False, True):
+        torch.library.opcheck(OP.default, (x, 0.5, hard, -1, 3))
+
+
+# ----------------------------------------------------------------------------
+# seed=None, torch.compile, errors
+# ----------------------------------------------------------------------------
+
+
+def test_seed_none_reproducible_and_fresh():
+    x = sample_inputs((4, 10), torch.float32).requires_grad_()
+    torch.manual_seed(0)
+    y1, _, _, rng1 = OP(x, 0.5, True, -1, None)
+    y2, _, _, rng2 = OP(x, 0.5, False, -1, None)
+    torch.manual_seed(0)
+    y1_again, _, _, _ = OP(x, 0.5, True, -1, None)
+    assert torch.equal(y1, y1_again)
+    assert not torch.equal(rng1, rng2)
+    # The recorded (seed, base) names the noise: forward and backward match the
+    # reference fed that noise.
+    for y, rng, hard in ((y1, rng1, True), (y2, rng2, False)):
+        seed, base = rng_pair(rng)
+        y_ref, _ = reference(x, 0.5, hard, -1, noise_like(x, -1, seed, base))
+        assert_close(y, y_ref)
+        (grad,) = torch.autograd.grad(y[:, 1].sum(), x)
+        (grad_ref,) = torch.autograd.grad(y_ref[:, 1].sum(), x)
+        torch.testing.assert_close(grad.cpu(), grad_ref, atol=1e-5, rtol=1e-4)
+
+
+def test_torch_compile_fullgraph():
+    # On a GPU the triton_op is traced into and Inductor launches the kernels
+    # itself, with the same compile options (enable_fp_fusion=False: the noise
+    # bits must survive); in the interpreter the op is opaque and aot_eager
+    # suffices.
+    backend = "inductor" if ON_GPU else "aot_eager"
+
+    def f(x, zeros, tau):
+        y_soft, _, _, _ = OP(x, tau, False, -1, 5)
+        y_hard, index, _, _ = OP(x, tau, True, -1, 5)
+        # One-column rows of zeros: each row's max is its noise, bit for bit.
+        noise = OP(zeros, tau, False, -1, 5)[2][:, 0]
+        return y_soft * 2, y_hard, index, noise
+
+    compiled = torch.compile(f, fullgraph=True, backend=backend)
+    x = sample_inputs((4, 10), torch.float32).requires_grad_()
+    zeros = torch.zeros(300, 1, device=DEVICE)
+    y_soft, y_hard, index, noise = compiled(x, zeros, 0.5)
+    y_soft_eager, y_hard_eager, index_eager, _ = f(x, zeros, 0.5)
+    torch.testing.assert_close(y_soft, y_soft_eager, atol=1e-7, rtol=1e-6)
+    assert torch.equal(y_hard, y_hard_eager) and torch.equal(index, index_eager)
+    np.testing.assert_array_equal(noise.cpu().numpy().view(np.uint32), np_noise(300, 5).view(np.uint32))
+    (grad,) = torch.autograd.grad(y_soft[:, 3].sum() + y_hard[:, 1].sum(), x)
+    (grad_eager,) = torch.autograd.grad(y_soft_eager[:, 3].sum() + y_hard_eager[:, 1].sum(), x)
+    torch.testing.assert_close(grad, grad_eager)
+
+
+def test_input_errors():
+    x = sample_inputs((2, 3), torch.float32)
+    with pytest.raises(TypeError, match="int64"):
+        OP(torch.ones(2, 3, dtype=torch.int64, device=DEVICE), 1.0, False, -1, 1)
+    for tau in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="tau"):
+            OP(x, tau, False, -1, 1)
+    with pytest.raises(IndexError):
+        OP(x, 1.0, False, 2, 1)
+
+
+def test_plan_table():
+    cpu = torch.device("cpu")
+    assert kernels.plan(4096, 1000, cpu) == kernels.Plan(True, False, 1024, 2, 8, 1, 0)
+    assert kernels.plan(3, 30, cpu) == kernels.Plan(False, False, 64, 4, 4, 1, 0)
+    assert kernels.plan(4096, 8192, cpu) == kernels.Plan(True, False, 8192, 1, 16, 1, 0)
+    assert kernels.plan(4096, 8190, cpu).looped  # 8190 + 3 pads past 8192
+    long_rows = kernels.plan(2, 2**20, cpu)
+    assert long_rows.looped and long_rows.block == kernels.LOOP_BLOCK and long_rows.n_splits > 1
+
+
+# ----------------------------------------------------------------------------
+# Compiled kernels without a GPU; GPU-only checks
+# ----------------------------------------------------------------------------
+
+_COMPILE_SCRIPT = textwrap.dedent("""
+    import re
+    import torch
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from fused_gumbel.triton_kernels import noise, st_softmax as K
+
+    def build(fn, dt, constexprs, num_warps):
+        acc = "fp64" if dt == "fp64" else "fp32"
+        types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
+                     index_ptr="*i64", part_arg_ptr="*i64", rng_state_ptr="*i64",
+                     stats_ptr="*" + acc, part_ptr="*" + acc, seed="i64", tau="fp64",
+                     x_row_stride="i64", y_row_stride="i64", grad_row_stride="i64")
+        sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
+        return triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=num_warps, enable_fp_fusion=False))
+
+    # Every kernel and every constexpr branch at least once, at the plan's
+    # block sizes and warps.
+    short = K.plan(4096, 1000, torch.device("cpu"))
+    rows = dict(ROWS=short.rows_per_program, BLOCK=short.block)
+    loop = dict(BLOCK=K.LOOP_BLOCK)
+    for dt, hard, aligned in (("bf16", False, False), ("fp16", True, True), ("fp64", False, True)):
+        build(K._forward_rows_kernel, dt, dict(HARD=hard, SEED_IN_STATE=hard, ALIGNED=aligned,
+              **rows), short.num_warps)
+        build(K._backward_rows_kernel, dt, dict(FROM_LOGITS=not hard, ALIGNED=aligned, **rows),
+              short.num_warps)
+    for phase, flag, aligned in ((0, False, False), (1, True, True), (2, False, True), (2, True, False)):
+        build(K._forward_long_kernel, "bf16", dict(HARD=flag, SEED_IN_STATE=not flag,
+              ALIGNED=aligned, PHASE=phase, **loop), 8)
+        build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=not flag, ALIGNED=aligned,
+              PHASE=phase, **loop), 8)
+    ptx = build(noise.fill_noise_kernel, "fp32", dict(BLOCK=1024), 4).asm["ptx"]
+    print("fma", len(re.findall(r"\\bfma\\.[a-z.]*f32", ptx)),
+          "mad", len(re.findall(r"\\bmad\\.[a-z.]*f32", ptx)),
+          "div_rn", len(re.findall(r"\\bdiv\\.rn\\.f32", ptx)),
+          "div_approx", len(re.findall(r"\\bdiv\\.(full|approx)\\.f32", ptx)))
+""")
+
+
+
+@pytest.mark.skipif(ON_GPU, reason="the GPU runs compile the kernels for real")
+def test_kernels_compile_for_sm90_without_fma_in_noise():
+    """Compiles each kernel and constexpr branch to sm_90 PTX and cubin (Triton's
+    own ptxas) on a machine without a GPU: the interpreter accepts code the
+    compiler rejects (int32/int64 mixes, for one). The noise PTX must have
+    correctly rounded divisions and no fused multiply-add."""
+    pytest.importorskip("triton.compiler")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    counts = dict(re.findall(r"(\w+) (\d+)", done.stdout.strip().splitlines()[-1]))
+    assert counts["fma"] == "0" and counts["mad"] == "0" and counts["div_approx"] == "0"
+    assert int(counts["div_rn"]) > 0
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
+def test_gpu_noise_bits_match_cpu_numpy_for_many_positions():
+    for seed, base in ((0, 0), (2**63 + 12345, 2**33 + 7)):
+        out = torch.empty(1 << 22, device="cuda")
+        triton_kernels.fill_gumbel_noise(out, seed, base)
+        expected = np_noise(out.numel(), seed, base)
+        np.testing.assert_array_equal(out.cpu().numpy().view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
+def test_cuda_graph_replays_draw_fresh_noise():
+    x = sample_inputs((8, 100), torch.float32)
+    OP(x, 0.5, False, -1, None)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y, _, _, rng_state = OP(x, 0.5, False, -1, None)
+    graph.replay()
+    first, first_rng = y.clone(), rng_state.clone()
+    graph.replay()
+    assert not torch.equal(first, y) and not torch.equal(first_rng, rng_state)
+    seed, base = rng_pair(rng_state)
+    y_ref, _ = reference(x, 0.5, False, -1, noise_like(x, -1, seed, base))
+    assert_close(y, y_ref)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
+def test_changing_tau_does_not_recompile():
+    x = sample_inputs((8, 100), torch.float32)
+    OP(x, 0.5, False, -1, 1)
+    caches = getattr(kernels._forward_rows_kernel, "device_caches", None)
+    if caches is None:
+        pytest.skip("this Triton version keeps its kernel cache elsewhere")
+    before = sum(len(c[0]) for c in caches.values())
+    for tau in (0.1, 0.2, 3.0, 7.5):
+        OP(x, tau, False, -1, 1)
+    assert sum(len(c[0]) for c in caches.values()) == before

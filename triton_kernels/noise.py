@@ -1,0 +1,165 @@
+"""The Gumbel noise in Triton: an exact port of csrc/gumbel_math.h.
+
+Every backend must produce the same float32 bits for (seed, base, position):
+
+    counter          = base + (position >> 2)                    (64-bit, wraps)
+    (w0, w1, w2, w3) = Philox4x32-10(key = (seed_lo, seed_hi),
+                                     ctr = (counter_lo, counter_hi, 0, 0))
+    g                = gumbel_from_bits(w[position & 3])
+
+so one Philox call serves the four positions of a 4-aligned group, and the
+bits-to-Gumbel transform uses only correctly rounded float32 +, -, *, / and
+integer bit operations. On the GPU that means: `tl.math.div_rn` (plain `/` is
+an approximate division), and every kernel that calls `gumbel_from_bits` must
+be launched with ``enable_fp_fusion=False`` (otherwise a*b + c is contracted
+into an FMA and the last bit differs from the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+# fdlibm logf's minimax coefficients and the split ln 2, as the exact float32
+# values of gumbel_math.h (float.fromhex of the same hex literals; each is a
+# float32 value, so Triton's float32 constant is exact).
+LG1: tl.constexpr = tl.constexpr(float.fromhex("0x1.555554p-1"))
+LG2: tl.constexpr = tl.constexpr(float.fromhex("0x1.999c26p-2"))
+LG3: tl.constexpr = tl.constexpr(float.fromhex("0x1.23d3dcp-2"))
+LG4: tl.constexpr = tl.constexpr(float.fromhex("0x1.f13c4cp-3"))
+LN2_HI: tl.constexpr = tl.constexpr(float.fromhex("0x1.62e300p-1"))
+LN2_LO: tl.constexpr = tl.constexpr(float.fromhex("0x1.2fefa2p-17"))
+TWO_POW_M32: tl.constexpr = tl.constexpr(float.fromhex("0x1.0p-32"))
+SQRT_HALF_BITS: tl.constexpr = tl.constexpr(0x3F3504F3)  # bits of float32 sqrt(1/2)
+MANTISSA_MASK: tl.constexpr = tl.constexpr(0x007FFFFF)
+
+
+@triton.jit
+def _log_core(dk, f):
+    """log(2^dk * (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1], float32, no FMA.
+
+    s = f / (2 + f), log(1 + f) = 2 atanh(s) = f - hfsq + s (hfsq + R(s^2)),
+    with fdlibm's degree-8 minimax R; each line is one rounded operation,
+    in the order of gumbel_math.h's log_core.
+    """
+    s = tl.math.div_rn(f, 2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (LG2 + w * LG4)
+    t2 = z * (LG1 + w * LG3)
+    r = t2 + t1
+    hfsq = (0.5 * f) * f
+    acc = s * (hfsq + r)
+    acc = acc + dk * LN2_LO
+    acc = acc - hfsq
+    acc = acc + f
+    return acc + dk * LN2_HI
+
+
+@triton.jit
+def _split_log_argument(x):
+    """x = 2^dk * m, m in [sqrt(1/2), sqrt(2)): returns (dk as float32, m - 1).
+
+    Subtracting sqrt(1/2)'s bits moves the exponent boundary to sqrt(1/2), so
+    the arithmetic shift gives k and the mantissa bits rebuilt on top of
+    sqrt(1/2)'s exponent give m; m - 1 is exact (Sterbenz).
+    """
+    ix = x.to(tl.int32, bitcast=True) - SQRT_HALF_BITS
+    dk = (ix >> 23).to(tl.float32)
+    mbits = (ix & MANTISSA_MASK) + SQRT_HALF_BITS
+    f = mbits.to(tl.float32, bitcast=True) - 1.0
+    return dk, f
+
+
+@triton.jit
+def gumbel_from_bits(r):
+    """32 random bits (uint32 or int32 tensor) -> Gumbel(0, 1) noise, float32.
+
+    g = -log(-log u), u = (r + 1/2) / 2^32 strictly inside (0, 1):
+      1. t = r, or ~r when u >= 1/2, so a = (t + 1/2) / 2^32 in (0, 1/2] is the
+         distance of u to the nearer end (never rounded to 0 or 1).
+      2. -log u: log(a) for u < 1/2, log(1 - a) for 1/2 <= u < 3/4, and
+         log1p(-a) (dk = 0, f = -a in log_core) above, which carries the upper
+         tail out to 33 log 2 = 22.87.
+      3. g = -log(-log u), -log u being a positive normal float.
+    """
+    # 1. Reflect the upper half; the int32 arithmetic shift makes the mask.
+    ri = r.to(tl.int32, bitcast=True)
+    upper = ri >> 31
+    t = ri ^ upper
+    a = (t.to(tl.float32) + 0.5) * TWO_POW_M32
+    is_upper = upper != 0
+    # 2. -log u.
+    w = tl.where(is_upper, 1.0 - a, a)
+    dk, f = _split_log_argument(w)
+    near_one = is_upper & (a <= 0.25)
+    dk = tl.where(near_one, 0.0, dk)
+    f = tl.where(near_one, -a, f)
+    minus_log_u = -_log_core(dk, f)
+    # 3. g = -log(-log u).
+    dk2, f2 = _split_log_argument(minus_log_u)
+    return -_log_core(dk2, f2)
+
+
+@triton.jit
+def gumbel_window(seed, base, first_position, N_GROUPS: tl.constexpr):
+    """Noise of 4 * N_GROUPS consecutive positions per row, float32.
+
+    first_position: int64 [ROWS, 1], each a multiple of 4 (the window start).
+    Returns [ROWS, 4 * N_GROUPS] where column k holds the noise of position
+    first_position + k. One Philox call per 4-position group: the counters
+    base + first_position / 4 + j, j < N_GROUPS, give words w0..w3 of shape
+    [ROWS, N_GROUPS], and interleaving them puts word q of group j at column
+    4 j + q, exactly r = w[position & 3].
+    """
+    j = tl.arange(0, N_GROUPS).to(tl.int64)
+    counter = base + (first_position >> 2) + j[None, :]
+    # 64-bit counter -> (lo, hi) words: int64 addition wraps like the uint64
+    # counter, and the casts truncate to the low 32 bits.
+    c0 = counter.to(tl.uint32)
+    c1 = (counter >> 32).to(tl.uint32)
+    zero = c0 * 0
+    w0, w1, w2, w3 = tl.philox(seed, c0, c1, zero, zero)
+    # interleave(interleave(w0, w2), interleave(w1, w3)) = [w0, w1, w2, w3, ...].
+    r = tl.interleave(tl.interleave(w0, w2), tl.interleave(w1, w3))
+    return gumbel_from_bits(r)
+
+
+@triton.jit
+def fill_noise_kernel(out_ptr, numel, rng_state_ptr, BLOCK: tl.constexpr):
+    """out[p] = noise(seed, base, p) for p < numel; (seed, base) = rng_state[0:2].
+
+    Each program fills BLOCK positions starting at a multiple of BLOCK (so of
+    4), as one [1, BLOCK] window.
+    """
+    seed = tl.load(rng_state_ptr)
+    base = tl.load(rng_state_ptr + 1)
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    g = gumbel_window(seed, base, tl.full((1, 1), 0, tl.int64) + start, BLOCK // 4)
+    offs = start + tl.arange(0, BLOCK)[None, :]
+    tl.store(out_ptr + offs, g, mask=offs < numel)
+
+
+NOISE_BLOCK = 1024  # positions per program of fill_noise_kernel
+
+
+def fill_gumbel_noise(out: torch.Tensor, seed: int, base: int = 0) -> None:
+    """out (float32, contiguous) <- the noise of positions 0..numel-1 for
+    (seed, base): the Triton twin of torch.ops.fused_gumbel.fill_gumbel_noise.
+
+    seed and base are taken modulo 2**64. Builds the (seed, base) tensor from
+    host ints, so it is meant for tests and tools, not for graph capture.
+    """
+    if out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError("fused_gumbel: fill_gumbel_noise needs a contiguous float32 tensor")
+    if out.numel() == 0:
+        return
+    state = [v - 2**64 if v >= 2**63 else v for v in (seed % 2**64, base % 2**64)]
+    rng_state = torch.tensor(state, dtype=torch.int64, device=out.device)
+    grid = (triton.cdiv(out.numel(), NOISE_BLOCK),)
+    with torch.cuda.device(out.device) if out.device.type == "cuda" else contextlib.nullcontext():
+        fill_noise_kernel[grid](out, out.numel(), rng_state, BLOCK=NOISE_BLOCK,
+                                enable_fp_fusion=False)

@@ -1,0 +1,195 @@
+"""Registration of the Triton backend as torch.ops.fused_gumbel.st_softmax_triton
+(same signature and outputs as fused_gumbel::st_softmax) and its backward,
+with autograd on the op itself.
+
+On a GPU both ops are ``torch.library.triton_op``s whose launches go through
+``wrap_triton``, so torch.compile traces into the kernels. Under
+TRITON_INTERPRET=1 ``@triton.jit`` gives interpreted functions that cannot be
+traced with fake tensors, so the same functions are registered as opaque
+``custom_op``s with a fake kernel instead: eager, autograd, opcheck and
+torch.compile(fullgraph=True) then behave alike on the CPU interpreter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Optional
+
+import torch
+from triton.runtime.jit import JITFunction
+
+from .._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from . import st_softmax as kernels
+
+FORWARD_OP = "fused_gumbel::st_softmax_triton"
+BACKWARD_OP = "fused_gumbel::st_softmax_triton_backward"
+
+
+def interpreting() -> bool:
+    """Whether the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1
+    when they were defined)."""
+    return not isinstance(kernels._forward_rows_kernel, JITFunction)
+
+
+def is_available() -> tuple[bool, str]:
+    """(True, "") if the Triton kernels can run here, else (False, why)."""
+    if interpreting() or torch.cuda.is_available():
+        return True, ""
+    return False, ("no CUDA device is available (set TRITON_INTERPRET=1 before importing "
+                   "fused_gumbel to run the Triton kernels in the CPU interpreter)")
+
+
+def _launcher(fn: Callable) -> Callable:
+    """wrap_triton on a GPU (traceable launches); the interpreted kernel as is."""
+    return fn if interpreting() else torch.library.wrap_triton(fn)
+
+
+def _check_device(t: torch.Tensor) -> None:
+    """CPU tensors only run in the interpreter."""
+    if t.device.type != "cuda" and not interpreting():
+        raise RuntimeError(
+            "fused_gumbel: backend 'triton' runs CUDA tensors (or CPU tensors under "
+            f"TRITON_INTERPRET=1), got a tensor on {t.device}")
+
+
+def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it t's."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def _as_rows(t: torch.Tensor, dim: int, rows: int, cols: int) -> torch.Tensor:
+    """t with dim moved last as [rows, cols] with column stride 1 (a copy only
+    when no such view exists), as csrc/st_softmax.cpp's as_rows."""
+    x = t.reshape(1) if t.dim() == 0 else t
+    r = x.movedim(dim, -1).reshape(rows, cols)
+    return r.contiguous() if cols > 1 and r.stride(1) != 1 else r
+
+
+def _forward(logits: torch.Tensor, tau: float, hard: bool, dim: int, seed: Optional[int],
+             launch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Allocates the outputs and (if launch) runs the forward kernels."""
+    dim = check_inputs(logits, tau, dim)
+    _check_device(logits)
+    moved, index_shape = output_layouts(logits, dim)
+    rows, cols = math.prod(index_shape), moved[-1]
+    if cols == 0 and rows > 0:
+        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+    y_rows = logits.new_empty((rows, cols))
+    index = logits.new_empty(index_shape, dtype=torch.int64)
+    stats = logits.new_empty(index_shape + [2], dtype=accumulation_dtype(logits.dtype))
+    if seed is None:
+        # (seed, base) drawn on the device from PyTorch's generator: no host
+        # sync, and a CUDA-graph replay draws fresh values. (randint, not
+        # random_(from, to): FX cannot print the aten.random.from overload.)
+        rng_state = torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64,
+                                  device=logits.device)
+    else:
+        rng_state = logits.new_empty((2,), dtype=torch.int64)  # written by the kernel
+    if launch:
+        with _on_device(logits):
+            kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y_rows, index,
+                                   stats, rng_state, seed, tau, hard)
+    y = y_rows.view(moved).movedim(-1, dim)
+    return (y.reshape(()) if logits.dim() == 0 else y), index, stats, rng_state
+
+
+def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
+              stats: torch.Tensor, rng_state: torch.Tensor, tau: float, dim: int,
+              launch: bool) -> torch.Tensor:
+    """Allocates grad_logits and (if launch) runs the backward kernels."""
+    if (y_soft is None) == (logits is None):
+        raise RuntimeError("fused_gumbel: st_softmax_triton_backward takes exactly one of "
+                           "y_soft (hard=False) and logits (hard=True)")
+    saved = y_soft if y_soft is not None else logits
+    dim = check_inputs(saved, tau, dim)
+    _check_device(saved)
+    if grad.shape != saved.shape:
+        raise RuntimeError(f"fused_gumbel: grad has shape {tuple(grad.shape)} but the sample "
+                           f"has shape {tuple(saved.shape)}")
+    moved, index_shape = output_layouts(saved, dim)
+    rows, cols = math.prod(index_shape), moved[-1]
+    out_rows = saved.new_empty((rows, cols))
+    if launch:
+        with _on_device(saved):
+            kernels.launch_backward(
+                _launcher, _as_rows(grad, dim, rows, cols),
+                None if y_soft is None else _as_rows(y_soft, dim, rows, cols),
+                None if logits is None else _as_rows(logits, dim, rows, cols),
+                stats.reshape(rows, 2), rng_state, out_rows, tau)
+    out = out_rows.view(moved).movedim(-1, dim)
+    return out.reshape(()) if saved.dim() == 0 else out
+
+
+def st_softmax_triton_impl(
+    logits: torch.Tensor, tau: float, hard: bool, dim: int, seed: Optional[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, index, stats, rng_state) = fused_gumbel::st_softmax on the Triton kernels."""
+    return _forward(logits, tau, hard, dim, seed, launch=True)
+
+
+def st_softmax_triton_backward_impl(
+    grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
+    stats: torch.Tensor, rng_state: torch.Tensor, tau: float, dim: int
+) -> torch.Tensor:
+    """grad_logits = fused_gumbel::st_softmax_backward on the Triton kernels."""
+    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=True)
+
+
+if interpreting():
+    _forward_op = torch.library.custom_op(
+        FORWARD_OP, mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))(
+            st_softmax_triton_impl)
+    _backward_op = torch.library.custom_op(BACKWARD_OP, mutates_args=())(
+        st_softmax_triton_backward_impl)
+
+    @_forward_op.register_fake
+    def _forward_fake(logits, tau, hard, dim, seed):
+        return _forward(logits, tau, hard, dim, seed, launch=False)
+
+    @_backward_op.register_fake
+    def _backward_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
+        return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=False)
+else:
+    # triton_op registers the function itself as the fake kernel (the
+    # wrap_triton launches are traced, not run, on fake tensors).
+    _forward_op = torch.library.triton_op(FORWARD_OP, mutates_args=())(st_softmax_triton_impl)
+    _backward_op = torch.library.triton_op(BACKWARD_OP, mutates_args=())(
+        st_softmax_triton_backward_impl)
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+    """Saves what the backward needs; index, stats and rng_state have no gradient."""
+    logits, tau, hard, dim, _seed = inputs
+    y, index, stats, rng_state = output
+    # hard=False saves the sample (it is y_soft); hard=True the logits, the
+    # noise being regenerated from rng_state in the backward.
+    ctx.save_for_backward(logits if hard else y, stats, rng_state)
+    ctx.tau, ctx.hard, ctx.dim = tau, hard, dim
+    ctx.mark_non_differentiable(index, stats, rng_state)
+
+
+def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
+                       _grad_rng: Any) -> tuple:
+    """d logits from d y through the soft sample (straight-through for hard=True)."""
+    saved, stats, rng_state = ctx.saved_tensors
+    y_soft, logits = (None, saved) if ctx.hard else (saved, None)
+    grad = torch.ops.fused_gumbel.st_softmax_triton_backward(
+        grad_y, y_soft, logits, stats, rng_state, ctx.tau, ctx.dim)
+    return grad, None, None, None, None
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def st_softmax_triton(logits: torch.Tensor, tau: float, hard: bool, dim: int,
+                      seed: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                    torch.Tensor]:
+    """torch.ops.fused_gumbel.st_softmax_triton, any Python int seed (taken
+    modulo 2**64, as the other backends do).
+
+    Returns (y, index, stats, rng_state): the sample (logits' shape and dtype),
+    the int64 argmax (logits' shape without dim), per-row (max, sum) [..., 2]
+    in the accumulation dtype and the int64 [2] (seed, base) of the noise.
+    """
+    return torch.ops.fused_gumbel.st_softmax_triton(logits, tau, hard, dim, normalize_seed(seed))

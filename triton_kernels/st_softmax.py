@@ -1,0 +1,558 @@
+"""Triton forward and backward kernels of the (straight-through) Gumbel-Softmax,
+and the code that picks a launch plan and launches them.
+
+Kernels see 2-D rows only: logits as [rows, cols] with column stride 1 and any
+row stride; the sample and the gradient are written as contiguous [rows, cols].
+Element (row, col) has the noise position p = row * cols + col (the flat index
+in ``logits.movedim(dim, -1).contiguous()``), always in int64.
+
+The math (design notes, csrc/gumbel_math.h), acc = float64 for float64 logits,
+float32 otherwise:
+
+    s_j    = acc(x_j) + acc(g_j)                       g: the noise of noise.py
+    m      = max_j s_j, arg = first argmax             (untempered; NaN wins)
+    l      = sum_j exp((s_j - m) * inv_tau)            inv_tau = min(1/tau, max finite acc)
+    y_soft = exp((s_j - m) * inv_tau) / l
+    y_hard = one_hot(arg) if m finite and 0 < l < inf else NaN
+    grad_x = inv_tau * y_soft * (grad_y - sum_k grad_y_k * y_soft_k)
+
+Noise windows: a Philox call covers a 4-aligned group of positions, so a row's
+columns are walked in windows that start at a 4-aligned *position*. A row whose
+first position row * cols is not a multiple of 4 starts its first window
+``lead = (row * cols) & 3`` columns before column 0 (those lanes are masked).
+When cols % 4 == 0 (ALIGNED) every lead is 0 and the compiler sees it.
+
+Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
+
+    no rows: one fully masked program of the rows kernel (it records rng_state).
+    next_pow2(W) <= SINGLE_BLOCK_MAX (8192): "rows" kernels, one block per row,
+        BLOCK = max(16, next_pow2(W)), ROWS = rows per program so that
+        ROWS * BLOCK is about 2048 elements (at most 128 rows);
+        num_warps = elements / 256 within [4, 16]: 8 elements per thread
+        (60-100 registers, no spills on sm_90: several programs per SM).
+    longer rows: "long" kernels, BLOCK = LOOP_BLOCK (2048), 8 warps, the row
+        walked in blocks with the online (max, sum) merge; two passes over the
+        row, the noise regenerated in the second, never stored (hard=True's
+        second pass only writes the one-hot: no logits, no noise).
+        With at least 2 programs per SM worth of rows: one program per row
+        does both passes (PHASE 0). With fewer rows, each row is split into
+        n_splits chunks so every SM has work: PHASE 1 writes each chunk's
+        partial state, PHASE 2 merges a row's partials (in split order, so
+        every program gets the same bits) and writes its chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+from .noise import gumbel_window
+
+# The plan table (module constants so that tests can shrink them to reach the
+# looped and split paths with small tensors).
+SINGLE_BLOCK_MAX = 8192  # longest padded row handled as one block
+LOOP_BLOCK = 2048        # block of the looped path (8 warps: 8 elements per thread)
+ROWS_ELEMENTS = 2048     # elements per program the rows kernels aim for
+MAX_ROWS = 128           # rows per program, at most
+SPLIT_PROGRAMS_PER_SM = 2  # programs per SM the split path aims for
+INTERPRETER_SMS = 4      # "SMs" assumed without a GPU (the interpreter)
+
+_NO_INDEX: tl.constexpr = tl.constexpr(2**62)  # larger than any column
+FLOAT_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).max)
+DOUBLE_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float64).max)
+
+
+# ----------------------------------------------------------------------------
+# Shared device functions
+# ----------------------------------------------------------------------------
+
+
+@triton.jit
+def _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, win_col, seed, base,
+                  acc_ty: tl.constexpr, BLOCK: tl.constexpr):
+    """s = acc(x) + acc(g) on a [R, BLOCK] window of columns win_col + k.
+
+    row, row_ok, win_col: [R, 1] (int64, bool, int64); row * cols + win_col is
+    a multiple of 4. Lanes outside the row get s = -inf and valid = False.
+    """
+    col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+    valid = row_ok & (col >= 0) & (col < cols)
+    x = tl.load(x_ptr + row * x_row_stride + col, mask=valid, other=float("-inf"))
+    g = gumbel_window(seed, base, row * cols + win_col, BLOCK // 4)
+    s = x.to(acc_ty) + g.to(acc_ty)
+    return s, col, valid
+
+
+@triton.jit
+def _argmax_better(m_b, i_b, m_a, i_a):
+    """gumbel_math.h's argmax_better: does (m_b, i_b) beat (m_a, i_a)?
+
+    Larger wins; NaN beats any number; among equals (or NaNs) the smaller
+    index wins (torch.argmax's rule).
+    """
+    b_nan = m_b != m_b
+    a_nan = m_a != m_a
+    numbers = (m_b > m_a) | ((m_b == m_a) & (i_b < i_a))
+    nans = b_nan & (~a_nan | (i_b < i_a))
+    return tl.where(b_nan | a_nan, nans, numbers)
+
+
+@triton.jit
+def _rescale(m_from, m_to, inv_tau):
+    """exp((m_from - m_to) * inv_tau), exactly 1 when equal (also -inf = -inf)."""
+    return tl.where(m_from == m_to, 1.0, tl.exp((m_from - m_to) * inv_tau))
+
+
+@triton.jit
+def _merge(m_a, l_a, i_a, m_b, l_b, i_b, inv_tau):
+    """softmax_merge: the (m, l, arg) of the union of pieces a and b.
+
+    Each sum is rescaled to the common max (Milakov & Gimelshein, "Online
+    normalizer calculation for softmax", 2018); an all -inf piece (l = 0)
+    is the identity, NaN propagates.
+    """
+    b_wins = _argmax_better(m_b, i_b, m_a, i_a)
+    m = tl.where(b_wins, m_b, m_a)
+    i = tl.where(b_wins, i_b, i_a)
+    l = l_a * _rescale(m_a, m, inv_tau) + l_b * _rescale(m_b, m, inv_tau)
+    return m, l, i
+
+
+@triton.jit
+def _piece_state(s, col, valid, inv_tau):
+    """(m, l, arg) of each row of a [R, BLOCK] piece (reductions along axis 1).
+
+    1. m = max of the non-NaN lanes; arg = its first column. A NaN lane makes
+       m NaN and arg the first NaN column. No valid lane: m = -inf, l = 0,
+       arg = _NO_INDEX (loses every tie).
+    2. l = sum exp((s - m) * inv_tau), with m = -inf replaced by 0 so that an
+       all -inf piece sums exp(-inf) = 0 instead of NaN.
+    """
+    # 1. Max and first argmax.
+    nan = valid & (s != s)
+    m_num = tl.max(tl.where(valid & ~nan, s, float("-inf")), axis=1)
+    first_max = tl.min(tl.where(valid & (s == m_num[:, None]), col, _NO_INDEX), axis=1)
+    first_nan = tl.min(tl.where(nan, col, _NO_INDEX), axis=1)
+    has_nan = first_nan < _NO_INDEX
+    m = tl.where(has_nan, float("nan"), m_num)
+    arg = tl.where(has_nan, first_nan, first_max)
+    # 2. Sum of the tempered exponentials.
+    m_safe = tl.where(m_num == float("-inf"), 0.0, m_num)
+    e = tl.where(valid, tl.exp((s - m_safe[:, None]) * inv_tau), 0.0)
+    return m, tl.sum(e, axis=1), arg
+
+
+@triton.jit
+def _inverse_temperature(tau, acc_ty: tl.constexpr):
+    """gumbel_math.h's inverse_temperature: 1/tau in double (an IEEE
+    division), clamped to the largest finite acc value so that a tiny tau
+    gives 0 * inv_tau = 0 at the max, never NaN; then rounded to acc."""
+    inv = 1.0 / tl.full((), tau, tl.float64)
+    if acc_ty == tl.float64:
+        inv = tl.minimum(inv, DOUBLE_MAX)
+    else:
+        inv = tl.minimum(inv, FLOAT_MAX)
+    return inv.to(acc_ty)
+
+
+@triton.jit
+def _row_is_valid(m, l):
+    """A row has a sample iff m is finite and 0 < l < inf (else NaN output)."""
+    return (m == m) & (m > float("-inf")) & (m < float("inf")) & (l > 0.0) & (l < float("inf"))
+
+
+@triton.jit
+def _hard_sample(col, arg, ok):
+    """Exact one-hot at arg ([R, 1]) where ok ([R, 1]), else NaN."""
+    return tl.where(ok, tl.where(col == arg, 1.0, 0.0), float("nan"))
+
+
+@triton.jit
+def _philox_key(rng_state_ptr, seed, SEED_IN_STATE: tl.constexpr):
+    """(seed, base) of the noise: from rng_state (seed=None, drawn on the
+    device) or the scalar seed with base 0; in that case the first program
+    records (seed, 0) in rng_state for the backward."""
+    if SEED_IN_STATE:
+        key = tl.load(rng_state_ptr)
+        base = tl.load(rng_state_ptr + 1)
+    else:
+        key = seed
+        base = 0
+        first = (tl.program_id(0) == 0) & (tl.program_id(1) == 0)
+        two = tl.arange(0, 2)
+        tl.store(rng_state_ptr + two, tl.where(two == 0, seed, 0).to(tl.int64), mask=first & (two < 2))
+    return key, base
+
+
+# ----------------------------------------------------------------------------
+# Forward
+# ----------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _forward_rows_kernel(
+    x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
+    rows, cols, seed: tl.int64, tau: tl.float64,
+    HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """ROWS whole rows per program, each row one BLOCK-wide window."""
+    acc_ty = stats_ptr.dtype.element_ty
+    inv = _inverse_temperature(tau, acc_ty)
+    key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
+    # 1. s = x + g for the rows of this program ([ROWS, BLOCK]).
+    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
+    row_ok = row < rows
+    if ALIGNED:
+        lead = 0
+    else:
+        lead = (row * cols) & 3
+    s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, -lead, key, base,
+                                  acc_ty, BLOCK)
+    # 2. m, arg and l = sum exp((s - m) * inv_tau) per row.
+    m, l, arg = _piece_state(s, col, valid, inv)
+    # 3. The sample: y_soft = exp((s - m) * inv_tau) / l, or the one-hot.
+    if HARD:
+        y = _hard_sample(col, arg[:, None], _row_is_valid(m, l)[:, None])
+    else:
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        y = tl.exp((s - m_safe[:, None]) * inv) * (1.0 / l)[:, None]
+    tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
+    # 4. index and stats = (m, l) per row.
+    row1 = tl.reshape(row, [ROWS])
+    ok1 = row1 < rows
+    tl.store(index_ptr + row1, arg, mask=ok1)
+    tl.store(stats_ptr + 2 * row1, m, mask=ok1)
+    tl.store(stats_ptr + 2 * row1 + 1, l, mask=ok1)
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _forward_long_kernel(
+    x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
+    part_ptr, part_arg_ptr,
+    rows, cols, seed: tl.int64, tau: tl.float64, blocks_per_split, n_splits,
+    HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    PHASE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """One row (PHASE 0) or one chunk of a row (PHASES 1, 2) per program.
+
+    Program (row, split) owns blocks [split * blocks_per_split, ...) of the
+    row's windows. PHASE 0: both passes. PHASE 1: pass 1, partial state to
+    part (m, l) / part_arg. PHASE 2: merge the row's partials, then pass 2.
+    """
+    acc_ty = stats_ptr.dtype.element_ty
+    inv = _inverse_temperature(tau, acc_ty)
+    key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
+    # The row's state is kept as [1] tensors, the shape of a [1, BLOCK]
+    # piece's reductions; `one` turns scalar offsets into [1] offsets.
+    one = tl.zeros([1], tl.int64)
+    row = tl.program_id(0).to(tl.int64) + one[:, None]
+    split = tl.program_id(1)
+    row_ok = row < rows
+    if ALIGNED:
+        lead = 0
+    else:
+        lead = (tl.program_id(0).to(tl.int64) * cols) & 3
+    first_block = split * blocks_per_split
+    last_block = tl.minimum(first_block + blocks_per_split, tl.cdiv(cols + lead, BLOCK))
+    part = tl.program_id(0).to(tl.int64) * n_splits + split
+    # 1. The state (m, l, arg) of the row (PHASES 0, 2) or of this chunk (PHASE 1).
+    m = tl.full([1], float("-inf"), acc_ty)
+    l = tl.zeros([1], acc_ty)
+    arg = tl.full([1], _NO_INDEX, tl.int64)
+    if PHASE == 2:
+        # Merge the row's chunk states, in split order.
+        row_part = tl.program_id(0).to(tl.int64) * n_splits
+        for k in range(0, n_splits):
+            m_k = tl.load(part_ptr + 2 * (row_part + k) + one)
+            l_k = tl.load(part_ptr + 2 * (row_part + k) + 1 + one)
+            arg_k = tl.load(part_arg_ptr + row_part + k + one)
+            m, l, arg = _merge(m, l, arg, m_k, l_k, arg_k, inv)
+    else:
+        # Pass 1: the online merge of each block's (m, l, arg).
+        for b in range(first_block, last_block):
+            s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols,
+                                          b * BLOCK - lead + one[:, None], key, base,
+                                          acc_ty, BLOCK)
+            m_b, l_b, arg_b = _piece_state(s, col, valid, inv)
+            m, l, arg = _merge(m, l, arg, m_b, l_b, arg_b, inv)
+    if PHASE == 1:
+        # 2. A chunk's state goes to the workspace; PHASE 2 takes over.
+        tl.store(part_ptr + 2 * part + one, m)
+        tl.store(part_ptr + 2 * part + 1 + one, l)
+        tl.store(part_arg_ptr + part + one, arg)
+    else:
+        # 3. index and stats, once per row.
+        row1 = tl.reshape(row, [1])
+        first = split == 0
+        tl.store(index_ptr + row1, arg, mask=first)
+        tl.store(stats_ptr + 2 * row1, m, mask=first)
+        tl.store(stats_ptr + 2 * row1 + 1, l, mask=first)
+        # 4. Pass 2: the sample y = exp((s - m) * inv_tau) / l, the noise
+        # regenerated; the one-hot (hard) needs neither logits nor noise.
+        ok = _row_is_valid(m, l)[:, None]
+        m_safe = tl.where(m == float("-inf"), 0.0, m)[:, None]
+        inv_l = (1.0 / l)[:, None]
+        for b in range(first_block, last_block):
+            win_col = b * BLOCK - lead + one[:, None]
+            if HARD:
+                col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+                valid = (col >= 0) & (col < cols)
+                y = _hard_sample(col, arg[:, None], ok)
+            else:
+                s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, win_col,
+                                              key, base, acc_ty, BLOCK)
+                y = tl.exp((s - m_safe) * inv) * inv_l
+            tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
+
+
+# ----------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------
+
+
+@triton.jit
+def _noise_key(rng_state_ptr, FROM_LOGITS: tl.constexpr):
+    """The forward's (seed, base); only the hard backward regenerates noise."""
+    if FROM_LOGITS:
+        seed = tl.load(rng_state_ptr)
+        base = tl.load(rng_state_ptr + 1)
+    else:
+        seed = 0
+        base = 0
+    return seed, base
+
+
+@triton.jit
+def _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base,
+                 row, row_ok, cols, win_col, inv,
+                 FROM_LOGITS: tl.constexpr, BLOCK: tl.constexpr):
+    """y_soft on a [R, BLOCK] window, 0 outside the row: read (hard=False) or
+    recomputed as exp((s - m) * inv_tau) / l from the logits, the regenerated
+    noise and the forward's stats (hard=True)."""
+    acc_ty = stats_ptr.dtype.element_ty
+    if FROM_LOGITS:
+        s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, win_col,
+                                      seed, base, acc_ty, BLOCK)
+        m = tl.load(stats_ptr + 2 * row, mask=row_ok, other=0.0)
+        l = tl.load(stats_ptr + 2 * row + 1, mask=row_ok, other=1.0)
+        y = tl.where(valid, tl.exp((s - m) * inv) * (1.0 / l), 0.0)
+    else:
+        col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+        valid = row_ok & (col >= 0) & (col < cols)
+        y = tl.load(y_ptr + row * y_row_stride + col, mask=valid, other=0.0).to(acc_ty)
+    return y, col, valid
+
+
+@triton.jit
+def _backward_rows_kernel(
+    grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
+    stats_ptr, rng_state_ptr, out_ptr, rows, cols, tau: tl.float64,
+    FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """grad_x = inv_tau * y * (grad - sum(grad * y)) for ROWS whole rows."""
+    acc_ty = stats_ptr.dtype.element_ty
+    inv = _inverse_temperature(tau, acc_ty)
+    seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
+    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
+    row_ok = row < rows
+    if ALIGNED:
+        lead = 0
+    else:
+        lead = (row * cols) & 3
+    # 1. y_soft and the incoming gradient.
+    y, col, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base,
+                                 row, row_ok, cols, -lead, inv, FROM_LOGITS, BLOCK)
+    g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
+    # 2. dot = sum_k grad_k * y_k; 3. the softmax Jacobian-vector product.
+    dot = tl.sum(g * y, axis=1)[:, None]
+    dx = inv * y * (g - dot)
+    tl.store(out_ptr + row * cols + col, dx.to(out_ptr.dtype.element_ty), mask=valid)
+
+
+@triton.jit
+def _backward_long_kernel(
+    grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
+    stats_ptr, rng_state_ptr, out_ptr, part_ptr,
+    rows, cols, tau: tl.float64, blocks_per_split, n_splits,
+    FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr,
+    PHASE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Looped backward, phases as in _forward_long_kernel: pass 1 sums
+    grad * y_soft over the blocks (PHASE 1 stores the chunk's sum, PHASE 2
+    adds the row's chunk sums in order), pass 2 writes grad_x."""
+    acc_ty = stats_ptr.dtype.element_ty
+    inv = _inverse_temperature(tau, acc_ty)
+    seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
+    one = tl.zeros([1], tl.int64)  # as in _forward_long_kernel: [1] row state
+    row = tl.program_id(0).to(tl.int64) + one[:, None]
+    split = tl.program_id(1)
+    row_ok = row < rows
+    if ALIGNED:
+        lead = 0
+    else:
+        lead = (tl.program_id(0).to(tl.int64) * cols) & 3
+    first_block = split * blocks_per_split
+    last_block = tl.minimum(first_block + blocks_per_split, tl.cdiv(cols + lead, BLOCK))
+    part = tl.program_id(0).to(tl.int64) * n_splits + split
+    # 1. dot = sum_k grad_k * y_k of the row (PHASES 0, 2) or of this chunk (PHASE 1).
+    dot = tl.zeros([1], acc_ty)
+    if PHASE == 2:
+        # The row's chunk sums, added in split order.
+        row_part = tl.program_id(0).to(tl.int64) * n_splits
+        for k in range(0, n_splits):
+            dot += tl.load(part_ptr + row_part + k + one)
+    else:
+        # Pass 1 over the blocks.
+        for b in range(first_block, last_block):
+            win_col = b * BLOCK - lead + one[:, None]
+            y, col, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
+                                         seed, base, row, row_ok, cols, win_col, inv,
+                                         FROM_LOGITS, BLOCK)
+            g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
+            dot += tl.sum(g * y, axis=1)
+    if PHASE == 1:
+        # 2. A chunk's sum goes to the workspace; PHASE 2 takes over.
+        tl.store(part_ptr + part + one, dot)
+    else:
+        # 3. Pass 2: grad_x = inv_tau * y * (grad - dot).
+        for b in range(first_block, last_block):
+            win_col = b * BLOCK - lead + one[:, None]
+            y, col, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
+                                         seed, base, row, row_ok, cols, win_col, inv,
+                                         FROM_LOGITS, BLOCK)
+            g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
+            dx = inv * y * (g - dot[:, None])
+            tl.store(out_ptr + row * cols + col, dx.to(out_ptr.dtype.element_ty), mask=valid)
+
+
+# ----------------------------------------------------------------------------
+# Launch plan and launches
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a [rows, cols] problem is launched (see the module docstring)."""
+
+    aligned: bool          # cols % 4 == 0: every row starts a Philox group
+    looped: bool           # long kernels (else rows kernels)
+    block: int             # columns per window
+    rows_per_program: int  # rows kernels only
+    num_warps: int
+    n_splits: int          # long kernels: programs per row (1: PHASE 0)
+    blocks_per_split: int  # long kernels: windows per program
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    """Streaming multiprocessors of a CUDA device (cached: no query per call)."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _programs_wanted(device: torch.device) -> int:
+    """Programs that keep every SM busy: below that many rows, rows are split."""
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == "cuda" else INTERPRETER_SMS
+    return SPLIT_PROGRAMS_PER_SM * sms
+
+
+def plan(rows: int, cols: int, device: torch.device) -> Plan:
+    """The launch plan for [rows, cols] rows on `device` (fixed table, no autotuning)."""
+    aligned = cols % 4 == 0
+    if rows == 0:
+        # One fully masked program: it still records (seed, 0) in rng_state.
+        return Plan(aligned, False, 16, 1, 4, 1, 0)
+    width = cols if aligned else cols + 3  # columns a row's windows must cover
+    padded = max(16, triton.next_power_of_2(max(width, 1)))
+    if padded <= SINGLE_BLOCK_MAX:
+        rows_per_program = max(1, min(ROWS_ELEMENTS // padded, MAX_ROWS,
+                                      triton.next_power_of_2(max(rows, 1))))
+        elements = rows_per_program * padded
+        num_warps = min(16, max(4, elements // 256))
+        return Plan(aligned, False, padded, rows_per_program, num_warps, 1, 0)
+    n_blocks = triton.cdiv(width, LOOP_BLOCK)
+    wanted = _programs_wanted(device)
+    n_splits = 1 if rows >= wanted else min(n_blocks, triton.cdiv(wanted, max(rows, 1)))
+    blocks_per_split = triton.cdiv(n_blocks, n_splits)
+    n_splits = triton.cdiv(n_blocks, blocks_per_split)
+    return Plan(aligned, True, LOOP_BLOCK, 1, 8, n_splits, blocks_per_split)
+
+
+def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, index: torch.Tensor,
+                   stats: torch.Tensor, rng_state: torch.Tensor, seed: int | None,
+                   tau: float, hard: bool) -> None:
+    """Fills y_rows [rows, cols], index [rows], stats [rows, 2] and (explicit
+    seed) rng_state. With seed None, rng_state already holds (seed, base).
+
+    wrap: torch.library.wrap_triton (or the identity) applied to each kernel.
+    """
+    rows, cols = x_rows.shape
+    p = plan(rows, cols, x_rows.device)
+    seed_in_state = seed is None
+    seed_arg = 0 if seed is None else seed
+    flags = dict(HARD=hard, SEED_IN_STATE=seed_in_state, ALIGNED=p.aligned,
+                 num_warps=p.num_warps, enable_fp_fusion=False)
+    if not p.looped:
+        # At least one program, so that rng_state is written for 0 rows too.
+        grid = (max(1, triton.cdiv(rows, p.rows_per_program)),)
+        wrap(_forward_rows_kernel)[grid](
+            x_rows, x_rows.stride(0), y_rows, index, stats, rng_state,
+            rows, cols, seed_arg, tau, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
+        return
+    args = (x_rows, x_rows.stride(0), y_rows, index, stats, rng_state)
+    if p.n_splits == 1:
+        # PHASE 0 has no workspace: stats and index stand in for its pointers.
+        wrap(_forward_long_kernel)[(rows, 1)](
+            *args, stats, index, rows, cols, seed_arg, tau, p.blocks_per_split, 1,
+            PHASE=0, BLOCK=p.block, **flags)
+        return
+    part = torch.empty((rows, p.n_splits, 2), dtype=stats.dtype, device=x_rows.device)
+    part_arg = torch.empty((rows, p.n_splits), dtype=torch.int64, device=x_rows.device)
+    for phase in (1, 2):
+        wrap(_forward_long_kernel)[(rows, p.n_splits)](
+            *args, part, part_arg, rows, cols, seed_arg, tau, p.blocks_per_split,
+            p.n_splits, PHASE=phase, BLOCK=p.block, **flags)
+
+
+def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tensor | None,
+                    x_rows: torch.Tensor | None, stats: torch.Tensor, rng_state: torch.Tensor,
+                    out_rows: torch.Tensor, tau: float) -> None:
+    """Fills out_rows [rows, cols] with the gradient of the logits.
+
+    Exactly one of y_rows (the soft sample) and x_rows (the logits, hard=True)
+    is given; stats [rows, 2] and rng_state [2] are the forward's.
+    """
+    rows, cols = out_rows.shape
+    if rows == 0:
+        return
+    p = plan(rows, cols, out_rows.device)
+    from_logits = x_rows is not None
+    # The unused one of (y, x) is passed as the other so every pointer is valid.
+    y_arg = y_rows if y_rows is not None else x_rows
+    x_arg = x_rows if x_rows is not None else y_rows
+    flags = dict(FROM_LOGITS=from_logits, ALIGNED=p.aligned, num_warps=p.num_warps,
+                 enable_fp_fusion=False)
+    args = (grad_rows, grad_rows.stride(0), y_arg, y_arg.stride(0), x_arg, x_arg.stride(0),
+            stats, rng_state, out_rows)
+    if not p.looped:
+        wrap(_backward_rows_kernel)[(triton.cdiv(rows, p.rows_per_program),)](
+            *args, rows, cols, tau, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
+        return
+    if p.n_splits == 1:
+        # PHASE 0 has no workspace: stats stands in for its pointer.
+        wrap(_backward_long_kernel)[(rows, 1)](
+            *args, stats, rows, cols, tau, p.blocks_per_split, 1,
+            PHASE=0, BLOCK=p.block, **flags)
+        return
+    part = torch.empty((rows, p.n_splits), dtype=stats.dtype, device=out_rows.device)
+    for phase in (1, 2):
+        wrap(_backward_long_kernel)[(rows, p.n_splits)](
+            *args, part, rows, cols, tau, p.blocks_per_split, p.n_splits,
+            PHASE=phase, BLOCK=p.block, **flags)
