@@ -105,13 +105,13 @@ Plan plan_segments(int64_t rows, int64_t cols) {
 
 // Pass 1 of the forward for columns [c0, c1) of a row, in one sweep of tiles
 // that stay in L1: noise, s = x + g, running max and argmax, and the running
-// sum rescaled to the running max (online softmax). With keep_exp, buf gets
+// sum rescaled to the running max (online softmax). buf gets
 // exp((s - m_tile) / tau) and ref[t] the max m_tile that tile t was taken
 // against, so pass 2 needs one multiply per element.
 template <typename T, typename A>
 SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
                                 uint64_t row_position, const NoiseSource& src,
-                                A inv_tau, A* buf, A* ref, bool keep_exp) {
+                                A inv_tau, A* buf, A* ref) {
   using Vec = Vectorized<A>;
   alignas(64) float scratch[kTile];
   alignas(64) A s[kTile];
@@ -152,10 +152,10 @@ SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
         }
       }
     }
-    if (keep_exp) ref[tile] = st.m;
+    ref[tile] = st.m;
     if (st.m == neg_inf<A>()) {
       // All -inf so far: contributes 0, and merges as the identity.
-      if (keep_exp) std::fill(buf + (t - c0), buf + (t - c0) + n, A(0));
+      std::fill(buf + (t - c0), buf + (t - c0) + n, A(0));
       continue;
     }
     const Vec vm(st.m), vinv(inv_tau);
@@ -164,13 +164,13 @@ SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
     j = 0;
     for (; j + Vec::size() <= n; j += Vec::size()) {
       const Vec ev = ((Vec::loadu(s + j) - vm) * vinv).exp();
-      if (keep_exp) ev.store(e + j);
+      ev.store(e + j);
       vsum = vsum + ev;
     }
     A sum = at::vec::vec_reduce_all<A>([](Vec a, Vec b) { return a + b; }, vsum);
     for (; j < n; ++j) {
       const A ev = exp_acc((s[j] - st.m) * inv_tau);
-      if (keep_exp) e[j] = ev;
+      e[j] = ev;
       sum += ev;
     }
     st.l = st.l * rescale_factor(m_old, st.m, inv_tau, exp_acc<A>) + sum;
@@ -181,20 +181,18 @@ SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
 // Pass 2 of the forward for columns [c0, c1): the soft sample from the
 // exponentials in buf (tile t relative to its max ref[t]) into `soft`, and with
 // hard=True the one-hot into `out`. `soft` is `out` when hard=False, the kept
-// soft sample or nullptr when hard=True.
+// soft sample (keeps_soft_sample) when hard=True.
 template <typename T, typename A>
 void segment_write(T* out, T* soft, int64_t c0, int64_t c1,
                    const SoftmaxState<A>& row, A inv_tau, A* buf, const A* ref,
                    bool hard) {
-  if (soft != nullptr) {
-    using Vec = Vectorized<A>;
-    for (int64_t t = c0, tile = 0; t < c1; t += kTile, ++tile) {
-      const int64_t n = std::min(kTile, c1 - t);
-      const Vec scale(rescale_factor(ref[tile], row.m, inv_tau, exp_acc<A>) / row.l);
-      A* e = buf + (t - c0);
-      at::vec::map([scale](Vec v) { return v * scale; }, e, e, n);
-      at::vec::convert(e, soft + t, n);
-    }
+  using Vec = Vectorized<A>;
+  for (int64_t t = c0, tile = 0; t < c1; t += kTile, ++tile) {
+    const int64_t n = std::min(kTile, c1 - t);
+    const Vec scale(rescale_factor(ref[tile], row.m, inv_tau, exp_acc<A>) / row.l);
+    A* e = buf + (t - c0);
+    at::vec::map([scale](Vec v) { return v * scale; }, e, e, n);
+    at::vec::convert(e, soft + t, n);
   }
   if (!hard) return;
   if (!row_is_valid(row.m, row.l)) {
@@ -212,9 +210,9 @@ void forward_kernel(const ForwardParams& p) {
   const T* x = static_cast<const T*>(p.logits);
   T* out = static_cast<T*>(p.out);
   T* soft = p.hard ? static_cast<T*>(p.y_soft) : out;
+  TORCH_INTERNAL_ASSERT(soft != nullptr, "the CPU kernel keeps the soft sample with hard=True");
   A* stats = static_cast<A*>(p.stats);
   const int64_t cols = p.cols;
-  const bool keep_exp = soft != nullptr;
   auto finish_row = [&](int64_t r, const SoftmaxState<A>& st) {
     p.index[r] = st.arg;
     stats[2 * r] = st.m;
@@ -229,8 +227,8 @@ void forward_kernel(const ForwardParams& p) {
       for_rows_with_noise({p.seed, p.base}, begin, end, cols, [&](int64_t r, const NoiseSource& src) {
         const SoftmaxState<A> st = segment_forward<T, A>(
             x + r * p.logits_row_stride, 0, cols, static_cast<uint64_t>(r * cols),
-            src, inv_tau, buf.data(), ref.data(), keep_exp);
-        segment_write<T, A>(out + r * cols, soft ? soft + r * cols : nullptr, 0, cols,
+            src, inv_tau, buf.data(), ref.data());
+        segment_write<T, A>(out + r * cols, soft + r * cols, 0, cols,
                             st, inv_tau, buf.data(), ref.data(), p.hard);
         finish_row(r, st);
       });
@@ -255,7 +253,7 @@ void forward_kernel(const ForwardParams& p) {
       parts[k] = segment_forward<T, A>(x + r * p.logits_row_stride, c0, c1,
                                        static_cast<uint64_t>(r * cols), {p.seed, p.base},
                                        inv_tau, buf.data() + r * cols + c0,
-                                       ref.data() + k * seg_tiles, keep_exp);
+                                       ref.data() + k * seg_tiles);
     }
   });
   std::vector<SoftmaxState<A>> rows_state(p.rows);
@@ -271,7 +269,7 @@ void forward_kernel(const ForwardParams& p) {
     for (int64_t k = begin; k < end; ++k) {
       int64_t r, c0, c1;
       bounds(k, r, c0, c1);
-      segment_write<T, A>(out + r * cols, soft ? soft + r * cols : nullptr, c0, c1,
+      segment_write<T, A>(out + r * cols, soft + r * cols, c0, c1,
                           rows_state[r], inv_tau, buf.data() + r * cols + c0,
                           ref.data() + k * seg_tiles, p.hard);
     }
