@@ -33,10 +33,12 @@ struct ForwardOutputs {
 };
 
 // With hard=True, whether the forward also writes the soft sample for the
-// backward (instead of the backward regenerating it). The CPU kernel is bound by
-// the noise arithmetic, so regenerating would double its cost; the CUDA kernel
-// is bound by memory traffic, so it saves only per-row statistics. The Python
-// fake kernel (fused_gumbel/ops.py) mirrors this rule.
+// backward (instead of the backward regenerating it). On the CPU the noise
+// arithmetic dominates, so regenerating would double the backward's cost. On
+// CUDA, keeping it would cost an extra tensor of memory and a write of every
+// element in the forward; the backward reads the logits instead, so it saves only
+// per-row statistics and regenerates the noise. The Python fake kernel
+// (fused_gumbel/ops.py) mirrors this rule.
 inline bool keeps_soft_sample(const at::Tensor& logits, bool hard) {
   return hard && logits.device().is_cpu();
 }

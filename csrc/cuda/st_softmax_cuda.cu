@@ -1,0 +1,748 @@
+// CUDA kernels of st_softmax and st_softmax_backward (the op semantics are in
+// csrc/st_softmax.cpp): Gumbel noise, tempered softmax, argmax and the
+// straight-through gradient, each fused into one pass over the logits.
+//
+// Work is cut into segments: a whole row, or a chunk of a row. G threads (a power
+// of two) own a segment; thread t handles the segment's units t, t + G, ...
+// (unit_io.cuh), so a warp moves consecutive 16-byte pieces and every Philox call
+// feeds four consecutive positions. With U positions per unit (8 for 16-bit
+// types, 4 otherwise):
+//
+//   <= 32 units        G = units rounded up to a power of two, one unit per
+//                      thread, 128-thread blocks holding several rows (routers).
+//   <= 128 units       a warp per row, four rows per block.
+//   longer             a block per row, ~4 units per thread, up to 1024 threads,
+//                      while the row's cache fits in shared memory (forward: about
+//                      56K float32 columns on an H100; backward caches two arrays).
+//   split rows         when the cache does not fit, or when the rows would occupy
+//                      fewer than all SMs (half of them if splitting evaluates the
+//                      noise twice): chunks of >= 2048 columns, ~2 units per thread.
+//
+// Forward, cached (forward_segments_kernel): s = x + g goes to shared memory, so
+// logits are read once and the noise computed once; max and argmax, the sum of
+// exponentials, then the output is written once. Split: the same kernel writes
+// each chunk's SoftmaxState to a small workspace; forward_finalize_kernel merges a
+// row's states and writes its chunk (soft: the noise is regenerated; hard: the
+// one-hot needs none). The backward has the same two layouts; y_soft is read, or
+// recomputed from the logits, the regenerated noise and the saved (max, sum).
+//
+// Random state: with seed=None the Philox offset comes from the device's default
+// CUDA generator as a PhiloxCudaState, unpacked inside the kernel (CUDA-graph
+// replays draw fresh noise), and the first kernel stores (seed, base) in
+// rng_state; the backward reads it from device memory.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <ATen/cuda/PhiloxUtils.cuh>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <mutex>
+#include <type_traits>
+
+#include "cuda/group_reduce.cuh"
+#include "cuda/unit_io.cuh"
+#include "gumbel_math.h"
+#include "st_softmax.h"
+
+namespace fused_gumbel {
+namespace {
+
+constexpr int kMaxThreads = 1024;
+constexpr int kSmallBlock = 128;  // block size when several segments share a block
+// Units per thread: a whole row keeps each thread busy for several units; a split
+// row's chunks are there to spread a few rows over the GPU, so fewer.
+constexpr int64_t kUnitsPerThread = 4;
+constexpr int64_t kUnitsPerThreadSplit = 2;
+constexpr int64_t kChunkMin = 2048;  // columns: enough work to amortize a block
+constexpr size_t kStaticSmem = 2048;  // reduction scratch, kept free of the row cache
+constexpr size_t kDefaultSmem = 48 * 1024;
+
+template <class scalar_t>
+using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// Positions per unit: 16 bytes of a 16-bit type, else four (one Philox call).
+template <class scalar_t>
+constexpr int kUnit = sizeof(scalar_t) == 2 ? 8 : 4;
+
+__device__ __forceinline__ float exp_acc(float x) { return expf(x); }
+__device__ __forceinline__ double exp_acc(double x) { return exp(x); }
+
+template <class T>
+__device__ __forceinline__ T neg_inf() {
+  return -std::numeric_limits<T>::infinity();
+}
+
+// exp((s - m) * inv_tau), where an s of -inf (a masked logit, or a lane outside
+// the segment) contributes exactly 0 even when m is -inf too.
+template <class T>
+__device__ __forceinline__ T tempered_exp(T s, T m, T inv_tau) {
+  return s == neg_inf<T>() ? T(0) : exp_acc((s - m) * inv_tau);
+}
+
+// Kernel arguments besides the shared ForwardParams / BackwardParams.
+struct SegmentLayout {
+  int64_t nchunks;       // segments per row
+  int64_t chunk_len;     // columns per segment (the last one may be shorter)
+  int64_t cache_stride;  // row-cache elements per segment and cached array
+  int group_log2;        // log2 of the threads per segment
+  bool vec;              // all tensors keep the flat alignment: 16-byte accesses
+};
+
+template <class acc_t>
+struct FwdArgs {
+  ForwardParams p;
+  SegmentLayout s;
+  at::PhiloxCudaState philox;
+  acc_t inv_tau;
+  SoftmaxState<acc_t>* partials;  // [rows, nchunks] when rows are split, else null
+};
+
+template <class acc_t>
+struct BwdArgs {
+  BackwardParams p;
+  SegmentLayout s;
+  acc_t inv_tau;
+  acc_t* partials;  // [rows, nchunks] partial sums of grad * y_soft when split
+};
+
+// The columns [c0, c1) of one row that a segment covers, and the units touching them.
+struct Segment {
+  int64_t row;
+  int64_t c0, c1;
+  int64_t row_pos;  // flat position of (row, 0)
+  int64_t unit0;    // first unit
+  int64_t units;    // number of units
+};
+
+template <int U>
+__device__ __forceinline__ Segment make_segment(int64_t seg, const SegmentLayout& l,
+                                                int64_t cols) {
+  Segment s;
+  s.row = l.nchunks == 1 ? seg : seg / l.nchunks;
+  s.c0 = (seg - s.row * l.nchunks) * l.chunk_len;
+  s.c1 = s.c0 + l.chunk_len < cols ? s.c0 + l.chunk_len : cols;
+  s.row_pos = s.row * cols;
+  s.unit0 = (s.row_pos + s.c0) / U;
+  s.units = (s.row_pos + s.c1 - 1) / U - s.unit0 + 1;
+  return s;
+}
+
+// Column of lane 0 of the segment's i-th unit (negative before the row start).
+template <int U>
+__device__ __forceinline__ int64_t unit_col0(const Segment& s, int64_t i) {
+  return (s.unit0 + i) * U - s.row_pos;
+}
+
+// s[j] += the noise at flat position 4 * group + j: one Philox call, all four
+// output words used.
+template <class acc_t>
+__device__ __forceinline__ void add_group_noise(uint64_t seed, uint64_t base,
+                                                int64_t group, acc_t (&s)[4]) {
+  const uint64_t ctr = philox_counter(base, static_cast<uint64_t>(group) * 4);
+  uint32_t w[4] = {static_cast<uint32_t>(ctr), static_cast<uint32_t>(ctr >> 32), 0, 0};
+  philox4x32_10<ScalarOps>(w[0], w[1], w[2], w[3], static_cast<uint32_t>(seed),
+                           static_cast<uint32_t>(seed >> 32));
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    s[j] += static_cast<acc_t>(gumbel_from_bits<ScalarOps>(w[j]));
+  }
+}
+
+// s[k] += the noise of the unit's k-th position (U / 4 Philox calls).
+template <int U, class acc_t>
+__device__ __forceinline__ void add_unit_noise(uint64_t seed, uint64_t base,
+                                               int64_t unit, acc_t (&s)[U]) {
+#pragma unroll
+  for (int q = 0; q < U / 4; ++q) {
+    acc_t part[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) part[j] = s[4 * q + j];
+    add_group_noise(seed, base, unit * (U / 4) + q, part);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s[4 * q + j] = part[j];
+  }
+}
+
+// s = logits + noise for the segment's i-th unit (lanes outside the segment hold
+// noise only; callers mask them).
+template <int U, class scalar_t, class acc_t>
+__device__ __forceinline__ void unit_scores(const scalar_t* row, const Segment& sg,
+                                            int64_t i, bool vec, uint64_t seed,
+                                            uint64_t base, acc_t (&s)[U]) {
+  load_unit<U>(row, unit_col0<U>(sg, i), sg.c0, sg.c1, vec, s);
+  add_unit_noise<U>(seed, base, sg.unit0 + i, s);
+}
+
+// Forward over segments cached in shared memory. Writes the sample, index and
+// stats, or with a.partials set (split rows) only each segment's SoftmaxState.
+template <class scalar_t>
+__global__ void __launch_bounds__(kMaxThreads)
+    forward_segments_kernel(const FwdArgs<acc_type<scalar_t>> a) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int U = kUnit<scalar_t>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ acc_t red_m[32];
+  __shared__ int64_t red_arg[32];
+
+  const ForwardParams& p = a.p;
+  const int group = 1 << a.s.group_log2;
+  const int tig = threadIdx.x & (group - 1);
+  const int slot = threadIdx.x >> a.s.group_log2;
+  const int64_t seg =
+      static_cast<int64_t>(blockIdx.x) * (blockDim.x >> a.s.group_log2) + slot;
+  const bool active = seg < p.rows * a.s.nchunks;
+  const Segment sg = make_segment<U>(active ? seg : 0, a.s, p.cols);
+  const int64_t units = active ? sg.units : 0;  // idle groups still join reductions
+  acc_t* cache = reinterpret_cast<acc_t*>(smem_raw) + slot * a.s.cache_stride;
+
+  const auto seeds = at::cuda::philox::unpack(a.philox);
+  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    p.rng_state[0] = static_cast<int64_t>(seed);
+    p.rng_state[1] = static_cast<int64_t>(base);
+  }
+
+  // 1. s = x + g into the cache; this thread's max and first argmax.
+  const scalar_t* row_in =
+      static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
+  acc_t m = neg_inf<acc_t>();
+  int64_t arg = std::numeric_limits<int64_t>::max();
+  for (int64_t i = tig; i < units; i += group) {
+    const int64_t col0 = unit_col0<U>(sg, i);
+    acc_t x[U];
+    load_unit<U>(row_in, col0, sg.c0, sg.c1, a.s.vec, x);
+    // One Philox group at a time, each finished and cached before the next, so
+    // that a 16-bit type's eight-wide unit stays within 64 registers.
+#pragma unroll
+    for (int q = 0; q < U / 4; ++q) {
+      acc_t s[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[j] = x[4 * q + j];
+      add_group_noise(seed, base, (sg.unit0 + i) * (U / 4) + q, s);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t col = col0 + 4 * q + j;
+        if (col >= sg.c0 && col < sg.c1) {
+          if (argmax_better(s[j], col, m, arg)) {
+            m = s[j];
+            arg = col;
+          }
+        } else {
+          s[j] = neg_inf<acc_t>();  // contributes 0 to the sum below
+        }
+      }
+      cache_store<4>(cache + i * U + 4 * q, s);
+    }
+  }
+  group_argmax(m, arg, group, red_m, red_arg);
+
+  // 2. l = sum exp((s - m) / tau); the soft sample keeps the exponentials.
+  const bool partial = a.partials != nullptr;
+  const bool keep_exp = !partial && !p.hard;
+  acc_t l = 0;
+  for (int64_t i = tig; i < units; i += group) {
+    acc_t e[U];
+    cache_load<U>(cache + i * U, e);
+#pragma unroll
+    for (int k = 0; k < U; ++k) {
+      e[k] = tempered_exp(e[k], m, a.inv_tau);
+      l += e[k];
+    }
+    if (keep_exp) cache_store<U>(cache + i * U, e);
+  }
+  l = group_sum(l, group, red_m);
+
+  if (partial) {
+    if (active && tig == 0) a.partials[seg] = SoftmaxState<acc_t>{m, l, arg};
+    return;
+  }
+  if (active && tig == 0) {
+    acc_t* stats = static_cast<acc_t*>(p.stats) + 2 * sg.row;
+    stats[0] = m;
+    stats[1] = l;
+    p.index[sg.row] = arg;
+  }
+
+  // 3. The output, written once.
+  scalar_t* row_out = static_cast<scalar_t*>(p.out) + sg.row * p.cols;
+  const bool valid = row_is_valid(m, l);
+  const acc_t inv_l = acc_t(1) / l;
+  for (int64_t i = tig; i < units; i += group) {
+    const int64_t col0 = unit_col0<U>(sg, i);
+    acc_t y[U];
+    if (p.hard) {
+#pragma unroll
+      for (int k = 0; k < U; ++k) {
+        y[k] = valid ? acc_t(col0 + k == arg ? 1 : 0)
+                     : std::numeric_limits<acc_t>::quiet_NaN();
+      }
+    } else {
+      cache_load<U>(cache + i * U, y);
+#pragma unroll
+      for (int k = 0; k < U; ++k) y[k] *= inv_l;
+    }
+    store_unit<U>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
+  }
+}
+
+// Split rows, step 2: one block per (row, chunk) merges the row's chunk states
+// and writes the chunk of the output.
+template <class scalar_t>
+__global__ void __launch_bounds__(kMaxThreads)
+    forward_finalize_kernel(const FwdArgs<acc_type<scalar_t>> a) {
+  using acc_t = acc_type<scalar_t>;
+  using State = SoftmaxState<acc_t>;
+  constexpr int U = kUnit<scalar_t>;
+  __shared__ State row_state;
+
+  const ForwardParams& p = a.p;
+  const Segment sg = make_segment<U>(blockIdx.x, a.s, p.cols);
+  const auto exp_fn = [](acc_t x) { return exp_acc(x); };
+
+  // The first warp merges the row's states in a fixed order; lane 0's result is
+  // shared, so every block of the row uses the same bits.
+  if (threadIdx.x < 32) {
+    const State* parts = a.partials + sg.row * a.s.nchunks;
+    State st{neg_inf<acc_t>(), acc_t(0), std::numeric_limits<int64_t>::max()};
+    for (int64_t c = threadIdx.x; c < a.s.nchunks; c += 32) {
+      st = softmax_merge(st, parts[c], a.inv_tau, exp_fn);
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      State o;
+      o.m = __shfl_xor_sync(kFullWarp, st.m, off);
+      o.l = __shfl_xor_sync(kFullWarp, st.l, off);
+      o.arg = __shfl_xor_sync(kFullWarp, st.arg, off);
+      st = softmax_merge(st, o, a.inv_tau, exp_fn);
+    }
+    if (threadIdx.x == 0) row_state = st;
+  }
+  __syncthreads();
+  const acc_t m = row_state.m, l = row_state.l;
+  const int64_t arg = row_state.arg;
+
+  if (sg.c0 == 0 && threadIdx.x == 0) {
+    acc_t* stats = static_cast<acc_t*>(p.stats) + 2 * sg.row;
+    stats[0] = m;
+    stats[1] = l;
+    p.index[sg.row] = arg;
+  }
+
+  const auto seeds = at::cuda::philox::unpack(a.philox);
+  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  const scalar_t* row_in =
+      static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
+  scalar_t* row_out = static_cast<scalar_t*>(p.out) + sg.row * p.cols;
+  const bool valid = row_is_valid(m, l);
+  const acc_t inv_l = acc_t(1) / l;
+  for (int64_t i = threadIdx.x; i < sg.units; i += blockDim.x) {
+    const int64_t col0 = unit_col0<U>(sg, i);
+    acc_t y[U];
+    if (p.hard) {
+#pragma unroll
+      for (int k = 0; k < U; ++k) {
+        y[k] = valid ? acc_t(col0 + k == arg ? 1 : 0)
+                     : std::numeric_limits<acc_t>::quiet_NaN();
+      }
+    } else {
+      unit_scores<U>(row_in, sg, i, a.s.vec, seed, base, y);
+#pragma unroll
+      for (int k = 0; k < U; ++k) y[k] = tempered_exp(y[k], m, a.inv_tau) * inv_l;
+    }
+    store_unit<U>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
+  }
+}
+
+// The backward's inputs for one unit: the incoming gradient g and the soft
+// sample y (read, or recomputed exactly as the forward computed it), both zero
+// on lanes outside the segment.
+template <int U, class scalar_t, class acc_t>
+__device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
+                                                const Segment& sg, int64_t i,
+                                                uint64_t seed, uint64_t base, acc_t m,
+                                                acc_t inv_l, acc_t (&g)[U],
+                                                acc_t (&y)[U]) {
+  const BackwardParams& p = a.p;
+  const int64_t col0 = unit_col0<U>(sg, i);
+  if (p.y_soft != nullptr) {
+    load_unit<U>(static_cast<const scalar_t*>(p.y_soft) + sg.row * p.y_soft_row_stride,
+                 col0, sg.c0, sg.c1, a.s.vec, y);
+  } else {
+    unit_scores<U>(static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride,
+                   sg, i, a.s.vec, seed, base, y);
+#pragma unroll
+    for (int k = 0; k < U; ++k) {
+      const int64_t col = col0 + k;
+      y[k] = (col >= sg.c0 && col < sg.c1) ? tempered_exp(y[k], m, a.inv_tau) * inv_l
+                                          : acc_t(0);
+    }
+  }
+  load_unit<U>(static_cast<const scalar_t*>(p.grad) + sg.row * p.grad_row_stride,
+               col0, sg.c0, sg.c1, a.s.vec, g);
+}
+
+// Backward over segments cached in shared memory (y and g, so a recomputed y
+// costs one noise evaluation): grad_logits = inv_tau * y * (g - sum(g * y)).
+template <class scalar_t>
+__global__ void __launch_bounds__(kMaxThreads)
+    backward_segments_kernel(const BwdArgs<acc_type<scalar_t>> a) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int U = kUnit<scalar_t>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __shared__ acc_t red[32];
+
+  const BackwardParams& p = a.p;
+  const int group = 1 << a.s.group_log2;
+  const int tig = threadIdx.x & (group - 1);
+  const int slot = threadIdx.x >> a.s.group_log2;
+  const int64_t seg =
+      static_cast<int64_t>(blockIdx.x) * (blockDim.x >> a.s.group_log2) + slot;
+  const bool active = seg < p.rows * a.s.nchunks;
+  const Segment sg = make_segment<U>(active ? seg : 0, a.s, p.cols);
+  const int64_t units = active ? sg.units : 0;
+  acc_t* cache_y = reinterpret_cast<acc_t*>(smem_raw) + slot * 2 * a.s.cache_stride;
+  acc_t* cache_g = cache_y + a.s.cache_stride;
+
+  const uint64_t seed = static_cast<uint64_t>(p.rng_state[0]);
+  const uint64_t base = static_cast<uint64_t>(p.rng_state[1]);
+  const acc_t* stats = static_cast<const acc_t*>(p.stats) + 2 * sg.row;
+  const acc_t m = stats[0], inv_l = acc_t(1) / stats[1];
+
+  acc_t dot = 0;
+  for (int64_t i = tig; i < units; i += group) {
+    acc_t g[U], y[U];
+    unit_grad_and_y<U, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+#pragma unroll
+    for (int k = 0; k < U; ++k) dot += g[k] * y[k];
+    cache_store<U>(cache_y + i * U, y);
+    cache_store<U>(cache_g + i * U, g);
+  }
+  dot = group_sum(dot, group, red);
+
+  scalar_t* row_out = static_cast<scalar_t*>(p.grad_logits) + sg.row * p.cols;
+  for (int64_t i = tig; i < units; i += group) {
+    acc_t g[U], y[U];
+    cache_load<U>(cache_y + i * U, y);
+    cache_load<U>(cache_g + i * U, g);
+#pragma unroll
+    for (int k = 0; k < U; ++k) y[k] = a.inv_tau * y[k] * (g[k] - dot);
+    store_unit<U>(row_out, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, y);
+  }
+}
+
+// Backward of split rows, one block per (row, chunk). First launch (finalize =
+// false): each chunk's sum of g * y into a.partials. Second launch: every block
+// adds its row's partial sums in a fixed order and writes its chunk.
+template <class scalar_t>
+__global__ void __launch_bounds__(kMaxThreads)
+    backward_split_kernel(const BwdArgs<acc_type<scalar_t>> a, bool finalize) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int U = kUnit<scalar_t>;
+  __shared__ acc_t red[32];
+  __shared__ acc_t row_dot;
+
+  const BackwardParams& p = a.p;
+  const Segment sg = make_segment<U>(blockIdx.x, a.s, p.cols);
+  const uint64_t seed = static_cast<uint64_t>(p.rng_state[0]);
+  const uint64_t base = static_cast<uint64_t>(p.rng_state[1]);
+  const acc_t* stats = static_cast<const acc_t*>(p.stats) + 2 * sg.row;
+  const acc_t m = stats[0], inv_l = acc_t(1) / stats[1];
+
+  acc_t dot = 0;
+  if (finalize) {
+    if (threadIdx.x < 32) {
+      const acc_t* parts = a.partials + sg.row * a.s.nchunks;
+      acc_t v = 0;
+      for (int64_t c = threadIdx.x; c < a.s.nchunks; c += 32) v += parts[c];
+      v = group_sum(v, 32, red);
+      if (threadIdx.x == 0) row_dot = v;
+    }
+    __syncthreads();
+    dot = row_dot;
+  }
+
+  scalar_t* row_out = static_cast<scalar_t*>(p.grad_logits) + sg.row * p.cols;
+  acc_t part = 0;
+  for (int64_t i = threadIdx.x; i < sg.units; i += blockDim.x) {
+    acc_t g[U], y[U];
+    unit_grad_and_y<U, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+    if (finalize) {
+#pragma unroll
+      for (int k = 0; k < U; ++k) y[k] = a.inv_tau * y[k] * (g[k] - dot);
+      store_unit<U>(row_out, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, y);
+    } else {
+#pragma unroll
+      for (int k = 0; k < U; ++k) part += g[k] * y[k];
+    }
+  }
+  if (!finalize) {
+    part = group_sum(part, static_cast<int>(blockDim.x), red);
+    if (threadIdx.x == 0) a.partials[blockIdx.x] = part;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host side: choosing the layout and launching.
+
+struct Plan {
+  SegmentLayout layout;
+  int threads;    // block size
+  int64_t blocks;
+  size_t smem;    // dynamic shared memory of the cached kernel
+};
+
+int log2_ceil(int64_t n) {
+  int k = 0;
+  while ((int64_t{1} << k) < n) ++k;
+  return k;
+}
+
+// Threads per segment: one unit per thread while a segment has at most 32 units
+// (several short rows per warp), a warp up to 32 * per_thread units, beyond that
+// a block with about per_thread units per thread.
+int group_log2_for(int64_t units, int64_t per_thread) {
+  if (units <= 32) return log2_ceil(units);
+  if (units <= 32 * per_thread) return 5;
+  return std::min(10, log2_ceil((units + per_thread - 1) / per_thread));
+}
+
+// Segments of `len` columns (nchunks per row), cached in shared memory with
+// `arrays` values per element (1 forward, 2 backward, 0 for the streaming split
+// backward).
+Plan segment_plan(int64_t rows, int64_t cols, int64_t nchunks, int64_t len, int unit,
+                  int arrays, size_t acc_size) {
+  // A row that does not start at a multiple of the unit straddles one more unit.
+  const int64_t units = (len + unit - 1) / unit + (cols % unit != 0 ? 1 : 0);
+  Plan plan;
+  plan.layout.nchunks = nchunks;
+  plan.layout.chunk_len = len;
+  plan.layout.cache_stride = units * unit;
+  plan.layout.group_log2 =
+      group_log2_for(units, nchunks > 1 ? kUnitsPerThreadSplit : kUnitsPerThread);
+  const int group = 1 << plan.layout.group_log2;
+  // A group wider than a warp reduces through __syncthreads: it is the block.
+  plan.threads = group <= 32 ? kSmallBlock : group;
+  const int64_t per_block = plan.threads / group;
+  plan.blocks = (rows * nchunks + per_block - 1) / per_block;
+  plan.smem = static_cast<size_t>(per_block * arrays * plan.layout.cache_stride) * acc_size;
+  return plan;
+}
+
+// Columns per chunk of a split row: at most max_len, enough chunks for about two
+// blocks per SM, none shorter than kChunkMin; a multiple of the unit.
+int64_t split_chunk_len(int64_t rows, int64_t cols, int unit, int64_t max_len,
+                        int64_t sms) {
+  const int64_t by_size = (cols + max_len - 1) / max_len;
+  const int64_t by_fill = std::min((2 * sms + rows - 1) / rows, cols / kChunkMin);
+  const int64_t nchunks = std::max<int64_t>({by_size, by_fill, 1});
+  const int64_t len = (cols + nchunks - 1) / nchunks;
+  return (len + unit - 1) / unit * unit;
+}
+
+// The longest chunk a block of kMaxThreads covers at kUnitsPerThreadSplit units
+// per thread and, for a kernel caching cache_bytes per element (0: none), whose
+// cache fits in `smem` bytes.
+int64_t max_chunk_len(int unit, size_t cache_bytes, size_t smem) {
+  int64_t len = kMaxThreads * kUnitsPerThreadSplit * unit;
+  if (cache_bytes > 0) {
+    len = std::min(len, static_cast<int64_t>(smem / cache_bytes) - 2 * unit);
+  }
+  return len / unit * unit;
+}
+
+struct DeviceLimits {
+  int64_t sms;
+  size_t smem;  // dynamic shared memory a block may use
+};
+
+DeviceLimits device_limits() {
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  return {prop->multiProcessorCount, prop->sharedMemPerBlockOptin - kStaticSmem};
+}
+
+// Whether to split rows into chunks: a row's cache does not fit in shared
+// memory, or too few rows to give the SMs work (a long row then takes several
+// blocks). When the split path evaluates the noise twice (the soft sample, or
+// the backward recomputing it), splitting pays only below half the SMs.
+bool should_split(const Plan& whole, int64_t cols, const DeviceLimits& dev,
+                  bool noise_twice) {
+  const int64_t busy = noise_twice ? dev.sms / 2 : dev.sms;
+  return whole.smem > dev.smem || (whole.blocks < busy && cols >= 2 * kChunkMin);
+}
+
+template <class Kernel>
+void allow_smem(Kernel kernel, size_t smem) {
+  if (smem > kDefaultSmem) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+}
+
+int grid_size(int64_t blocks) {
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
+              "fused_gumbel: too many rows for one launch (", blocks, " blocks)");
+  return static_cast<int>(blocks);
+}
+
+template <class scalar_t>
+void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
+                    const at::TensorOptions& options) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int U = kUnit<scalar_t>;
+  const DeviceLimits dev = device_limits();
+  FwdArgs<acc_t> a{};
+  a.p = p;
+  a.philox = philox;
+  a.inv_tau = inverse_temperature<acc_t>(p.tau, std::numeric_limits<acc_t>::max());
+
+  Plan plan = segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t));
+  at::Tensor workspace;
+  if (should_split(plan, p.cols, dev, /*noise_twice=*/!p.hard)) {
+    const int64_t len = split_chunk_len(p.rows, p.cols, U,
+                                        max_chunk_len(U, sizeof(acc_t), dev.smem), dev.sms);
+    const int64_t nchunks = (p.cols + len - 1) / len;
+    if (nchunks > 1) {
+      plan = segment_plan(p.rows, p.cols, nchunks, len, U, 1, sizeof(acc_t));
+      workspace = at::empty(
+          {p.rows * nchunks * static_cast<int64_t>(sizeof(SoftmaxState<acc_t>))},
+          options.dtype(at::kByte));
+      a.partials = reinterpret_cast<SoftmaxState<acc_t>*>(workspace.data_ptr());
+    }
+  }
+  TORCH_CHECK(plan.smem <= dev.smem, "fused_gumbel: internal error, a row cache of ",
+              plan.smem, " bytes exceeds the device's ", dev.smem);
+  a.s = plan.layout;
+  a.s.vec = rows_keep_alignment(p.logits, p.logits_row_stride, p.rows, p.cols,
+                                sizeof(scalar_t)) &&
+            rows_keep_alignment(p.out, p.cols, p.rows, p.cols, sizeof(scalar_t));
+
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  allow_smem(forward_segments_kernel<scalar_t>, plan.smem);
+  forward_segments_kernel<scalar_t>
+      <<<grid_size(plan.blocks), plan.threads, plan.smem, stream>>>(a);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (a.partials != nullptr) {
+    // One block per chunk, as wide as step 1's.
+    forward_finalize_kernel<scalar_t>
+        <<<grid_size(p.rows * a.s.nchunks), plan.threads, 0, stream>>>(a);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+template <class scalar_t>
+void launch_backward(const BackwardParams& p, const at::TensorOptions& options) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int U = kUnit<scalar_t>;
+  const DeviceLimits dev = device_limits();
+  BwdArgs<acc_t> a{};
+  a.p = p;
+  a.inv_tau = inverse_temperature<acc_t>(p.tau, std::numeric_limits<acc_t>::max());
+
+  const auto aligned = [&](const void* ptr, int64_t stride) {
+    return ptr == nullptr ||
+           rows_keep_alignment(ptr, stride, p.rows, p.cols, sizeof(scalar_t));
+  };
+  const bool vec = aligned(p.grad, p.grad_row_stride) &&
+                   aligned(p.y_soft, p.y_soft_row_stride) &&
+                   aligned(p.logits, p.logits_row_stride) &&
+                   aligned(p.grad_logits, p.cols);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+
+  const Plan whole = segment_plan(p.rows, p.cols, 1, p.cols, U, 2, sizeof(acc_t));
+  if (should_split(whole, p.cols, dev, /*noise_twice=*/p.y_soft == nullptr)) {
+    // The split kernels stream (no cache), so only the thread count bounds a chunk.
+    const int64_t len = split_chunk_len(p.rows, p.cols, U,
+                                        max_chunk_len(U, 0, dev.smem), dev.sms);
+    const int64_t nchunks = (p.cols + len - 1) / len;
+    if (nchunks > 1 || whole.smem > dev.smem) {
+      const Plan plan = segment_plan(p.rows, p.cols, nchunks, len, U, 0, sizeof(acc_t));
+      a.s = plan.layout;
+      a.s.vec = vec;
+      const at::Tensor workspace = at::empty(
+          {p.rows * nchunks}, options.dtype(c10::CppTypeToScalarType<acc_t>::value));
+      a.partials = workspace.data_ptr<acc_t>();
+      const int blocks = grid_size(p.rows * nchunks);
+      backward_split_kernel<scalar_t><<<blocks, plan.threads, 0, stream>>>(a, false);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      backward_split_kernel<scalar_t><<<blocks, plan.threads, 0, stream>>>(a, true);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+  }
+  a.s = whole.layout;
+  a.s.vec = vec;
+  allow_smem(backward_segments_kernel<scalar_t>, whole.smem);
+  backward_segments_kernel<scalar_t>
+      <<<grid_size(whole.blocks), whole.threads, whole.smem, stream>>>(a);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Philox counters for `numel` elements, as an increment of the generator's
+// offset (which PyTorch keeps a multiple of 4).
+uint64_t generator_increment(int64_t numel) {
+  return (philox_counters(numel) + 3) / 4 * 4;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> st_softmax_cuda(
+    const at::Tensor& logits, double tau, bool hard, int64_t dim,
+    std::optional<int64_t> seed) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  ForwardOutputs o = prepare_forward(logits, tau, hard, dim);
+  const ForwardParams& p = o.params;
+  TORCH_CHECK(p.y_soft == nullptr, "fused_gumbel: internal error: the CUDA forward "
+              "keeps no soft sample (see keeps_soft_sample)");
+  if (p.rows == 0) {
+    o.rng_state.zero_();  // nothing drawn; keeps the output defined
+    return {o.out, o.index, o.stats, o.rng_state, o.y_soft};
+  }
+  at::PhiloxCudaState philox;
+  if (seed.has_value()) {
+    philox = at::PhiloxCudaState(seed_bits(*seed), 0);
+  } else {
+    auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
+        std::nullopt, at::cuda::detail::getDefaultCUDAGenerator(logits.device().index()));
+    // See Note [Acquire lock when using random generators].
+    const std::lock_guard<std::mutex> lock(gen->mutex_);
+    philox = gen->philox_cuda_state(generator_increment(p.rows * p.cols));
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, logits.scalar_type(), "fused_gumbel_st_softmax_cuda",
+      [&] { launch_forward<scalar_t>(p, philox, logits.options()); });
+  return {o.out, o.index, o.stats, o.rng_state, o.y_soft};
+}
+
+at::Tensor st_softmax_backward_cuda(const at::Tensor& grad,
+                                    const std::optional<at::Tensor>& y_soft,
+                                    const std::optional<at::Tensor>& logits,
+                                    const at::Tensor& stats, const at::Tensor& rng_state,
+                                    double tau, int64_t dim) {
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const auto same_device = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.device() == grad.device(), "fused_gumbel: ", name, " is on ",
+                t.device(), " but grad is on ", grad.device());
+  };
+  if (y_soft.has_value()) same_device(*y_soft, "y_soft");
+  if (logits.has_value()) same_device(*logits, "logits");
+  same_device(stats, "stats");
+  same_device(rng_state, "rng_state");
+  BackwardInputs b = prepare_backward(grad, y_soft, logits, stats, rng_state, tau, dim);
+  if (b.params.rows == 0 || b.params.cols == 0) return b.grad_logits;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, b.grad_logits.scalar_type(),
+      "fused_gumbel_st_softmax_backward_cuda",
+      [&] { launch_backward<scalar_t>(b.params, grad.options()); });
+  return b.grad_logits;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_gumbel, CUDA, m) {
+  m.impl("st_softmax", &st_softmax_cuda);
+  m.impl("st_softmax_backward", &st_softmax_backward_cuda);
+}
+
+}  // namespace fused_gumbel
