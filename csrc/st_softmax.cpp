@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,24 @@ std::string python_dtype_name(at::ScalarType dtype) {
   }
 }
 
+// Numbers in error messages go through snprintf, not std::ostream: on a
+// toolchain that links its own libstdc++ statically (the GPU check machine's
+// /opt/gcc does), an extension's ostream<<double meets the process's locale
+// facets from another libstdc++ and crashes instead of raising.
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+std::string number(int64_t v) { return std::to_string(v); }
+
+std::string shape(at::IntArrayRef sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + number(sizes[i]);
+  return out + "]";
+}
+
 }  // namespace
 
 int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim) {
@@ -38,11 +57,11 @@ int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim) {
                    "float64, got ", python_dtype_name(dtype));
   TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0.0,
                     "fused_gumbel: tau must be a positive finite number, got tau=",
-                    tau);
+                    number(tau));
   const int64_t ndim = std::max<int64_t>(logits.dim(), 1);
   TORCH_CHECK_INDEX(dim >= -ndim && dim < ndim,
                     "fused_gumbel: dim out of range (expected to be in range of [",
-                    -ndim, ", ", ndim - 1, "], but got ", dim, ")");
+                    number(-ndim), ", ", number(ndim - 1), "], but got ", number(dim), ")");
   return dim < 0 ? dim + ndim : dim;
 }
 
@@ -85,7 +104,7 @@ ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
   const int64_t cols = sizes.back();
   const int64_t rows = leading_numel(sizes);
   TORCH_CHECK_VALUE(cols > 0 || rows == 0,
-                    "fused_gumbel: cannot sample from dim ", dim,
+                    "fused_gumbel: cannot sample from dim ", number(dim),
                     ", which has size 0");
 
   ForwardOutputs o;
@@ -138,7 +157,7 @@ BackwardInputs prepare_backward(const at::Tensor& grad,
   const at::Tensor& saved = y_soft.has_value() ? *y_soft : *logits;
   dim = check_inputs(saved, tau, dim);
   TORCH_CHECK(grad.sizes() == saved.sizes(), "fused_gumbel: grad has shape ",
-              grad.sizes(), " but the sample has shape ", saved.sizes());
+              shape(grad.sizes()), " but the sample has shape ", shape(saved.sizes()));
   TORCH_CHECK(rng_state.scalar_type() == at::kLong && rng_state.numel() == 2,
               "fused_gumbel: rng_state must be the int64 [2] tensor of the forward");
 

@@ -28,8 +28,17 @@ def extension_loaded() -> bool:
     return _IMPORT_ERROR is None
 
 
+# Which (operator, dispatch key) kernels the library registered, read once at
+# import: a constant torch.compile can trace through (the dispatcher query
+# itself is a graph break).
+_KERNELS = frozenset(
+    (op, key)
+    for op in ("st_softmax", "st_softmax_backward", "fill_gumbel_noise", "philox_bits")
+    for key in ("CPU", "CUDA")
+    if _IMPORT_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_gumbel::{op}", key)
+)
+
+
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether the compiled library registered `op` for `dispatch_key`."""
-    if _IMPORT_ERROR is not None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_gumbel::{op}", dispatch_key)
+    return (op, dispatch_key) in _KERNELS

@@ -385,7 +385,7 @@ def test_gradients_match_reference(dtype, hard, shape, dim):
     (grad,) = torch.autograd.grad((y * w).sum(), x)
     (grad_ref,) = torch.autograd.grad((y_ref * w.cpu()).sum(), x)
     tol = dict(atol=1e-12, rtol=1e-10) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(grad.cpu(), grad_ref, **tol)
+    torch.testing.assert_close(grad.cpu(), grad_ref.cpu(), **tol)
 
 
 def test_gradcheck():
