@@ -1,5 +1,6 @@
 # The README's two commands, `make bench` and `make test`, each set up what
 # they need from nothing: a virtualenv in .venv, PyTorch, the build.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

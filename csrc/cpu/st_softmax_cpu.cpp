@@ -93,6 +93,22 @@ struct Plan {
   int64_t chunk_len;  // columns per segment (the last may be shorter)
 };
 
+// Segment k of a plan: columns [c0, c1) of row r.
+struct Segment {
+  int64_t r, c0, c1;
+};
+
+// Runs fn(k, segment) for every segment of the plan, in parallel.
+template <typename Fn>
+void for_each_segment(const Plan& plan, int64_t rows, int64_t cols, Fn fn) {
+  at::parallel_for(0, rows * plan.chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t c0 = (k % plan.chunks) * plan.chunk_len;
+      fn(k, Segment{k / plan.chunks, c0, std::min(cols, c0 + plan.chunk_len)});
+    }
+  });
+}
+
 Plan plan_segments(int64_t rows, int64_t cols) {
   const int64_t threads = at::get_num_threads();
   if (rows >= threads || cols < 2 * kMinSegment) return {1, cols};
@@ -241,20 +257,11 @@ void forward_kernel(const ForwardParams& p) {
   const int64_t seg_tiles = tiles(plan.chunk_len);
   std::vector<A> buf(static_cast<size_t>(p.rows * cols)), ref(segments * seg_tiles);
   std::vector<SoftmaxState<A>> parts(segments);
-  auto bounds = [&](int64_t k, int64_t& r, int64_t& c0, int64_t& c1) {
-    r = k / plan.chunks;
-    c0 = (k % plan.chunks) * plan.chunk_len;
-    c1 = std::min(cols, c0 + plan.chunk_len);
-  };
-  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      int64_t r, c0, c1;
-      bounds(k, r, c0, c1);
-      parts[k] = segment_forward<T, A>(x + r * p.logits_row_stride, c0, c1,
-                                       static_cast<uint64_t>(r * cols), {p.seed, p.base},
-                                       inv_tau, buf.data() + r * cols + c0,
-                                       ref.data() + k * seg_tiles);
-    }
+  for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
+    parts[k] = segment_forward<T, A>(x + g.r * p.logits_row_stride, g.c0, g.c1,
+                                     static_cast<uint64_t>(g.r * cols), {p.seed, p.base},
+                                     inv_tau, buf.data() + g.r * cols + g.c0,
+                                     ref.data() + k * seg_tiles);
   });
   std::vector<SoftmaxState<A>> rows_state(p.rows);
   for (int64_t r = 0; r < p.rows; ++r) {
@@ -265,14 +272,10 @@ void forward_kernel(const ForwardParams& p) {
     rows_state[r] = st;
     finish_row(r, st);
   }
-  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      int64_t r, c0, c1;
-      bounds(k, r, c0, c1);
-      segment_write<T, A>(out + r * cols, soft + r * cols, c0, c1,
-                          rows_state[r], inv_tau, buf.data() + r * cols + c0,
-                          ref.data() + k * seg_tiles, p.hard);
-    }
+  for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
+    segment_write<T, A>(out + g.r * cols, soft + g.r * cols, g.c0, g.c1, rows_state[g.r],
+                        inv_tau, buf.data() + g.r * cols + g.c0,
+                        ref.data() + k * seg_tiles, p.hard);
   });
 }
 
@@ -367,28 +370,15 @@ void backward_kernel(const BackwardParams& p) {
   const int64_t segments = p.rows * plan.chunks;
   std::vector<A> buf(static_cast<size_t>(p.rows * cols));
   std::vector<A> dots(segments);
-  auto bounds = [&](int64_t k, int64_t& r, int64_t& c0, int64_t& c1) {
-    r = k / plan.chunks;
-    c0 = (k % plan.chunks) * plan.chunk_len;
-    c1 = std::min(cols, c0 + plan.chunk_len);
-  };
-  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      int64_t r, c0, c1;
-      bounds(k, r, c0, c1);
-      dots[k] = segment_backward_dot<T, A>(p, r, c0, c1, {seed, base}, inv_tau,
-                                           buf.data() + r * cols + c0);
-    }
+  for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
+    dots[k] = segment_backward_dot<T, A>(p, g.r, g.c0, g.c1, {seed, base}, inv_tau,
+                                         buf.data() + g.r * cols + g.c0);
   });
   std::vector<A> row_dot(p.rows, A(0));
   for (int64_t k = 0; k < segments; ++k) row_dot[k / plan.chunks] += dots[k];
-  at::parallel_for(0, segments, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      int64_t r, c0, c1;
-      bounds(k, r, c0, c1);
-      segment_backward_write<T, A>(p, r, c0, c1, row_dot[r], inv_tau,
-                                   buf.data() + r * cols + c0);
-    }
+  for_each_segment(plan, p.rows, cols, [&](int64_t, Segment g) {
+    segment_backward_write<T, A>(p, g.r, g.c0, g.c1, row_dot[g.r], inv_tau,
+                                 buf.data() + g.r * cols + g.c0);
   });
 }
 
