@@ -10,7 +10,7 @@
 Contenders (all called the same way, y = f(x) with x of the case's shape):
     fused-<backend>  fg.gumbel_softmax(x, tau, hard, dim=dim, backend=<backend>)
                      for every backend available for the device (cpu; cuda and triton on
-                     a GPU; reference only with --reference)
+                     a GPU; the plain-PyTorch reference too unless --no-reference)
     eager            F.gumbel_softmax(x, tau, hard, dim=dim)
     compiled         torch.compile(F.gumbel_softmax, dynamic=False, fullgraph=True),
                      a fresh compile (after torch._dynamo.reset()) for every
@@ -614,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", default="soft,hard", help="comma list: soft,hard")
     p.add_argument("--passes", default="fwd,fwd+bwd", help="comma list: fwd,fwd+bwd")
     p.add_argument("--backends", default=None, help="fused backends (default: all available for the device)")
-    p.add_argument("--reference", action="store_true", help="also time the 'reference' (plain PyTorch) backend")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="leave out the 'reference' (plain PyTorch ops) backend")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
     p.add_argument("--tau", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")

@@ -88,8 +88,12 @@ def _triton_module():
     return triton_kernels
 
 
+@torch.compiler.assume_constant_result
 def backend_status(backend: str, device: torch.device | str | None = None) -> tuple[bool, str]:
-    """Whether `backend` can run tensors on `device` here, and if not, why."""
+    """Whether `backend` can run tensors on `device` here, and if not, why.
+
+    A constant for torch.compile: evaluated once while tracing, never a graph
+    break (the dispatcher and import machinery it consults are not traceable)."""
     device = torch.device(device) if device is not None else None
     if backend == "reference":
         return True, ""

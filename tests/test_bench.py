@@ -60,7 +60,7 @@ def test_bench_with_compiled_peer(tmp_path):
     assert bench.main(["--device", "cpu", "--shapes", "8x16", "--dtypes", "fp32", "--out", str(out),
                        "--no-plot"] + TIMING) == 0
     result = json.loads(out.read_text())
-    _check_result(result, ["fused-cpu", "eager", "compiled"], n_cases=2)
+    _check_result(result, ["fused-cpu", "fused-reference", "eager", "compiled"], n_cases=2)
     compiled = [r for r in result["records"] if r["contender"] == "compiled"]
     assert all(r["graphs"] >= 1 and r["compile_s"] > 0 for r in compiled)
     assert {r["mode"] for r in result["records"]} == {"soft", "hard"}
@@ -68,7 +68,7 @@ def test_bench_with_compiled_peer(tmp_path):
 
 def test_bench_shapes_dtypes_reference_markdown_plots(tmp_path, capsys):
     out = tmp_path / "b.json"
-    argv = ["--device", "cpu", "--shapes", "8x16,2x5x3@1", "--dtypes", "fp32,bf16", "--reference",
+    argv = ["--device", "cpu", "--shapes", "8x16,2x5x3@1", "--dtypes", "fp32,bf16",
             "--no-compile", "--out", str(out)] + TIMING
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
