@@ -1,0 +1,1 @@
+"""Scripts that reproduce the Gumbel-Softmax paper's claims with the project's kernels."""
