@@ -15,8 +15,8 @@ writes ``exactness.png`` and ``exactness.json`` into DIR (default: this folder).
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +28,9 @@ import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import fused_gumbel as fg  # noqa: E402
+# common.py sits next to this file, which may be loaded by path (the tests).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import cli  # noqa: E402
 
 # A deliberately uneven target so that a wrong sampler (e.g. one that ignored
 # the logits or mis-scaled the noise) would show up in the rare classes too.
@@ -105,17 +108,9 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry: runs, prints, writes PNG + JSON; returns the numbers."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="small test setting")
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    result = run(**(TINY if args.tiny else FULL), seed=args.seed)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    plot(result, args.out_dir / "exactness.png")
-    summary = {k: v for k, v in result.items() if k != "noise"}
-    (args.out_dir / "exactness.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # The raw noise draws stay out of the JSON.
+    result = cli(argv, __doc__.splitlines()[0], "exactness", run, FULL, TINY, plot,
+                 summary=lambda r: {k: v for k, v in r.items() if k != "noise"})
 
     print("class  target  empirical")
     for i, (t, f) in enumerate(zip(result["target"], result["frequencies"])):
@@ -128,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"KS vs Gumbel(0,1) ({result['n_noise']} draws): "
         f"D {result['ks_statistic']:.5f}, p {result['ks_pvalue']:.4f}"
     )
-    return summary
+    return result
 
 
 if __name__ == "__main__":

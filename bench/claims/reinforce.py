@@ -30,8 +30,8 @@ writes ``reinforce.png`` and ``reinforce.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -42,21 +42,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import fused_gumbel as fg  # noqa: E402
+# common.py sits next to this file, which may be loaded by path (the tests).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import LOGITS, REWARD, cli, exact_gradient  # noqa: E402
 
-# Identical to temperature.py (duplicated so each script stands alone).
-LOGITS = torch.tensor([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2], dtype=torch.float64)
-REWARD = torch.tensor([1.0, -1.0, 2.0, 0.0, 0.5, -2.0, 1.0, 3.0], dtype=torch.float64)
 TAU = 0.5
 
 ESTIMATORS = ("reinforce", "reinforce_baseline", "gs", "st_gs")
 FULL = {"trials": 200, "ks": (1, 10, 100, 1000)}
 TINY = {"trials": 50, "ks": (1, 10, 100)}
-
-
-def exact_gradient(logits: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-    """d E_{z~Cat(softmax(logits))}[reward[z]] / d logits = p * (r - p.r)."""
-    p = torch.softmax(logits, -1)
-    return p * (reward - (p * reward).sum())
 
 
 def reinforce_estimates(trials: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,16 +164,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry: runs, prints, writes PNG + JSON; returns the numbers."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="small test setting")
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    result = run(**(TINY if args.tiny else FULL), seed=args.seed)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    plot(result, args.out_dir / "reinforce.png")
-    (args.out_dir / "reinforce.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = cli(argv, __doc__.splitlines()[0], "reinforce", run, FULL, TINY, plot)
 
     ks = result["ks"]
     for metric in ("variance", "mse"):

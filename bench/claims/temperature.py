@@ -22,8 +22,8 @@ writes ``temperature.png`` and ``temperature.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -34,11 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import fused_gumbel as fg  # noqa: E402
-
-# The problem shared with reinforce.py (kept identical there): uneven
-# probabilities and rewards of both signs so no class dominates the gradient.
-LOGITS = torch.tensor([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 1.5, 0.2], dtype=torch.float64)
-REWARD = torch.tensor([1.0, -1.0, 2.0, 0.0, 0.5, -2.0, 1.0, 3.0], dtype=torch.float64)
+# common.py sits next to this file, which may be loaded by path (the tests).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import LOGITS, REWARD, cli, exact_gradient  # noqa: E402
 
 DRAW_TAUS = (5.0, 1.0, 0.5, 0.1)
 # Taus at or below this value enter the small-tau slope fit.
@@ -46,12 +44,6 @@ SLOPE_TAU_MAX = 0.5
 
 FULL = {"n_samples": 200000, "n_taus": 15}
 TINY = {"n_samples": 4000, "n_taus": 6}
-
-
-def exact_gradient(logits: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-    """d E_{z~Cat(softmax(logits))}[reward[z]] / d logits = p * (r - p.r)."""
-    p = torch.softmax(logits, -1)
-    return p * (reward - (p * reward).sum())
 
 
 def gs_gradients(
@@ -170,16 +162,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command line entry: runs, prints, writes PNG + JSON; returns the numbers."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="small test setting")
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    result = run(**(TINY if args.tiny else FULL), seed=args.seed)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    plot(result, args.out_dir / "temperature.png")
-    (args.out_dir / "temperature.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = cli(argv, __doc__.splitlines()[0], "temperature", run, FULL, TINY, plot)
 
     print(f"exact gradient p*(r - p.r): {np.round(result['exact_gradient'], 4).tolist()}")
     print(f"{'tau':>7} {'bias':>9} {'MC s.e.':>9} {'variance':>10}")

@@ -33,7 +33,6 @@ import copy
 import json
 import math
 import os
-import platform
 import sys
 import time
 from typing import Callable
@@ -48,6 +47,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from torch import nn  # noqa: E402
 
 import fused_gumbel as fg  # noqa: E402
+from fused_gumbel.bench import cpu_name  # noqa: E402
 
 N_CAT, N_CLASS = 10, 20           # 10 categoricals of 20 classes
 GAUSS_DIM = 16                    # the continuous latent's size
@@ -193,18 +193,6 @@ def sampler_timing(sampler: Sampler, batch_size: int, tau: float = 0.5) -> float
     t = Timer(stmt, globals={"torch": torch, "f": sampler, "x": x, "g": g, "tau": tau},
               num_threads=torch.get_num_threads())
     return t.blocked_autorange(min_run_time=0.5).median * 1e6
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(epochs: int = 200, *, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
