@@ -19,6 +19,10 @@ struct ForwardParams {
   int64_t cols;
   uint64_t seed;              // Philox key; ignored on CUDA when philox_from_generator
   uint64_t base;              // Philox counter base
+  // Row r's column c draws the noise of flat position
+  // r * noise_row_stride + noise_offset + c: (cols, 0) but for a vocabulary shard.
+  int64_t noise_row_stride;
+  int64_t noise_offset;
   double tau;
   bool hard;
 };

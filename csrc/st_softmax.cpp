@@ -140,6 +140,8 @@ ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
   p.cols = cols;
   p.seed = 0;
   p.base = 0;
+  p.noise_row_stride = cols;
+  p.noise_offset = 0;
   p.tau = tau;
   p.hard = hard;
   return o;

@@ -25,14 +25,22 @@
 #include "../gumbel_math.h"
 #include "../st_softmax.h"
 #include "noise_cpu.h"
+#include "row_plan.h"
 
 namespace fused_gumbel {
 namespace {
 
 using at::vec::Vectorized;
 
-constexpr int64_t kTile = 512;         // positions per noise tile (fits in L1)
-constexpr int64_t kMinSegment = 8192;  // never split a row finer than this
+using cpu::for_each_segment;
+using cpu::for_rows_with_noise;
+using cpu::kTile;
+using cpu::NoiseSource;
+using cpu::Plan;
+using cpu::plan_segments;
+using cpu::row_grain;
+using cpu::Segment;
+using cpu::tiles;
 
 template <typename A>
 A exp_acc(A v) {
@@ -42,81 +50,6 @@ A exp_acc(A v) {
 template <typename A>
 A neg_inf() {
   return -std::numeric_limits<A>::infinity();
-}
-
-int64_t tiles(int64_t cols) { return (cols + kTile - 1) / kTile; }
-
-// Where a segment's noise comes from: generated tile by tile, or read from a
-// block generated for several short rows at once (one Philox step yields 64
-// positions; a router row has 8).
-struct NoiseSource {
-  uint64_t seed;
-  uint64_t base;
-  const float* block = nullptr;  // noise of positions [block_first, block_end)
-  uint64_t block_first = 0;
-  uint64_t block_end = 0;
-
-  // The noise of positions [first, first + n): in the block, or in scratch.
-  const float* get(uint64_t first, int64_t n, float* scratch) const {
-    if (first >= block_first && first + static_cast<uint64_t>(n) <= block_end) {
-      return block + (first - block_first);
-    }
-    fill_noise_cpu(seed, base, first, n, scratch);
-    return scratch;
-  }
-};
-
-// Runs fn(r) for rows [begin, end), generating the noise of short rows in
-// blocks of about kTile positions first.
-template <typename Fn>
-void for_rows_with_noise(NoiseSource src, int64_t begin, int64_t end,
-                         int64_t cols, Fn fn) {
-  if (cols >= kTile) {
-    for (int64_t r = begin; r < end; ++r) fn(r, src);
-    return;
-  }
-  const int64_t rows_per_block = kTile / std::max<int64_t>(cols, 1);
-  std::vector<float> block(static_cast<size_t>(rows_per_block * cols));
-  for (int64_t r0 = begin; r0 < end; r0 += rows_per_block) {
-    const int64_t r1 = std::min(end, r0 + rows_per_block);
-    src.block = block.data();
-    src.block_first = static_cast<uint64_t>(r0 * cols);
-    src.block_end = static_cast<uint64_t>(r1 * cols);
-    fill_noise_cpu(src.seed, src.base, src.block_first, (r1 - r0) * cols, block.data());
-    for (int64_t r = r0; r < r1; ++r) fn(r, src);
-  }
-}
-
-// How a [rows, cols] problem is cut into segments.
-struct Plan {
-  int64_t chunks;     // segments per row
-  int64_t chunk_len;  // columns per segment (the last may be shorter)
-};
-
-// Segment k of a plan: columns [c0, c1) of row r.
-struct Segment {
-  int64_t r, c0, c1;
-};
-
-// Runs fn(k, segment) for every segment of the plan, in parallel.
-template <typename Fn>
-void for_each_segment(const Plan& plan, int64_t rows, int64_t cols, Fn fn) {
-  at::parallel_for(0, rows * plan.chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t c0 = (k % plan.chunks) * plan.chunk_len;
-      fn(k, Segment{k / plan.chunks, c0, std::min(cols, c0 + plan.chunk_len)});
-    }
-  });
-}
-
-Plan plan_segments(int64_t rows, int64_t cols) {
-  const int64_t threads = at::get_num_threads();
-  if (rows >= threads || cols < 2 * kMinSegment) return {1, cols};
-  const int64_t want = (threads + rows - 1) / rows;
-  const int64_t chunks = std::min(want, cols / kMinSegment);
-  int64_t len = (cols + chunks - 1) / chunks;
-  len = (len + kTile - 1) / kTile * kTile;
-  return {(cols + len - 1) / len, len};
 }
 
 // Pass 1 of the forward for columns [c0, c1) of a row, in one sweep of tiles
@@ -235,14 +168,15 @@ void forward_kernel(const ForwardParams& p) {
     stats[2 * r + 1] = st.l;
   };
 
+  const NoiseSource noise{p.seed, p.base, static_cast<uint64_t>(p.noise_row_stride),
+                          static_cast<uint64_t>(p.noise_offset)};
   const Plan plan = plan_segments(p.rows, cols);
   if (plan.chunks == 1) {
-    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
-    at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, p.rows, row_grain(cols), [&](int64_t begin, int64_t end) {
       std::vector<A> buf(cols), ref(tiles(cols));
-      for_rows_with_noise({p.seed, p.base}, begin, end, cols, [&](int64_t r, const NoiseSource& src) {
+      for_rows_with_noise(noise, begin, end, cols, [&](int64_t r, const NoiseSource& src) {
         const SoftmaxState<A> st = segment_forward<T, A>(
-            x + r * p.logits_row_stride, 0, cols, static_cast<uint64_t>(r * cols),
+            x + r * p.logits_row_stride, 0, cols, src.row_position(r),
             src, inv_tau, buf.data(), ref.data());
         segment_write<T, A>(out + r * cols, soft + r * cols, 0, cols,
                             st, inv_tau, buf.data(), ref.data(), p.hard);
@@ -259,7 +193,7 @@ void forward_kernel(const ForwardParams& p) {
   std::vector<SoftmaxState<A>> parts(segments);
   for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
     parts[k] = segment_forward<T, A>(x + g.r * p.logits_row_stride, g.c0, g.c1,
-                                     static_cast<uint64_t>(g.r * cols), {p.seed, p.base},
+                                     noise.row_position(g.r), noise,
                                      inv_tau, buf.data() + g.r * cols + g.c0,
                                      ref.data() + k * seg_tiles);
   });
@@ -297,7 +231,7 @@ A segment_backward_dot(const BackwardParams& p, int64_t r, int64_t c0, int64_t c
     for (int64_t t = c0; t < c1; t += kTile) {
       const int64_t n = std::min(kTile, c1 - t);
       A* s = buf + (t - c0);
-      const float* noise = src.get(static_cast<uint64_t>(r * p.cols + t), n, scratch);
+      const float* noise = src.get(src.row_position(r) + static_cast<uint64_t>(t), n, scratch);
       at::vec::convert(x + t, s, n);
       if constexpr (std::is_same_v<A, float>) {
         at::vec::map2(
@@ -350,19 +284,19 @@ void backward_kernel(const BackwardParams& p) {
   const uint64_t seed = static_cast<uint64_t>(p.rng_state[0]);
   const uint64_t base = static_cast<uint64_t>(p.rng_state[1]);
   const int64_t cols = p.cols;
+  const NoiseSource noise{seed, base, static_cast<uint64_t>(cols)};
   const Plan plan = plan_segments(p.rows, cols);
   if (plan.chunks == 1) {
-    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
-    at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, p.rows, row_grain(cols), [&](int64_t begin, int64_t end) {
       std::vector<A> buf(cols);
       auto row = [&](int64_t r, const NoiseSource& src) {
         const A dot = segment_backward_dot<T, A>(p, r, 0, cols, src, inv_tau, buf.data());
         segment_backward_write<T, A>(p, r, 0, cols, dot, inv_tau, buf.data());
       };
       if (p.y_soft != nullptr) {
-        for (int64_t r = begin; r < end; ++r) row(r, NoiseSource{seed, base});
+        for (int64_t r = begin; r < end; ++r) row(r, noise);
       } else {
-        for_rows_with_noise({seed, base}, begin, end, cols, row);
+        for_rows_with_noise(noise, begin, end, cols, row);
       }
     });
     return;
@@ -371,7 +305,7 @@ void backward_kernel(const BackwardParams& p) {
   std::vector<A> buf(static_cast<size_t>(p.rows * cols));
   std::vector<A> dots(segments);
   for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
-    dots[k] = segment_backward_dot<T, A>(p, g.r, g.c0, g.c1, {seed, base}, inv_tau,
+    dots[k] = segment_backward_dot<T, A>(p, g.r, g.c0, g.c1, noise, inv_tau,
                                          buf.data() + g.r * cols + g.c0);
   });
   std::vector<A> row_dot(p.rows, A(0));

@@ -593,6 +593,9 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
                     const at::TensorOptions& options) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
+  // Positions here are the memory layout's: vocabulary shards run on the CPU
+  // kernel or the Triton one.
+  TORCH_INTERNAL_ASSERT(p.noise_row_stride == p.cols && p.noise_offset == 0);
   const DeviceLimits dev = device_limits();
   FwdArgs<acc_t> a{};
   a.p = p;
