@@ -49,14 +49,15 @@ std::string shape(at::IntArrayRef sizes) {
 
 }  // namespace
 
-int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim) {
+int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim,
+                     const char* tau_name) {
   const auto dtype = logits.scalar_type();
   TORCH_CHECK_TYPE(dtype == at::kHalf || dtype == at::kBFloat16 ||
                        dtype == at::kFloat || dtype == at::kDouble,
                    "fused_gumbel: logits must be float16, bfloat16, float32 or "
                    "float64, got ", python_dtype_name(dtype));
-  TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0.0,
-                    "fused_gumbel: tau must be a positive finite number, got tau=",
+  TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0.0, "fused_gumbel: ", tau_name,
+                    " must be a positive finite number, got ", tau_name, "=",
                     number(tau));
   const int64_t ndim = std::max<int64_t>(logits.dim(), 1);
   TORCH_CHECK_INDEX(dim >= -ndim && dim < ndim,

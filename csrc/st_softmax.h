@@ -12,7 +12,9 @@ namespace fused_gumbel {
 
 // Raises the contract's errors (TypeError for the dtype, ValueError for tau,
 // IndexError for dim) before any work is done; returns dim wrapped to [0, ndim).
-int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim);
+// tau_name is how the caller's API spells the temperature.
+int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim,
+                     const char* tau_name = "tau");
 
 // float64 logits accumulate in float64 (gradcheck needs it); all others in float32.
 at::ScalarType accumulation_type(at::ScalarType dtype);

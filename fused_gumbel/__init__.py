@@ -10,6 +10,7 @@ from .noise import gumbel_noise
 from .nn import GumbelSoftmax, TemperatureSchedule
 from .ops import available_backends, gumbel_softmax
 from .reference import gumbel_softmax_reference
+from .sample import sample, sample_reference
 
 __all__ = [
     "GumbelSoftmax",
@@ -18,5 +19,7 @@ __all__ = [
     "gumbel_noise",
     "gumbel_softmax",
     "gumbel_softmax_reference",
+    "sample",
+    "sample_reference",
 ]
 __version__ = "0.1.0"

@@ -11,8 +11,9 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_inputs(logits: torch.Tensor, tau: float, dim: int) -> int:
-    """Validates (logits, tau, dim); returns dim wrapped into [0, ndim)."""
+def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "tau") -> int:
+    """Validates (logits, tau, dim); returns dim wrapped into [0, ndim).
+    `tau_name` is how the caller's API spells the temperature."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dtype not in FLOAT_DTYPES:
@@ -21,10 +22,10 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int) -> int:
             f"got {logits.dtype}"
         )
     if isinstance(tau, torch.Tensor):
-        raise TypeError("fused_gumbel: tau must be a Python number, not a tensor")
+        raise TypeError(f"fused_gumbel: {tau_name} must be a Python number, not a tensor")
     tau = float(tau)
     if not (math.isfinite(tau) and tau > 0.0):
-        raise ValueError(f"fused_gumbel: tau must be a positive finite number, got tau={tau}")
+        raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number, got {tau_name}={tau}")
     ndim = max(logits.dim(), 1)
     if not (-ndim <= dim < ndim):
         raise IndexError(

@@ -1,7 +1,7 @@
 """The Triton backend of fused_gumbel (installed as fused_gumbel.triton_kernels).
 
-Importing it registers torch.ops.fused_gumbel.st_softmax_triton and
-st_softmax_triton_backward when triton is importable. The public API calls
+Importing it registers torch.ops.fused_gumbel.st_softmax_triton,
+st_softmax_triton_backward and sample_triton when triton is importable. The public API calls
 ``st_softmax_triton(logits, tau, hard, dim, seed)`` after checking
 ``is_available()``.
 """
@@ -18,6 +18,7 @@ else:
 if _TRITON_ERROR is None:
     from .noise import fill_gumbel_noise
     from .op import interpreting, is_available, st_softmax_triton
+    from .sample import sample_triton
 else:  # pragma: no cover - depends on the install
 
     def interpreting() -> bool:
@@ -32,4 +33,7 @@ else:  # pragma: no cover - depends on the install
     def fill_gumbel_noise(*args, **kwargs):
         raise RuntimeError(f"fused_gumbel: backend 'triton' is not available: {is_available()[1]}")
 
-__all__ = ["fill_gumbel_noise", "interpreting", "is_available", "st_softmax_triton"]
+    def sample_triton(*args, **kwargs):
+        raise RuntimeError(f"fused_gumbel: backend 'triton' is not available: {is_available()[1]}")
+
+__all__ = ["fill_gumbel_noise", "interpreting", "is_available", "sample_triton", "st_softmax_triton"]

@@ -45,6 +45,7 @@
 #include <type_traits>
 
 #include "cuda/group_reduce.cuh"
+#include "cuda/segments.cuh"
 #include "cuda/unit_io.cuh"
 #include "gumbel_math.h"
 #include "st_softmax.h"
@@ -62,20 +63,8 @@ constexpr int64_t kChunkMin = 2048;  // columns: enough work to amortize a block
 constexpr size_t kStaticSmem = 2048;  // reduction scratch, kept free of the row cache
 constexpr size_t kDefaultSmem = 48 * 1024;
 
-template <class scalar_t>
-using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-// Positions per unit: 16 bytes of a 16-bit type, else four (one Philox call).
-template <class scalar_t>
-constexpr int kUnit = sizeof(scalar_t) == 2 ? 8 : 4;
-
 __device__ __forceinline__ float exp_acc(float x) { return expf(x); }
 __device__ __forceinline__ double exp_acc(double x) { return exp(x); }
-
-template <class T>
-__device__ __forceinline__ T neg_inf() {
-  return -std::numeric_limits<T>::infinity();
-}
 
 // exp((s - m) * inv_tau), where an s of -inf (a masked logit, or a lane outside
 // the segment) contributes exactly 0 even when m is -inf too.
@@ -83,15 +72,6 @@ template <class T>
 __device__ __forceinline__ T tempered_exp(T s, T m, T inv_tau) {
   return s == neg_inf<T>() ? T(0) : exp_acc((s - m) * inv_tau);
 }
-
-// Kernel arguments besides the shared ForwardParams / BackwardParams.
-struct SegmentLayout {
-  int64_t nchunks;       // segments per row
-  int64_t chunk_len;     // columns per segment (the last one may be shorter)
-  int64_t cache_stride;  // row-cache elements per segment and cached array
-  int group_log2;        // log2 of the threads per segment
-  bool vec;              // all tensors keep the flat alignment: 16-byte accesses
-};
 
 template <class acc_t>
 struct FwdArgs {
@@ -109,64 +89,6 @@ struct BwdArgs {
   acc_t inv_tau;
   acc_t* partials;  // [rows, nchunks] partial sums of grad * y_soft when split
 };
-
-// The columns [c0, c1) of one row that a segment covers, and the units touching them.
-struct Segment {
-  int64_t row;
-  int64_t c0, c1;
-  int64_t row_pos;  // flat position of (row, 0)
-  int64_t unit0;    // first unit
-  int64_t units;    // number of units
-};
-
-template <int U>
-__device__ __forceinline__ Segment make_segment(int64_t seg, const SegmentLayout& l,
-                                                int64_t cols) {
-  Segment s;
-  s.row = l.nchunks == 1 ? seg : seg / l.nchunks;
-  s.c0 = (seg - s.row * l.nchunks) * l.chunk_len;
-  s.c1 = s.c0 + l.chunk_len < cols ? s.c0 + l.chunk_len : cols;
-  s.row_pos = s.row * cols;
-  s.unit0 = (s.row_pos + s.c0) / U;
-  s.units = (s.row_pos + s.c1 - 1) / U - s.unit0 + 1;
-  return s;
-}
-
-// Column of lane 0 of the segment's i-th unit (negative before the row start).
-template <int U>
-__device__ __forceinline__ int64_t unit_col0(const Segment& s, int64_t i) {
-  return (s.unit0 + i) * U - s.row_pos;
-}
-
-// s[j] += the noise at flat position 4 * group + j: one Philox call, all four
-// output words used.
-template <class acc_t>
-__device__ __forceinline__ void add_group_noise(uint64_t seed, uint64_t base,
-                                                int64_t group, acc_t (&s)[4]) {
-  const uint64_t ctr = philox_counter(base, static_cast<uint64_t>(group) * 4);
-  uint32_t w[4] = {static_cast<uint32_t>(ctr), static_cast<uint32_t>(ctr >> 32), 0, 0};
-  philox4x32_10<ScalarOps>(w[0], w[1], w[2], w[3], static_cast<uint32_t>(seed),
-                           static_cast<uint32_t>(seed >> 32));
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    s[j] += static_cast<acc_t>(gumbel_from_bits<ScalarOps>(w[j]));
-  }
-}
-
-// s[k] += the noise of the unit's k-th position (U / 4 Philox calls).
-template <int U, class acc_t>
-__device__ __forceinline__ void add_unit_noise(uint64_t seed, uint64_t base,
-                                               int64_t unit, acc_t (&s)[U]) {
-#pragma unroll
-  for (int q = 0; q < U / 4; ++q) {
-    acc_t part[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) part[j] = s[4 * q + j];
-    add_group_noise(seed, base, unit * (U / 4) + q, part);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) s[4 * q + j] = part[j];
-  }
-}
 
 // s = logits + noise for the segment's i-th unit (lanes outside the segment hold
 // noise only; callers mask them).
@@ -494,21 +416,6 @@ struct Plan {
   int64_t blocks;
   size_t smem;    // dynamic shared memory of the cached kernel
 };
-
-int log2_ceil(int64_t n) {
-  int k = 0;
-  while ((int64_t{1} << k) < n) ++k;
-  return k;
-}
-
-// Threads per segment: one unit per thread while a segment has at most 32 units
-// (several short rows per warp), a warp up to 32 * per_thread units, beyond that
-// a block with about per_thread units per thread.
-int group_log2_for(int64_t units, int64_t per_thread) {
-  if (units <= 32) return log2_ceil(units);
-  if (units <= 32 * per_thread) return 5;
-  return std::min(10, log2_ceil((units + per_thread - 1) / per_thread));
-}
 
 // Segments of `len` columns (nchunks per row), cached in shared memory with
 // `arrays` values per element (1 forward, 2 backward, 0 for the streaming split

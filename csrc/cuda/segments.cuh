@@ -1,0 +1,118 @@
+// How the CUDA kernels cut [rows, cols] rows into segments of units (see
+// st_softmax_cuda.cu's header comment), and a unit's noise. Shared by the
+// st_softmax kernels and the sampler.
+#pragma once
+
+#include <stdint.h>
+
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+
+#include "gumbel_math.h"
+
+namespace fused_gumbel {
+
+template <class scalar_t>
+using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// Positions per unit: 16 bytes of a 16-bit type, else four (one Philox call).
+template <class scalar_t>
+constexpr int kUnit = sizeof(scalar_t) == 2 ? 8 : 4;
+
+template <class T>
+__device__ __forceinline__ T neg_inf() {
+  return -std::numeric_limits<T>::infinity();
+}
+
+// Kernel arguments besides the shared ForwardParams / BackwardParams.
+struct SegmentLayout {
+  int64_t nchunks;       // segments per row
+  int64_t chunk_len;     // columns per segment (the last one may be shorter)
+  int64_t cache_stride;  // row-cache elements per segment and cached array
+  int group_log2;        // log2 of the threads per segment
+  bool vec;              // all tensors keep the flat alignment: 16-byte accesses
+};
+
+// The columns [c0, c1) of one row that a segment covers, and the units touching them.
+struct Segment {
+  int64_t row;
+  int64_t c0, c1;
+  int64_t row_pos;  // flat position of (row, 0)
+  int64_t unit0;    // first unit
+  int64_t units;    // number of units
+};
+
+template <int U>
+__device__ __forceinline__ Segment make_segment(int64_t seg, const SegmentLayout& l,
+                                                int64_t cols) {
+  Segment s;
+  s.row = l.nchunks == 1 ? seg : seg / l.nchunks;
+  s.c0 = (seg - s.row * l.nchunks) * l.chunk_len;
+  s.c1 = s.c0 + l.chunk_len < cols ? s.c0 + l.chunk_len : cols;
+  s.row_pos = s.row * cols;
+  s.unit0 = (s.row_pos + s.c0) / U;
+  s.units = (s.row_pos + s.c1 - 1) / U - s.unit0 + 1;
+  return s;
+}
+
+// Column of lane 0 of the segment's i-th unit (negative before the row start).
+template <int U>
+__device__ __forceinline__ int64_t unit_col0(const Segment& s, int64_t i) {
+  return (s.unit0 + i) * U - s.row_pos;
+}
+
+// g[j] = the noise at flat position 4 * group + j: one Philox call, all four
+// output words used.
+template <class acc_t>
+__device__ __forceinline__ void group_noise(uint64_t seed, uint64_t base,
+                                            int64_t group, acc_t (&g)[4]) {
+  const uint64_t ctr = philox_counter(base, static_cast<uint64_t>(group) * 4);
+  uint32_t w[4] = {static_cast<uint32_t>(ctr), static_cast<uint32_t>(ctr >> 32), 0, 0};
+  philox4x32_10<ScalarOps>(w[0], w[1], w[2], w[3], static_cast<uint32_t>(seed),
+                           static_cast<uint32_t>(seed >> 32));
+#pragma unroll
+  for (int j = 0; j < 4; ++j) g[j] = static_cast<acc_t>(gumbel_from_bits<ScalarOps>(w[j]));
+}
+
+// s[j] += the noise at flat position 4 * group + j.
+template <class acc_t>
+__device__ __forceinline__ void add_group_noise(uint64_t seed, uint64_t base,
+                                                int64_t group, acc_t (&s)[4]) {
+  acc_t g[4];
+  group_noise(seed, base, group, g);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) s[j] += g[j];
+}
+
+// s[k] += the noise of the unit's k-th position (U / 4 Philox calls).
+template <int U, class acc_t>
+__device__ __forceinline__ void add_unit_noise(uint64_t seed, uint64_t base,
+                                               int64_t unit, acc_t (&s)[U]) {
+#pragma unroll
+  for (int q = 0; q < U / 4; ++q) {
+    acc_t part[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) part[j] = s[4 * q + j];
+    add_group_noise(seed, base, unit * (U / 4) + q, part);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s[4 * q + j] = part[j];
+  }
+}
+
+inline int log2_ceil(int64_t n) {
+  int k = 0;
+  while ((int64_t{1} << k) < n) ++k;
+  return k;
+}
+
+// Threads per segment: one unit per thread while a segment has at most 32 units
+// (several short rows per warp), a warp up to 32 * per_thread units, beyond that
+// a block with about per_thread units per thread.
+inline int group_log2_for(int64_t units, int64_t per_thread) {
+  if (units <= 32) return log2_ceil(units);
+  if (units <= 32 * per_thread) return 5;
+  return std::min(10, log2_ceil((units + per_thread - 1) / per_thread));
+}
+
+}  // namespace fused_gumbel

@@ -1,0 +1,41 @@
+// The forward-only sampler: one class per row from softmax(logits / temperature)
+// by Gumbel-max, with the noise of st_softmax. It reads the logits once and
+// writes only the indices.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <stdint.h>
+
+namespace fused_gumbel {
+
+// Kernel arguments, shared by the CPU and CUDA kernels.
+struct SampleParams {
+  const void* logits;         // [rows, cols], col stride 1
+  int64_t logits_row_stride;  // in elements
+  int64_t* index;             // [rows]
+  int64_t rows;
+  int64_t cols;
+  uint64_t seed;              // Philox key; ignored on CUDA when drawn from the generator
+  uint64_t base;              // Philox counter base
+  double temperature;
+};
+
+// Row r's sample is the first c maximizing s = x[c] + temperature * g[c] (the
+// temperature and the arithmetic in float32, float64 for float64 logits):
+// argmax(x / T + g) up to rounding, but with temperature 1 exactly the index of
+// st_softmax, and never an overflow for small temperatures. A row whose max s is
+// NaN or infinite (a NaN, all -inf, a +inf logit) has no sample: -1.
+constexpr int64_t kNoSample = -1;
+
+struct SampleInputs {
+  at::Tensor rows_in;  // the logits as [rows, cols]
+  at::Tensor index;    // int64, the logits' shape without dim
+  SampleParams params;
+};
+
+// Checks the inputs (the contract's errors; ValueError names `temperature`) and
+// allocates the index; the random state is the caller's.
+SampleInputs prepare_sample(const at::Tensor& logits, double temperature, int64_t dim);
+
+}  // namespace fused_gumbel

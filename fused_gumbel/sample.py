@@ -1,0 +1,90 @@
+"""The forward-only sampler: one class per row from softmax(logits / temperature)
+by Gumbel-max, reading the logits once and writing only the indices (the
+primitive LLM serving uses), with the noise of `gumbel_softmax`."""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from ._extension import extension_loaded, require_extension
+from .noise import draw_seed, gumbel_noise
+from .ops import _check_nonempty_dim, _resolve_backend, _triton_module
+
+NO_SAMPLE = -1
+"""The index of a row that has no valid sample (a NaN, all -inf, a +inf logit)."""
+
+
+def sample_reference(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    seed: int | None = None,
+    dim: int = -1,
+) -> torch.Tensor:
+    """`sample` in plain PyTorch ops, with the fused kernels' noise: the first
+    index maximizing ``s = x + temperature * g`` (in float32, float64 for
+    float64 logits); -1 where the row's max s is not finite."""
+    dim = check_inputs(logits, temperature, dim, "temperature")
+    seed = normalize_seed(seed)
+    if seed is None:
+        seed = draw_seed(logits.device)
+    x = (logits.reshape(1) if logits.dim() == 0 else logits).movedim(dim, -1)
+    _check_nonempty_dim(logits, dim)
+    acc = accumulation_dtype(logits.dtype)
+    if x.shape[-1] == 0:
+        return torch.empty(x.shape[:-1], dtype=torch.long, device=x.device)
+    g = gumbel_noise(x.shape, seed, device=x.device).to(acc)
+    t = torch.tensor(temperature, dtype=acc, device=x.device)
+    s = x.to(acc) + t * g
+    best, index = s.max(dim=-1)
+    return torch.where(torch.isfinite(best), index, torch.full_like(index, NO_SAMPLE))
+
+
+if extension_loaded():
+
+    @torch.library.register_fake("fused_gumbel::sample")
+    def _sample_fake(logits, temperature, dim, seed):
+        dim = check_inputs(logits, temperature, dim, "temperature")
+        _check_nonempty_dim(logits, dim)
+        return logits.new_empty(output_layouts(logits, dim)[1], dtype=torch.long)
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    seed: int | None = None,
+    dim: int = -1,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Draws one class per row from ``softmax(logits / temperature, dim)``.
+
+    Gumbel-max with the noise of :func:`fused_gumbel.gumbel_softmax`: the index
+    is the first ``c`` maximizing ``logits[c] + temperature * g[c]``, which for
+    ``temperature=1`` is exactly the index of ``gumbel_softmax(logits, seed=seed,
+    return_index=True)``. The fused kernels read the logits once and write only
+    the indices. Not differentiable.
+
+    Args:
+        logits: unnormalized log-probabilities (float16, bfloat16, float32, float64).
+        temperature: a positive finite number (ValueError otherwise).
+        seed: None draws the noise from PyTorch's generator of the device; an int
+            makes it a pure function of (seed, position), identical on every backend.
+        dim: the class dimension.
+        backend: "auto", "cuda", "triton", "cpu" or "reference".
+
+    Returns:
+        int64 indices, the shape of ``logits`` without ``dim``; -1 for a row
+        with no valid sample (a NaN, all -inf, or a +inf logit).
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
+    seed = normalize_seed(seed)
+    name = _resolve_backend(backend, logits.device)
+    if name == "reference":
+        return sample_reference(logits, temperature, seed=seed, dim=dim)
+    if name == "triton":
+        return _triton_module().sample_triton(logits, float(temperature), int(dim), seed)
+    require_extension()
+    return torch.ops.fused_gumbel.sample(logits, float(temperature), int(dim), seed)

@@ -1,0 +1,169 @@
+"""The forward-only sampler on Triton (fused_gumbel.sample with backend
+"triton"), registered as torch.ops.fused_gumbel.sample_triton.
+
+Row r's sample is the first column c maximizing s = acc(x) + acc(T) * acc(g)
+(acc = float64 for float64 logits, float32 otherwise; g the noise of noise.py
+at position r * cols + c), or -1 when the max is not finite: the definition of
+csrc/sample.h. Each program walks one row, or one of n_splits chunks of it when
+there are too few rows to fill the GPU, in BLOCK-wide windows that start at a
+4-aligned position (as st_softmax.py's), keeping a per-lane best (value,
+column) in argmax_better's order; a lane reduction, and for split rows a second
+kernel merging the chunks, give the row's index. Only the indices are written.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .._checks import check_inputs, normalize_seed, output_layouts
+from .noise import gumbel_window
+from .op import _as_rows, _check_device, _launcher, _on_device, interpreting
+from .st_softmax import _NO_INDEX, _argmax_better, _programs_wanted
+
+OP = "fused_gumbel::sample_triton"
+MAX_BLOCK = 2048  # window of a program (8 warps: 8 elements per thread)
+
+
+@triton.jit
+def _lane_best(bm, bi):
+    """The row's (max, first argmax) from per-lane bests [1, BLOCK]: a NaN
+    lane wins with its column (the first NaN), else the first column of the
+    max; no valid lane gives (-inf, _NO_INDEX)."""
+    nan = bm != bm
+    m_num = tl.max(tl.where(nan, float("-inf"), bm), axis=1)
+    first_max = tl.min(tl.where(~nan & (bm == m_num[:, None]), bi, _NO_INDEX), axis=1)
+    first_nan = tl.min(tl.where(nan, bi, _NO_INDEX), axis=1)
+    has_nan = first_nan < _NO_INDEX
+    return tl.where(has_nan, float("nan"), m_num), tl.where(has_nan, first_nan, first_max)
+
+
+@triton.jit
+def _sampled_index(m, arg):
+    """csrc/sample.h: the argmax where the max is finite, else -1."""
+    ok = (m == m) & (m > float("-inf")) & (m < float("inf"))
+    return tl.where(ok, arg, -1)
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _sample_kernel(x_ptr, x_row_stride, index_ptr, part_m_ptr, part_i_ptr, rng_state_ptr,
+                   cols, seed: tl.int64, temperature: tl.float64, blocks_per_split, n_splits,
+                   SEED_IN_STATE: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (row, split): the best of its chunk, to index or (SPLIT) the workspace."""
+    acc_ty = part_m_ptr.dtype.element_ty
+    row = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1).to(tl.int64)
+    if SEED_IN_STATE:
+        key = tl.load(rng_state_ptr)
+        base = tl.load(rng_state_ptr + 1)
+    else:
+        key = seed
+        base = 0
+    t = tl.full((), temperature, tl.float64).to(acc_ty)
+    lead = (row * cols) & 3
+    first = split * blocks_per_split * BLOCK - lead
+    lane = tl.arange(0, BLOCK).to(tl.int64)[None, :]
+    bm = tl.full([1, BLOCK], float("-inf"), acc_ty)
+    bi = tl.full([1, BLOCK], _NO_INDEX, tl.int64)
+    for b in range(0, blocks_per_split):
+        win = first + b * BLOCK
+        col = win + lane
+        valid = (col >= 0) & (col < cols)
+        x = tl.load(x_ptr + row * x_row_stride + col, mask=valid, other=float("-inf"))
+        g = gumbel_window(key, base, tl.full([1, 1], 0, tl.int64) + row * cols + win, BLOCK // 4)
+        s = x.to(acc_ty) + t * g.to(acc_ty)
+        better = valid & _argmax_better(s, col, bm, bi)
+        bm = tl.where(better, s, bm)
+        bi = tl.where(better, col, bi)
+    m, arg = _lane_best(bm, bi)
+    if SPLIT:
+        tl.store(part_m_ptr + row * n_splits + split + tl.arange(0, 1), m)
+        tl.store(part_i_ptr + row * n_splits + split + tl.arange(0, 1), arg)
+    else:
+        tl.store(index_ptr + row + tl.arange(0, 1), _sampled_index(m, arg))
+
+
+@triton.jit
+def _merge_kernel(part_m_ptr, part_i_ptr, index_ptr, n_splits, SPLITS: tl.constexpr):
+    """Row r's index from its n_splits chunk bests."""
+    row = tl.program_id(0).to(tl.int64)
+    k = tl.arange(0, SPLITS)[None, :]
+    ok = k < n_splits
+    m = tl.load(part_m_ptr + row * n_splits + k, mask=ok, other=float("-inf"))
+    i = tl.load(part_i_ptr + row * n_splits + k, mask=ok, other=_NO_INDEX)
+    m1, arg = _lane_best(m, i)
+    tl.store(index_ptr + row + tl.arange(0, 1), _sampled_index(m1, arg))
+
+
+def _plan(rows: int, cols: int, device: torch.device) -> tuple[int, int, int]:
+    """(BLOCK, n_splits, blocks_per_split): windows of up to MAX_BLOCK columns,
+    rows split into chunks when there are fewer rows than the programs that
+    fill the device."""
+    width = cols if cols % 4 == 0 else cols + 3
+    block = max(16, min(MAX_BLOCK, triton.next_power_of_2(max(width, 1))))
+    n_blocks = triton.cdiv(width, block)
+    wanted = _programs_wanted(device)
+    n_splits = 1 if rows >= wanted else min(n_blocks, triton.cdiv(wanted, max(rows, 1)))
+    per_split = triton.cdiv(n_blocks, n_splits)
+    return block, triton.cdiv(n_blocks, per_split), per_split
+
+
+def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[int],
+            launch: bool) -> torch.Tensor:
+    dim = check_inputs(logits, temperature, dim, "temperature")
+    _check_device(logits)
+    moved, index_shape = output_layouts(logits, dim)
+    rows, cols = math.prod(index_shape), moved[-1]
+    if cols == 0 and rows > 0:
+        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+    index = logits.new_empty(index_shape, dtype=torch.int64)
+    if not launch or rows == 0:
+        return index
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    if seed is None:
+        # Drawn on the device: no host sync, fresh noise on every graph replay.
+        rng_state = torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=logits.device)
+    else:
+        rng_state = index  # unread
+    block, n_splits, per_split = _plan(rows, cols, logits.device)
+    part_m = logits.new_empty((rows, n_splits), dtype=acc)
+    part_i = logits.new_empty((rows, n_splits), dtype=torch.int64)
+    x_rows = _as_rows(logits, dim, rows, cols)
+    with _on_device(logits):
+        _launcher(_sample_kernel)[(rows, n_splits)](
+            x_rows, x_rows.stride(0), index, part_m, part_i, rng_state, cols,
+            0 if seed is None else seed, temperature, per_split, n_splits,
+            SEED_IN_STATE=seed is None, SPLIT=n_splits > 1, BLOCK=block,
+            num_warps=8 if block >= 1024 else 4, enable_fp_fusion=False)
+        if n_splits > 1:
+            _launcher(_merge_kernel)[(rows,)](
+                part_m, part_i, index, n_splits,
+                SPLITS=max(16, triton.next_power_of_2(n_splits)))
+    return index
+
+
+def sample_triton_impl(logits: torch.Tensor, temperature: float, dim: int,
+                       seed: Optional[int]) -> torch.Tensor:
+    """fused_gumbel::sample on the Triton kernels."""
+    return _sample(logits, temperature, dim, seed, launch=True)
+
+
+if interpreting():
+    _op = torch.library.custom_op(OP, mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))(
+        sample_triton_impl)
+
+    @_op.register_fake
+    def _sample_fake(logits, temperature, dim, seed):
+        return _sample(logits, temperature, dim, seed, launch=False)
+else:
+    _op = torch.library.triton_op(OP, mutates_args=())(sample_triton_impl)
+
+
+def sample_triton(logits: torch.Tensor, temperature: float, dim: int,
+                  seed: Optional[int]) -> torch.Tensor:
+    """torch.ops.fused_gumbel.sample_triton with any Python int seed."""
+    return torch.ops.fused_gumbel.sample_triton(logits, temperature, dim, normalize_seed(seed))
