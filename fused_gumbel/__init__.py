@@ -5,6 +5,7 @@ kernel (CPU, CUDA, Triton), registered as torch.ops.fused_gumbel.st_softmax.
     y = fg.gumbel_softmax(logits, tau=1.0, hard=True)   # drop-in for F.gumbel_softmax
 """
 
+from . import distributed
 from . import ops as _ops  # registers fake kernels and autograd
 from .noise import gumbel_noise
 from .nn import GumbelSoftmax, TemperatureSchedule
@@ -16,6 +17,7 @@ __all__ = [
     "GumbelSoftmax",
     "TemperatureSchedule",
     "available_backends",
+    "distributed",
     "gumbel_noise",
     "gumbel_softmax",
     "gumbel_softmax_reference",

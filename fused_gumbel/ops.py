@@ -51,6 +51,16 @@ if extension_loaded():
             _sample_like(logits, dim) if keeps_soft_sample(logits, hard) else logits.new_empty([0]),
         )
 
+    @torch.library.register_fake("fused_gumbel::st_softmax_shard")
+    def _st_softmax_shard_fake(logits, tau, seed, vocab_start, vocab_size):
+        check_inputs(logits, tau, -1)
+        rows = list(logits.shape[:-1])
+        return (
+            torch.empty_like(logits, memory_format=torch.contiguous_format),
+            logits.new_empty(rows, dtype=torch.long),
+            logits.new_empty(rows + [2], dtype=accumulation_dtype(logits.dtype)),
+        )
+
     @torch.library.register_fake("fused_gumbel::st_softmax_backward")
     def _st_softmax_backward_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
         saved = y_soft if y_soft is not None else logits

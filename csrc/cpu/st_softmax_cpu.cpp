@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../gumbel_math.h"
+#include "../shard.h"
 #include "../st_softmax.h"
 #include "noise_cpu.h"
 #include "row_plan.h"
@@ -330,6 +331,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> st_softma
   return {o.out, o.index, o.stats, o.rng_state, o.y_soft};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> st_softmax_shard_cpu(
+    const at::Tensor& logits, double tau, int64_t seed, int64_t vocab_start,
+    int64_t vocab_size) {
+  ForwardOutputs o = prepare_shard(logits, tau, seed, vocab_start, vocab_size);
+  o.params.rng_state[0] = static_cast<int64_t>(o.params.seed);
+  o.params.rng_state[1] = 0;
+  if (o.params.rows > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+                                    "st_softmax_shard_cpu",
+                                    [&] { forward_kernel<scalar_t>(o.params); });
+  }
+  return {o.out, o.index.add_(vocab_start), o.stats};
+}
+
 at::Tensor st_softmax_backward_cpu(const at::Tensor& grad,
                                    const std::optional<at::Tensor>& y_soft,
                                    const std::optional<at::Tensor>& logits,
@@ -350,6 +365,7 @@ at::Tensor st_softmax_backward_cpu(const at::Tensor& grad,
 TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) {
   m.impl("st_softmax", &st_softmax_cpu);
   m.impl("st_softmax_backward", &st_softmax_backward_cpu);
+  m.impl("st_softmax_shard", &st_softmax_shard_cpu);
 }
 
 }  // namespace fused_gumbel

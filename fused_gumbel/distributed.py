@@ -1,0 +1,205 @@
+"""Vocabulary-parallel Gumbel-Softmax: each rank of a process group holds a
+contiguous slice of the vocabulary (Megatron-style tensor parallelism), and
+together they draw exactly the sample `fused_gumbel.gumbel_softmax` draws from
+the whole row.
+
+The noise of column c of a rank's shard is the noise of the global position
+``row * vocab_size + vocab_start + c``, so the gathered shards equal the
+unsharded result for the same seed: the same index and one-hot, the soft
+sample up to rounding. Per call the ranks exchange a few numbers per row and
+never the logits:
+
+* forward: each rank runs the fused kernel on its shard (its own max, sum and
+  argmax, with the global noise), then one all-gather of three numbers per row
+  (max, sum, global index of the argmax), which every rank merges alike; the
+  soft sample is the shard's rescaled by ``l_r * exp((m_r - M) / tau) / S``.
+  (An all-reduce would need two calls: the sums can only be added once the
+  global max is known.)
+* backward: ``grad = (1/tau) * y_soft * (g - sum(g * y_soft))`` with the sum
+  over the whole row: one all-reduce of one number per row.
+
+Works with any backend of torch.distributed (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ._checks import accumulation_dtype, check_inputs, normalize_seed
+from ._extension import has_kernel
+from .noise import gumbel_noise
+
+BACKENDS = ("auto", "cpu", "reference")
+
+
+def _shard_reference(x: torch.Tensor, tau: float, seed: int, vocab_start: int,
+                     vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torch.ops.fused_gumbel.st_softmax_shard in plain PyTorch ops: the rows'
+    noise over the whole vocabulary, sliced to the shard."""
+    rows = x.shape[:-1]
+    acc = accumulation_dtype(x.dtype)
+    g = gumbel_noise((rows.numel(), vocab_size), seed, device=x.device)
+    g = g[:, vocab_start:vocab_start + x.shape[-1]].reshape(x.shape).to(acc)
+    s = x.to(acc) + g
+    m = s.amax(-1)
+    index = s.argmax(-1) + vocab_start
+    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp((s - m_safe.unsqueeze(-1)) / tau)
+    l = e.sum(-1)
+    y = (e / l.unsqueeze(-1)).to(x.dtype)
+    return y, index, torch.stack([m, l], -1)
+
+
+def _check_shard(logits: torch.Tensor, tau: float, vocab_start: int, vocab_size: int) -> None:
+    check_inputs(logits, tau, -1)
+    if logits.dim() < 1:
+        raise ValueError("fused_gumbel: a vocabulary shard needs at least one dimension (the vocabulary, last)")
+    cols = logits.shape[-1]
+    if not (0 <= vocab_start and cols >= 1 and vocab_start + cols <= vocab_size):
+        raise ValueError(
+            f"fused_gumbel: the shard's columns [vocab_start, vocab_start + {cols}) = "
+            f"[{vocab_start}, {vocab_start + cols}) must lie inside the vocabulary "
+            f"[0, vocab_size = {vocab_size})")
+
+
+def _resolve(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"fused_gumbel.distributed: unknown backend {backend!r}; choose from {BACKENDS}")
+    fused = device.type == "cpu" and has_kernel("st_softmax_shard", "CPU")
+    if backend == "cpu" and not fused:
+        raise RuntimeError(
+            "fused_gumbel.distributed: backend 'cpu' is not available: "
+            + ("it runs CPU tensors only" if device.type != "cpu" else "the compiled extension is not built"))
+    if backend == "auto":
+        return "cpu" if fused else "reference"
+    return backend
+
+
+def _rescale(m_from: torch.Tensor, m_to: torch.Tensor, inv_tau: float) -> torch.Tensor:
+    """exp((m_from - m_to) / tau), exactly 1 where equal (-inf = -inf included)."""
+    same = m_from == m_to
+    diff = torch.where(same, torch.zeros_like(m_from), m_from - m_to)
+    return torch.where(same, torch.ones_like(m_from), torch.exp(diff * inv_tau))
+
+
+def _merge(parts: torch.Tensor, inv_tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M, S, index) per row from every rank's (m, l, index) [world, rows, 3],
+    in float64: the largest max wins (NaN wins; ties go to the smaller global
+    index, as torch.argmax), and the sums are rescaled to it."""
+    m, l, idx = parts.unbind(-1)
+    nan = torch.isnan(m)
+    key = torch.where(nan, torch.full_like(m, float("inf")), m)
+    best = key.amax(0)
+    big = torch.finfo(torch.float64).max
+    winner = torch.where(key == best, idx, torch.full_like(idx, big)).amin(0)
+    M = torch.where(nan.any(0), torch.full_like(best, float("nan")), m.amax(0))
+    S = (l * _rescale(m, M.expand_as(m), inv_tau)).sum(0)
+    return M, S, winner.to(torch.int64)
+
+
+class _VocabParallelGumbelSoftmax(torch.autograd.Function):
+    """Forward and backward of the vocabulary-parallel sample; the collectives
+    sit inside, so autograd sees one function per rank."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, tau: float, hard: bool, seed: int, vocab_start: int,
+                vocab_size: int, group: Any, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if backend == "cpu":
+            y_local, index, stats = torch.ops.fused_gumbel.st_softmax_shard(
+                logits, tau, seed, vocab_start, vocab_size)
+        else:
+            y_local, index, stats = _shard_reference(logits, tau, seed, vocab_start, vocab_size)
+        rows = logits.shape[:-1]
+        mine = torch.cat([stats.reshape(-1, 2).double(), index.reshape(-1, 1).double()], -1)
+        world = dist.get_world_size(group)
+        gathered = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine, group=group)
+        inv_tau = 1.0 / tau
+        M, S, winner = _merge(torch.stack(gathered), inv_tau)
+        valid = torch.isfinite(M) & (S > 0) & torch.isfinite(S)
+        acc = accumulation_dtype(logits.dtype)
+        m_r, l_r = mine[:, 0], mine[:, 1]
+        scale = torch.where(valid, l_r * _rescale(m_r, M, inv_tau) / S, torch.full_like(S, float("nan")))
+        y_soft = (y_local.reshape(-1, logits.shape[-1]).to(acc) * scale.to(acc).unsqueeze(-1))
+        y_soft = y_soft.to(logits.dtype).reshape(logits.shape)
+        if hard:
+            col = (winner - vocab_start).reshape(rows)
+            cols = torch.arange(logits.shape[-1], device=logits.device)
+            y = (cols == col.unsqueeze(-1)).to(logits.dtype)
+            y = torch.where(valid.reshape(rows).unsqueeze(-1), y, torch.full_like(y, float("nan")))
+        else:
+            y = y_soft
+        ctx.save_for_backward(y_soft)
+        ctx.tau, ctx.group = tau, group
+        index = winner.reshape(rows)
+        ctx.mark_non_differentiable(index)
+        return y, index
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any) -> tuple:
+        (y_soft,) = ctx.saved_tensors
+        acc = accumulation_dtype(y_soft.dtype)
+        g, ys = grad_y.to(acc), y_soft.to(acc)
+        dot = (g * ys).sum(-1)
+        dist.all_reduce(dot, group=ctx.group)
+        grad = (ys * (g - dot.unsqueeze(-1)) * (1.0 / ctx.tau)).to(y_soft.dtype)
+        return grad, None, None, None, None, None, None, None
+
+
+def gumbel_softmax(
+    logits_shard: torch.Tensor,
+    tau: float = 1.0,
+    hard: bool = False,
+    *,
+    seed: int,
+    vocab_start: int,
+    vocab_size: int | None = None,
+    group: Any = None,
+    return_index: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Gumbel-Softmax over a vocabulary split across the ranks of `group`.
+
+    Every rank calls it with its shard; the shards, gathered along the last
+    dim, equal ``fused_gumbel.gumbel_softmax(full_logits, tau, hard, seed=seed)``
+    (identical index and one-hot; the soft sample up to rounding: the shard's
+    soft sample is computed in the logits' dtype and then rescaled, so 16-bit
+    dtypes round twice). Differentiable: the backward all-reduces one number
+    per row.
+
+    Args:
+        logits_shard: [..., shard_width] this rank's columns of the vocabulary
+            (the vocabulary is the last dim), any float dtype.
+        tau: temperature, a positive finite number.
+        hard: exact one-hot of the global argmax (straight-through gradient).
+        seed: the same int on every rank (required: the ranks must draw the
+            same noise without talking to each other).
+        vocab_start: the global column of this shard's first column.
+        vocab_size: the full vocabulary size. None finds it with one extra
+            all-reduce of the shard widths; pass it to save that call.
+        group: the torch.distributed process group (None: the default group).
+        return_index: also return the int64 global index of the sample (the
+            same on every rank), shape of the logits without the last dim.
+        backend: "auto" (the fused CPU kernel for CPU tensors, else the
+            reference), "cpu" or "reference". The CUDA and Triton kernels do not
+            take global noise positions yet, so CUDA tensors use the reference.
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("fused_gumbel.distributed: torch.distributed is not initialized "
+                           "(call torch.distributed.init_process_group first)")
+    seed = normalize_seed(seed)
+    if seed is None:
+        raise TypeError("fused_gumbel.distributed: seed must be an int, the same on every rank")
+    if vocab_size is None:
+        width = torch.tensor([logits_shard.shape[-1] if logits_shard.dim() else 1], dtype=torch.int64,
+                             device=logits_shard.device)
+        dist.all_reduce(width, group=group)
+        vocab_size = int(width.item())
+    _check_shard(logits_shard, tau, vocab_start, vocab_size)
+    name = _resolve(backend, logits_shard.device)
+    y, index = _VocabParallelGumbelSoftmax.apply(
+        logits_shard, float(tau), bool(hard), seed, int(vocab_start), int(vocab_size), group, name)
+    return (y, index) if return_index else y

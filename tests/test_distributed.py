@@ -1,0 +1,104 @@
+"""Vocabulary-parallel sampling (fused_gumbel.distributed) with 2 and 4 gloo
+processes on the CPU: every rank's shard of the sample, the index and the
+gradient equal the single-process result for the same seed."""
+
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fused_gumbel as fg
+from fused_gumbel.ops import backend_status
+
+# (leading shape, vocabulary, dtype, tau, hard, backend, shards in reverse rank order)
+CASES = [
+    ((5,), 37, torch.float32, 0.7, False, "cpu", False),
+    ((5,), 37, torch.float32, 0.7, True, "cpu", False),
+    ((2, 3), 1030, torch.float64, 1.3, True, "cpu", True),
+    ((4,), 301, torch.bfloat16, 0.5, False, "cpu", False),
+    ((3,), 64, torch.float32, 2.0, True, "reference", True),
+    ((2,), 40000, torch.float32, 1.0, False, "cpu", False),
+]
+TOL = {torch.float32: (2e-6, 2e-5), torch.float64: (1e-12, 1e-10), torch.bfloat16: (1.6e-2, 1.6e-2)}
+
+
+def _shards(vocab: int, world: int) -> list[tuple[int, int]]:
+    """Uneven contiguous (start, width) slices, so shard starts are not 4-aligned."""
+    widths = [vocab // world + (1 if r < vocab % world else 0) for r in range(world)]
+    starts = [sum(widths[:r]) for r in range(world)]
+    return list(zip(starts, widths))
+
+
+def _check_case(rank: int, world: int, case_id: int) -> None:
+    lead, vocab, dtype, tau, hard, backend, reverse = CASES[case_id]
+    gen = torch.Generator().manual_seed(case_id)
+    full = (torch.randn(*lead, vocab, generator=gen, dtype=torch.float64) * 3).to(dtype)
+    full[..., 5] = float("-inf")  # masked columns stay exactly 0
+    upstream = torch.randn(*lead, vocab, generator=gen, dtype=torch.float64).to(dtype)
+    start, width = _shards(vocab, world)[world - 1 - rank if reverse else rank]
+    shard = full[..., start:start + width].clone().requires_grad_()
+    y, index = fg.distributed.gumbel_softmax(
+        shard, tau, hard, seed=2**40 + case_id, vocab_start=start,
+        vocab_size=None if case_id == 0 else vocab, return_index=True, backend=backend)
+    (y.double() * upstream[..., start:start + width].double()).sum().backward()
+
+    whole = full.clone().requires_grad_()
+    y1, index1 = fg.gumbel_softmax(whole, tau, hard, seed=2**40 + case_id, return_index=True, backend="cpu")
+    (y1.double() * upstream.double()).sum().backward()
+    atol, rtol = TOL[dtype]
+    assert torch.equal(index, index1), (rank, case_id)
+    torch.testing.assert_close(y, y1[..., start:start + width].detach(), atol=atol, rtol=rtol)
+    torch.testing.assert_close(shard.grad, whole.grad[..., start:start + width], atol=atol, rtol=rtol)
+    if hard:
+        assert set(torch.unique(y.float()).tolist()) <= {0.0, 1.0}
+
+
+def _worker(rank: int, world: int, init_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        for case_id in range(len(CASES)):
+            _check_case(rank, world, case_id)
+        # a NaN row is NaN on every rank, the other rows unaffected
+        x = torch.randn(3, 8)
+        x[1, 2] = float("nan")
+        y = fg.distributed.gumbel_softmax(x, 1.0, True, seed=1, vocab_start=8 * rank, vocab_size=8 * world)
+        assert torch.isnan(y[1]).all() and not torch.isnan(y[[0, 2]]).any()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available() or not backend_status("cpu")[0],
+                    reason="needs torch.distributed and the compiled CPU kernels")
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_equals_single_process(world):
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_worker, args=(world, os.path.join(tmp, "store")), nprocs=world, join=True)
+
+
+def test_needs_an_initialized_process_group():
+    if dist.is_available() and dist.is_initialized():
+        pytest.skip("a process group is already initialized")
+    with pytest.raises(RuntimeError, match="not initialized"):
+        fg.distributed.gumbel_softmax(torch.randn(2, 3), seed=1, vocab_start=0, vocab_size=3)
+
+
+def test_shard_op_checks_its_columns():
+    with pytest.raises(ValueError, match="vocab_size"):
+        torch.ops.fused_gumbel.st_softmax_shard(torch.randn(2, 5), 1.0, 3, 4, 8)
+    with pytest.raises(ValueError, match="tau"):
+        torch.ops.fused_gumbel.st_softmax_shard(torch.randn(2, 5), 0.0, 3, 0, 8)
+
+
+def test_shard_op_matches_its_reference_and_opcheck():
+    from fused_gumbel.distributed import _shard_reference
+
+    x = torch.randn(7, 50) * 2
+    got = torch.ops.fused_gumbel.st_softmax_shard(x, 0.6, 77, 13, 101)
+    want = _shard_reference(x, 0.6, 77, 13, 101)
+    assert torch.equal(got[1], want[1])
+    torch.testing.assert_close(got[0], want[0], atol=2e-6, rtol=2e-5)
+    torch.testing.assert_close(got[2], want[2], atol=2e-6, rtol=2e-5)
+    torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_shard.default, (x, 0.6, 77, 13, 101))
