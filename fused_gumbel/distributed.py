@@ -31,8 +31,9 @@ import torch.distributed as dist
 from ._checks import accumulation_dtype, check_inputs, normalize_seed
 from ._extension import has_kernel
 from .noise import gumbel_noise
+from .ops import backend_status
 
-BACKENDS = ("auto", "cpu", "reference")
+BACKENDS = ("auto", "cpu", "triton", "reference")
 
 
 def _shard_reference(x: torch.Tensor, tau: float, seed: int, vocab_start: int,
@@ -68,13 +69,20 @@ def _check_shard(logits: torch.Tensor, tau: float, vocab_start: int, vocab_size:
 def _resolve(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"fused_gumbel.distributed: unknown backend {backend!r}; choose from {BACKENDS}")
-    fused = device.type == "cpu" and has_kernel("st_softmax_shard", "CPU")
-    if backend == "cpu" and not fused:
+    if backend == "auto":
+        if device.type == "cpu" and has_kernel("st_softmax_shard", "CPU"):
+            return "cpu"
+        if device.type == "cuda" and backend_status("triton", device)[0]:
+            return "triton"
+        return "reference"
+    if backend == "cpu" and not (device.type == "cpu" and has_kernel("st_softmax_shard", "CPU")):
         raise RuntimeError(
             "fused_gumbel.distributed: backend 'cpu' is not available: "
             + ("it runs CPU tensors only" if device.type != "cpu" else "the compiled extension is not built"))
-    if backend == "auto":
-        return "cpu" if fused else "reference"
+    if backend == "triton":
+        ok, why = backend_status("triton", device)
+        if not ok:
+            raise RuntimeError(f"fused_gumbel.distributed: backend 'triton' is not available: {why}")
     return backend
 
 
@@ -109,6 +117,11 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
                 vocab_size: int, group: Any, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
         if backend == "cpu":
             y_local, index, stats = torch.ops.fused_gumbel.st_softmax_shard(
+                logits, tau, seed, vocab_start, vocab_size)
+        elif backend == "triton":
+            from . import triton_kernels
+
+            y_local, index, stats = triton_kernels.st_softmax_shard_triton(
                 logits, tau, seed, vocab_start, vocab_size)
         else:
             y_local, index, stats = _shard_reference(logits, tau, seed, vocab_start, vocab_size)
@@ -183,9 +196,10 @@ def gumbel_softmax(
         group: the torch.distributed process group (None: the default group).
         return_index: also return the int64 global index of the sample (the
             same on every rank), shape of the logits without the last dim.
-        backend: "auto" (the fused CPU kernel for CPU tensors, else the
-            reference), "cpu" or "reference". The CUDA and Triton kernels do not
-            take global noise positions yet, so CUDA tensors use the reference.
+        backend: "auto" (the fused CPU kernel for CPU tensors, the Triton
+            kernel for CUDA tensors, else the reference), "cpu", "triton" or
+            "reference". The CUDA C++ kernel does not take global noise
+            positions, so CUDA tensors run on Triton.
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("fused_gumbel.distributed: torch.distributed is not initialized "

@@ -22,6 +22,10 @@ CASES = [
     ((3,), 64, torch.float32, 2.0, True, "reference", True),
     ((2,), 40000, torch.float32, 1.0, False, "cpu", False),
 ]
+# The Triton shard kernel (in the CPU interpreter here: small shapes).
+if backend_status("triton", "cpu")[0]:
+    CASES.append(((3,), 45, torch.float32, 0.9, True, "triton", False))
+    CASES.append(((2,), 30, torch.bfloat16, 1.1, False, "triton", True))
 TOL = {torch.float32: (2e-6, 2e-5), torch.float64: (1e-12, 1e-10), torch.bfloat16: (1.6e-2, 1.6e-2)}
 
 
@@ -92,13 +96,32 @@ def test_shard_op_checks_its_columns():
         torch.ops.fused_gumbel.st_softmax_shard(torch.randn(2, 5), 0.0, 3, 0, 8)
 
 
-def test_shard_op_matches_its_reference_and_opcheck():
+SHARDS = [(7, 50, 13, 101), (3, 9000, 1001, 20000), (2, 16, 4, 40)]
+
+
+@pytest.mark.parametrize("rows, cols, start, vocab", SHARDS)
+def test_shard_op_matches_its_reference_and_opcheck(rows, cols, start, vocab):
     from fused_gumbel.distributed import _shard_reference
 
-    x = torch.randn(7, 50) * 2
-    got = torch.ops.fused_gumbel.st_softmax_shard(x, 0.6, 77, 13, 101)
-    want = _shard_reference(x, 0.6, 77, 13, 101)
+    x = torch.randn(rows, cols) * 2
+    got = torch.ops.fused_gumbel.st_softmax_shard(x, 0.6, 77, start, vocab)
+    want = _shard_reference(x, 0.6, 77, start, vocab)
     assert torch.equal(got[1], want[1])
     torch.testing.assert_close(got[0], want[0], atol=2e-6, rtol=2e-5)
     torch.testing.assert_close(got[2], want[2], atol=2e-6, rtol=2e-5)
-    torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_shard.default, (x, 0.6, 77, 13, 101))
+    torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_shard.default, (x, 0.6, 77, start, vocab))
+
+
+@pytest.mark.skipif(not backend_status("triton", "cuda" if torch.cuda.is_available() else "cpu")[0],
+                    reason="Triton cannot run here")
+@pytest.mark.parametrize("rows, cols, start, vocab", SHARDS)
+def test_triton_shard_op_matches_the_cpu_kernel(rows, cols, start, vocab):
+    from fused_gumbel.triton_kernels import st_softmax_shard_triton
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.randn(rows, cols) * 2
+    got = st_softmax_shard_triton(x.to(device), 0.6, 77, start, vocab)
+    want = torch.ops.fused_gumbel.st_softmax_shard(x, 0.6, 77, start, vocab)
+    assert torch.equal(got[1].cpu(), want[1])
+    torch.testing.assert_close(got[0].cpu(), want[0], atol=2e-6, rtol=2e-5)
+    torch.testing.assert_close(got[2].cpu(), want[2], atol=2e-6, rtol=2e-5)

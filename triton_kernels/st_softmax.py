@@ -4,7 +4,8 @@ and the code that picks a launch plan and launches them.
 Kernels see 2-D rows only: logits as [rows, cols] with column stride 1 and any
 row stride; the sample and the gradient are written as contiguous [rows, cols].
 Element (row, col) has the noise position p = row * cols + col (the flat index
-in ``logits.movedim(dim, -1).contiguous()``), always in int64.
+in ``logits.movedim(dim, -1).contiguous()``), always in int64; a vocabulary
+shard's forward uses row * vocab_size + vocab_start + col instead.
 
 The math (design notes, csrc/gumbel_math.h), acc = float64 for float64 logits,
 float32 otherwise:
@@ -73,17 +74,19 @@ DOUBLE_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float64).max)
 
 
 @triton.jit
-def _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, win_col, seed, base,
+def _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos, win_col, seed, base,
                   acc_ty: tl.constexpr, BLOCK: tl.constexpr):
     """s = acc(x) + acc(g) on a [R, BLOCK] window of columns win_col + k.
 
-    row, row_ok, win_col: [R, 1] (int64, bool, int64); row * cols + win_col is
-    a multiple of 4. Lanes outside the row get s = -inf and valid = False.
+    row, row_ok, row_pos, win_col: [R, 1] (int64, bool, int64, int64); row_pos
+    is the noise position of (row, 0), row * cols but for a vocabulary shard,
+    and row_pos + win_col a multiple of 4. Lanes outside the row get s = -inf
+    and valid = False.
     """
     col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
     valid = row_ok & (col >= 0) & (col < cols)
     x = tl.load(x_ptr + row * x_row_stride + col, mask=valid, other=float("-inf"))
-    g = gumbel_window(seed, base, row * cols + win_col, BLOCK // 4)
+    g = gumbel_window(seed, base, row_pos + win_col, BLOCK // 4)
     s = x.to(acc_ty) + g.to(acc_ty)
     return s, col, valid
 
@@ -197,23 +200,25 @@ def _philox_key(rng_state_ptr, seed, SEED_IN_STATE: tl.constexpr):
 @triton.jit(do_not_specialize=["seed"])
 def _forward_rows_kernel(
     x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
-    rows, cols, seed: tl.int64, tau: tl.float64,
+    rows, cols, seed: tl.int64, tau: tl.float64, noise_stride, noise_offset,
     HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
     ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """ROWS whole rows per program, each row one BLOCK-wide window."""
+    """ROWS whole rows per program, each row one BLOCK-wide window. Row r's
+    noise starts at position r * noise_stride + noise_offset."""
     acc_ty = stats_ptr.dtype.element_ty
     inv = _inverse_temperature(tau, acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
     # 1. s = x + g for the rows of this program ([ROWS, BLOCK]).
     row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
     row_ok = row < rows
+    row_pos = row * noise_stride + noise_offset
     if ALIGNED:
         lead = 0
     else:
-        lead = (row * cols) & 3
-    s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, -lead, key, base,
-                                  acc_ty, BLOCK)
+        lead = row_pos & 3
+    s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos, -lead, key,
+                                  base, acc_ty, BLOCK)
     # 2. m, arg and l = sum exp((s - m) * inv_tau) per row.
     m, l, arg = _piece_state(s, col, valid, inv)
     # 3. The sample: y_soft = exp((s - m) * inv_tau) / l, or the one-hot.
@@ -236,6 +241,7 @@ def _forward_long_kernel(
     x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
     part_ptr, part_arg_ptr,
     rows, cols, seed: tl.int64, tau: tl.float64, blocks_per_split, n_splits,
+    noise_stride, noise_offset,
     HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
     PHASE: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -254,10 +260,11 @@ def _forward_long_kernel(
     row = tl.program_id(0).to(tl.int64) + one[:, None]
     split = tl.program_id(1)
     row_ok = row < rows
+    row_pos = row * noise_stride + noise_offset
     if ALIGNED:
         lead = 0
     else:
-        lead = (tl.program_id(0).to(tl.int64) * cols) & 3
+        lead = (tl.program_id(0).to(tl.int64) * noise_stride + noise_offset) & 3
     first_block = split * blocks_per_split
     last_block = tl.minimum(first_block + blocks_per_split, tl.cdiv(cols + lead, BLOCK))
     part = tl.program_id(0).to(tl.int64) * n_splits + split
@@ -276,7 +283,7 @@ def _forward_long_kernel(
     else:
         # Pass 1: the online merge of each block's (m, l, arg).
         for b in range(first_block, last_block):
-            s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols,
+            s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
                                           b * BLOCK - lead + one[:, None], key, base,
                                           acc_ty, BLOCK)
             m_b, l_b, arg_b = _piece_state(s, col, valid, inv)
@@ -305,8 +312,8 @@ def _forward_long_kernel(
                 valid = (col >= 0) & (col < cols)
                 y = _hard_sample(col, arg[:, None], ok)
             else:
-                s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, win_col,
-                                              key, base, acc_ty, BLOCK)
+                s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
+                                              win_col, key, base, acc_ty, BLOCK)
                 y = tl.exp((s - m_safe) * inv) * inv_l
             tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
 
@@ -337,8 +344,8 @@ def _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base
     noise and the forward's stats (hard=True)."""
     acc_ty = stats_ptr.dtype.element_ty
     if FROM_LOGITS:
-        s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, win_col,
-                                      seed, base, acc_ty, BLOCK)
+        s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols,
+                                      win_col, seed, base, acc_ty, BLOCK)
         m = tl.load(stats_ptr + 2 * row, mask=row_ok, other=0.0)
         l = tl.load(stats_ptr + 2 * row + 1, mask=row_ok, other=1.0)
         y = tl.where(valid, tl.exp((s - m) * inv) * (1.0 / l), 0.0)
@@ -463,9 +470,13 @@ def _programs_wanted(device: torch.device) -> int:
     return SPLIT_PROGRAMS_PER_SM * sms
 
 
-def plan(rows: int, cols: int, device: torch.device) -> Plan:
-    """The launch plan for [rows, cols] rows on `device` (fixed table, no autotuning)."""
-    aligned = cols % 4 == 0
+def plan(rows: int, cols: int, device: torch.device, noise_stride: int | None = None,
+         noise_offset: int = 0) -> Plan:
+    """The launch plan for [rows, cols] rows on `device` (fixed table, no
+    autotuning); row r's noise starts at position r * noise_stride +
+    noise_offset (noise_stride None: cols)."""
+    stride = cols if noise_stride is None else noise_stride
+    aligned = cols % 4 == 0 and stride % 4 == 0 and noise_offset % 4 == 0
     if rows == 0:
         # One fully masked program: it still records (seed, 0) in rng_state.
         return Plan(aligned, False, 16, 1, 4, 1, 0)
@@ -487,14 +498,19 @@ def plan(rows: int, cols: int, device: torch.device) -> Plan:
 
 def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, index: torch.Tensor,
                    stats: torch.Tensor, rng_state: torch.Tensor, seed: int | None,
-                   tau: float, hard: bool) -> None:
+                   tau: float, hard: bool, noise_stride: int | None = None,
+                   noise_offset: int = 0) -> None:
     """Fills y_rows [rows, cols], index [rows], stats [rows, 2] and (explicit
     seed) rng_state. With seed None, rng_state already holds (seed, base).
+    Row r's noise starts at position r * noise_stride + noise_offset
+    (noise_stride None: cols; a vocabulary shard passes the vocabulary size and
+    its first column).
 
     wrap: torch.library.wrap_triton (or the identity) applied to each kernel.
     """
     rows, cols = x_rows.shape
-    p = plan(rows, cols, x_rows.device)
+    p = plan(rows, cols, x_rows.device, noise_stride, noise_offset)
+    stride = cols if noise_stride is None else noise_stride
     seed_in_state = seed is None
     seed_arg = 0 if seed is None else seed
     flags = dict(HARD=hard, SEED_IN_STATE=seed_in_state, ALIGNED=p.aligned,
@@ -504,21 +520,22 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
         grid = (max(1, triton.cdiv(rows, p.rows_per_program)),)
         wrap(_forward_rows_kernel)[grid](
             x_rows, x_rows.stride(0), y_rows, index, stats, rng_state,
-            rows, cols, seed_arg, tau, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
+            rows, cols, seed_arg, tau, stride, noise_offset, ROWS=p.rows_per_program,
+            BLOCK=p.block, **flags)
         return
     args = (x_rows, x_rows.stride(0), y_rows, index, stats, rng_state)
     if p.n_splits == 1:
         # PHASE 0 has no workspace: stats and index stand in for its pointers.
         wrap(_forward_long_kernel)[(rows, 1)](
             *args, stats, index, rows, cols, seed_arg, tau, p.blocks_per_split, 1,
-            PHASE=0, BLOCK=p.block, **flags)
+            stride, noise_offset, PHASE=0, BLOCK=p.block, **flags)
         return
     part = torch.empty((rows, p.n_splits, 2), dtype=stats.dtype, device=x_rows.device)
     part_arg = torch.empty((rows, p.n_splits), dtype=torch.int64, device=x_rows.device)
     for phase in (1, 2):
         wrap(_forward_long_kernel)[(rows, p.n_splits)](
             *args, part, part_arg, rows, cols, seed_arg, tau, p.blocks_per_split,
-            p.n_splits, PHASE=phase, BLOCK=p.block, **flags)
+            p.n_splits, stride, noise_offset, PHASE=phase, BLOCK=p.block, **flags)
 
 
 def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tensor | None,

@@ -1,0 +1,67 @@
+"""A vocabulary shard's forward on Triton (fused_gumbel.distributed with CUDA
+tensors), registered as torch.ops.fused_gumbel.st_softmax_shard_triton: the
+outputs of fused_gumbel::st_softmax_shard (csrc/shard.h) from the st_softmax
+forward kernels, run with the noise of the global positions
+row * vocab_size + vocab_start + col.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import accumulation_dtype, check_inputs
+from . import st_softmax as kernels
+from .op import _as_rows, _check_device, _launcher, _on_device, interpreting
+
+OP = "fused_gumbel::st_softmax_shard_triton"
+
+
+def _shard(logits: torch.Tensor, tau: float, seed: int, vocab_start: int, vocab_size: int,
+           launch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_inputs(logits, tau, -1)
+    _check_device(logits)
+    if logits.dim() < 1:
+        raise ValueError("fused_gumbel: a vocabulary shard needs at least one dimension (the vocabulary, last)")
+    cols = logits.shape[-1]
+    if not (0 <= vocab_start and cols >= 1 and vocab_start + cols <= vocab_size):
+        raise ValueError(
+            f"fused_gumbel: the shard's columns [vocab_start, vocab_start + {cols}) = "
+            f"[{vocab_start}, {vocab_start + cols}) must lie inside the vocabulary "
+            f"[0, vocab_size = {vocab_size})")
+    lead = list(logits.shape[:-1])
+    rows = math.prod(lead)
+    y = logits.new_empty(logits.shape)
+    index = logits.new_empty(lead, dtype=torch.int64)
+    stats = logits.new_empty(lead + [2], dtype=accumulation_dtype(logits.dtype))
+    if launch and rows > 0:
+        rng_state = logits.new_empty((2,), dtype=torch.int64)
+        with _on_device(logits):
+            kernels.launch_forward(_launcher, _as_rows(logits, logits.dim() - 1, rows, cols),
+                                   y.view(rows, cols), index, stats, rng_state, seed, tau, False,
+                                   noise_stride=vocab_size, noise_offset=vocab_start)
+        index += vocab_start
+    return y, index, stats
+
+
+def st_softmax_shard_triton_impl(logits: torch.Tensor, tau: float, seed: int, vocab_start: int,
+                                 vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fused_gumbel::st_softmax_shard on the Triton kernels."""
+    return _shard(logits, tau, seed, vocab_start, vocab_size, launch=True)
+
+
+if interpreting():
+    _op = torch.library.custom_op(OP, mutates_args=())(st_softmax_shard_triton_impl)
+
+    @_op.register_fake
+    def _shard_fake(logits, tau, seed, vocab_start, vocab_size):
+        return _shard(logits, tau, seed, vocab_start, vocab_size, launch=False)
+else:
+    _op = torch.library.triton_op(OP, mutates_args=())(st_softmax_shard_triton_impl)
+
+
+def st_softmax_shard_triton(logits: torch.Tensor, tau: float, seed: int, vocab_start: int,
+                            vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y_local, global index, stats) of a vocabulary shard; see csrc/shard.h."""
+    return torch.ops.fused_gumbel.st_softmax_shard_triton(logits, tau, seed, vocab_start, vocab_size)
