@@ -9,14 +9,18 @@ from . import ops as _ops  # registers fake kernels and autograd
 from .noise import gumbel_noise
 from .nn import GumbelSoftmax, TemperatureSchedule
 from .ops import available_backends, gumbel_softmax
+from .patch import GumbelSoftmaxPatch, patch, unpatch
 from .reference import gumbel_softmax_reference
 
 __all__ = [
     "GumbelSoftmax",
+    "GumbelSoftmaxPatch",
     "TemperatureSchedule",
     "available_backends",
     "gumbel_noise",
     "gumbel_softmax",
     "gumbel_softmax_reference",
+    "patch",
+    "unpatch",
 ]
 __version__ = "0.1.0"
