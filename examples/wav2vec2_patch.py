@@ -189,7 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (the model is tiny: a second thread only adds synchronisation)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     print(f"Wav2Vec2ForPreTraining (tiny, random init), {args.steps} Adam steps under fg.patch():")
     result = train(args.steps, args.seed)

@@ -7,14 +7,16 @@ kernel (CPU, CUDA, Triton), registered as torch.ops.fused_gumbel.st_softmax.
 
 from . import ops as _ops  # registers fake kernels and autograd
 from .noise import gumbel_noise
-from .nn import GumbelSoftmax, TemperatureSchedule
+from .nn import GumbelRouter, GumbelSoftmax, RouterOutput, TemperatureSchedule
 from .ops import available_backends, gumbel_softmax
 from .patch import GumbelSoftmaxPatch, patch, unpatch
 from .reference import gumbel_softmax_reference
 
 __all__ = [
+    "GumbelRouter",
     "GumbelSoftmax",
     "GumbelSoftmaxPatch",
+    "RouterOutput",
     "TemperatureSchedule",
     "available_backends",
     "gumbel_noise",

@@ -18,6 +18,16 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "wav2vec2_patch.py"
 SMALL = dict(batch_size=2, samples=800)
 
 
+@pytest.fixture
+def one_cpu_thread():
+    """Tiny tensors: on a busy 2-core machine a second OpenMP thread makes
+    these steps ten times slower, and speeds nothing up."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _load():
     # examples/ is not a package, so the script is loaded from its path.
     spec = importlib.util.spec_from_file_location("examples_wav2vec2_patch", SCRIPT)
@@ -29,7 +39,7 @@ def _load():
 demo = _load()
 
 
-def test_same_noise_gives_the_same_codevectors():
+def test_same_noise_gives_the_same_codevectors(one_cpu_thread):
     cmp = demo.compare_with_original(seed=99, **SMALL)
     original, patched = cmp["runs"]["original"], cmp["runs"]["patched"]
     assert F.gumbel_softmax is torch_gumbel_softmax and torch.Tensor.exponential_ is not None
@@ -62,7 +72,7 @@ def test_noise_feed_is_what_the_patch_adds():
     assert torch.equal(y.argmax(-1), fg.gumbel_softmax(logits, 0.5, True, seed=5).argmax(-1))
 
 
-def test_trains_under_the_patch():
+def test_trains_under_the_patch(one_cpu_thread):
     result = demo.train(steps=4, log_every=0, **SMALL)
     losses = result["losses"]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
