@@ -65,11 +65,12 @@ def output_layouts(logits: torch.Tensor, dim: int):
 def check_k(k: int, cols: int) -> int:
     """Validates the subset size of gumbel_topk: an int in [1, cols] (the size
     of the sampled dim), as csrc/topk.cpp's check_k."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        try:
-            k = operator.index(k)
-        except TypeError:
-            raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}], got k={k!r}") from None
+    if isinstance(k, bool):
+        raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}], got k={k!r}")
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}], got k={k!r}") from None
     if not 1 <= k <= cols:
         raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}] (the size of dim), got k={k}")
     return k
