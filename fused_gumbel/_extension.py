@@ -33,7 +33,8 @@ def extension_loaded() -> bool:
 # itself is a graph break).
 _KERNELS = frozenset(
     (op, key)
-    for op in ("st_softmax", "st_softmax_backward", "fill_gumbel_noise", "philox_bits")
+    for op in ("st_softmax", "st_softmax_backward", "fill_gumbel_noise", "philox_bits",
+               "gumbel_topk", "gumbel_topk_backward")
     for key in ("CPU", "CUDA")
     if _IMPORT_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_gumbel::{op}", key)
 )

@@ -1,7 +1,8 @@
 """The Triton backend of fused_gumbel (installed as fused_gumbel.triton_kernels).
 
 Importing it registers torch.ops.fused_gumbel.st_softmax_triton and
-st_softmax_triton_backward when triton is importable. The public API calls
+st_softmax_triton_backward (and gumbel_topk_triton, gumbel_topk_triton_backward)
+when triton is importable. The public API calls
 ``st_softmax_triton(logits, tau, hard, dim, seed)`` after checking
 ``is_available()``.
 """
@@ -18,6 +19,7 @@ else:
 if _TRITON_ERROR is None:
     from .noise import fill_gumbel_noise
     from .op import interpreting, is_available, st_softmax_triton
+    from .topk_op import gumbel_topk_triton
 else:  # pragma: no cover - depends on the install
 
     def interpreting() -> bool:
@@ -32,4 +34,7 @@ else:  # pragma: no cover - depends on the install
     def fill_gumbel_noise(*args, **kwargs):
         raise RuntimeError(f"fused_gumbel: backend 'triton' is not available: {is_available()[1]}")
 
-__all__ = ["fill_gumbel_noise", "interpreting", "is_available", "st_softmax_triton"]
+    def gumbel_topk_triton(*args, **kwargs):
+        raise RuntimeError(f"fused_gumbel: backend 'triton' is not available: {is_available()[1]}")
+
+__all__ = ["fill_gumbel_noise", "gumbel_topk_triton", "interpreting", "is_available", "st_softmax_triton"]

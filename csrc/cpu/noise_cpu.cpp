@@ -2,11 +2,13 @@
 // and the CPU kernels of the fill_gumbel_noise and philox_bits operators.
 #include "noise_cpu.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "../gumbel_math.h"
 #include "simd_ops.h"
@@ -125,6 +127,13 @@ void fill_noise_cpu(uint64_t seed, uint64_t base, uint64_t first, int64_t n,
     skip = 0;
     q += kGroups;
   }
+}
+
+uint64_t draw_seed_cpu() {
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
+      std::nullopt, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return gen->random64();
 }
 
 TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) {

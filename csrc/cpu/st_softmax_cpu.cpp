@@ -10,7 +10,6 @@
 // before pass 2.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <ATen/OpMathType.h>
@@ -19,7 +18,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <mutex>
 #include <vector>
 
 #include "../gumbel_math.h"
@@ -314,15 +312,6 @@ void backward_kernel(const BackwardParams& p) {
     segment_backward_write<T, A>(p, g.r, g.c0, g.c1, row_dot[g.r], inv_tau,
                                  buf.data() + g.r * cols + g.c0);
   });
-}
-
-// seed=None: a fresh 64-bit key from the CPU generator, so torch.manual_seed
-// governs the noise and consecutive calls differ.
-uint64_t draw_seed_cpu() {
-  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
-      std::nullopt, at::detail::getDefaultCPUGenerator());
-  std::lock_guard<std::mutex> lock(gen->mutex_);
-  return gen->random64();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> st_softmax_cpu(
