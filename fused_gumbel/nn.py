@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .ops import BACKENDS, gumbel_softmax
+from .topk import gumbel_topk
 
 
 class TemperatureSchedule:
@@ -172,7 +173,7 @@ class GumbelRouter(nn.Module):
         noisy_eval: sample (with noise) in eval mode as in training.
         step_on_forward: advance the schedule's step after each training forward.
         bias: give the gate a bias.
-        backend: fused_gumbel backend of the top-1 sampler (see gumbel_softmax).
+        backend: fused_gumbel backend of the sampler (see gumbel_softmax).
 
     Example::
 
@@ -205,7 +206,6 @@ class GumbelRouter(nn.Module):
         self.d_model, self.num_experts, self.k = d_model, num_experts, k
         self.tau, self.aux_loss_weight = tau, float(aux_loss_weight)
         self.noisy_eval, self.step_on_forward, self.backend = bool(noisy_eval), bool(step_on_forward), backend
-        self._topk = _gumbel_topk() if k > 1 else None
         self.gate = nn.Linear(d_model, num_experts, bias=bias)
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
 
@@ -230,7 +230,8 @@ class GumbelRouter(nn.Module):
                 sample, index = gumbel_softmax(logits, tau, True, return_index=True, backend=self.backend)
                 index = index.unsqueeze(-1)
             else:
-                sample, index = self._topk(logits, self.k, tau, hard=True, dim=-1, return_index=True)
+                sample, index = gumbel_topk(logits, self.k, tau, hard=True, dim=-1, return_index=True,
+                                            backend=self.backend)
         else:
             index = logits.argmax(-1, keepdim=True) if self.k == 1 else logits.topk(self.k, -1).indices
             soft = torch.softmax(logits / tau, -1)
@@ -251,13 +252,3 @@ class GumbelRouter(nn.Module):
                 f"aux_loss_weight={self.aux_loss_weight}, noisy_eval={self.noisy_eval}, "
                 f"backend={self.backend!r}")
 
-
-def _gumbel_topk():
-    """fused_gumbel.gumbel_topk, which routes k > 1 experts (fused_gumbel/topk.py)."""
-    try:
-        from .topk import gumbel_topk
-    except ImportError as exc:
-        raise ImportError(
-            f"GumbelRouter: k > 1 needs fused_gumbel.gumbel_topk (fused_gumbel/topk.py), "
-            f"which this installation lacks: {exc}") from exc
-    return gumbel_topk

@@ -138,10 +138,11 @@ def test_bad_input():
         router([[0.0] * 4])
 
 
-def test_compiles_without_graph_breaks():
+@pytest.mark.parametrize("k", [1, 2])
+def test_compiles_without_graph_breaks(k):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    router = GumbelRouter(8, 4, aux_loss_weight=0.01)
+    router = GumbelRouter(8, 4, k, aux_loss_weight=0.01)
     compiled = torch.compile(router, fullgraph=True)
     x = torch.randn(16, 8)
     out = compiled(x)
@@ -150,7 +151,6 @@ def test_compiles_without_graph_breaks():
 
 
 def test_top_k_routes_k_distinct_experts():
-    pytest.importorskip("fused_gumbel.topk", reason="fused_gumbel.gumbel_topk (branch topk) not merged yet")
     torch.manual_seed(0)
     router = GumbelRouter(8, 6, k=2, tau=0.5)
     x = torch.randn(40, 8)
@@ -184,7 +184,6 @@ def test_moe_example_trains_and_balances(one_cpu_thread):
 
 
 def test_moe_example_top2(one_cpu_thread):
-    pytest.importorskip("fused_gumbel.topk", reason="fused_gumbel.gumbel_topk (branch topk) not merged yet")
     moe = _example()
     result = moe.run(steps=60, k=2, seed=0)["moe"]
     assert moe.final_loss(result, 10) < 0.5 * result["losses"][0]
