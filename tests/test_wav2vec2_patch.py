@@ -81,3 +81,21 @@ def test_trains_under_the_patch(one_cpu_thread):
     moved = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), result["before"][n])]
     assert "quantizer.weight_proj.weight" in moved and "quantizer.codevectors" in moved
     assert F.gumbel_softmax is torch_gumbel_softmax  # the patch is gone afterwards
+
+
+def test_patched_quantizer_compiles_whole(one_cpu_thread):
+    import fused_gumbel as fg
+
+    torch._dynamo.reset()
+    quantizer = demo.tiny_model(0).quantizer
+    features = torch.randn(2, 9, quantizer.weight_proj.in_features)
+    with fg.patch():
+        compiled = torch.compile(quantizer, fullgraph=True, backend="aot_eager")  # no C++ codegen: fast
+        torch.manual_seed(3)
+        codevectors, perplexity = compiled(features)
+        codevectors.sum().backward()
+        torch.manual_seed(3)
+        expected, expected_perplexity = quantizer(features)
+    torch.testing.assert_close(codevectors, expected)
+    torch.testing.assert_close(perplexity, expected_perplexity)
+    assert quantizer.weight_proj.weight.grad.abs().sum() > 0
