@@ -179,8 +179,10 @@ class GumbelRouter(nn.Module):
 
         router = GumbelRouter(512, num_experts=8)
         out = router(x)                                   # x: [tokens, 512]
-        y = sum(out.combine_weights[..., j, None] * experts_apply(x, out.expert_index[..., j])
-                for j in range(router.k))
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(experts):              # each expert sees its tokens only
+            token, slot = (out.expert_index == e).nonzero(as_tuple=True)
+            y = y.index_add(0, token, out.combine_weights[token, slot, None] * expert(x[token]))
         loss = task_loss(y) + out.aux_loss
     """
 
