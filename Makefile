@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy scipy scikit-learn pytest ninja pybind11 matplotlib setuptools wheel "cmake>=3.26"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy scipy scikit-learn "transformers>=4.57,<6" pytest ninja pybind11 matplotlib setuptools wheel "cmake>=3.26"
 	touch $@
 
 # The extension, in place (csrc/ changes rebuild incrementally with ninja).

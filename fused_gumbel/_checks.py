@@ -5,6 +5,7 @@ reference backend and the Triton backend use them, so every path fails alike."""
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -47,8 +48,6 @@ def normalize_seed(seed: int | None) -> int | None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int):
         try:
-            import operator
-
             seed = operator.index(seed)
         except TypeError:
             raise TypeError(f"fused_gumbel: seed must be an int or None, got {type(seed).__name__}") from None
@@ -62,3 +61,17 @@ def output_layouts(logits: torch.Tensor, dim: int):
     x = logits.reshape(1) if logits.dim() == 0 else logits
     moved = list(x.movedim(dim, -1).shape)
     return moved, moved[:-1]
+
+
+def check_k(k: int, cols: int) -> int:
+    """Validates the subset size of gumbel_topk: an int in [1, cols] (the size
+    of the sampled dim), as csrc/topk.cpp's check_k."""
+    if isinstance(k, bool):
+        raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}], got k={k!r}")
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}], got k={k!r}") from None
+    if not 1 <= k <= cols:
+        raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}] (the size of dim), got k={k}")
+    return k

@@ -34,7 +34,7 @@ def extension_loaded() -> bool:
 _KERNELS = frozenset(
     (op, key)
     for op in ("st_softmax", "st_softmax_backward", "fill_gumbel_noise", "philox_bits",
-               "sample", "st_softmax_shard")
+               "sample", "st_softmax_shard", "gumbel_topk", "gumbel_topk_backward")
     for key in ("CPU", "CUDA")
     if _IMPORT_ERROR is None
     and torch._C._dispatch_has_kernel(f"fused_gumbel::{op}")

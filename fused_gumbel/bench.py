@@ -52,7 +52,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
+
+# PyTorch's own function even while fused_gumbel.patch() is active.
+from .patch import torch_gumbel_softmax
 
 SCHEMA = "fused_gumbel.bench/1"
 
@@ -368,12 +370,12 @@ def _set_compile_limits() -> None:
 
 def make_contender(name: str, tau: float, hard: bool, dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
     if name == "eager":
-        return lambda x: F.gumbel_softmax(x, tau=tau, hard=hard, dim=dim)
+        return lambda x: torch_gumbel_softmax(x, tau=tau, hard=hard, dim=dim)
     if name == "compiled":
         torch._dynamo.reset()  # every case compiles afresh (no cache entries pile up)
 
         def peer(x: torch.Tensor) -> torch.Tensor:
-            return F.gumbel_softmax(x, tau=tau, hard=hard, dim=dim)
+            return torch_gumbel_softmax(x, tau=tau, hard=hard, dim=dim)
 
         return torch.compile(peer, dynamic=False, fullgraph=True)
     if name.startswith("fused-"):

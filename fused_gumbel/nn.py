@@ -1,15 +1,19 @@
 """Modules: GumbelSoftmax and the temperature schedule of Jang, Gu and Poole,
-"Categorical Reparameterization with Gumbel-Softmax" (ICLR 2017)."""
+"Categorical Reparameterization with Gumbel-Softmax" (ICLR 2017), and
+GumbelRouter, a mixture-of-experts router that samples its experts with
+straight-through Gumbel-Softmax (top-1) or Gumbel top-k."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .ops import gumbel_softmax
+from .ops import BACKENDS, gumbel_softmax
+from .topk import gumbel_topk
 
 
 class TemperatureSchedule:
@@ -85,3 +89,168 @@ class GumbelSoftmax(nn.Module):
     def extra_repr(self) -> str:
         tau = repr(self.schedule) if self.schedule is not None else f"tau={self.tau}"
         return f"{tau}, hard={self.hard}, dim={self.dim}, backend={self.backend!r}"
+
+
+class RouterOutput(NamedTuple):
+    """What GumbelRouter returns, for x of shape [..., d_model].
+
+    combine_weights: [..., k], x's dtype. The weight of each chosen expert's
+        output: exactly 1/k in the forward pass (the k weights sum to 1),
+        differentiated as the relaxed (soft) sample, so the gate learns
+        through them (straight-through).
+    expert_index: [..., k] int64, the chosen experts (for k > 1 in the order
+        gumbel_topk returns them).
+    aux_loss: [] float32, the load-balancing loss times its weight (0 when the
+        weight is 0); add it to the training loss.
+    router_probs: [..., num_experts] float32, softmax of the gate's logits
+        (no noise, no temperature): the P_e of the load-balancing loss.
+    """
+
+    combine_weights: torch.Tensor
+    expert_index: torch.Tensor
+    aux_loss: torch.Tensor
+    router_probs: torch.Tensor
+
+
+def load_balancing_loss(router_probs: torch.Tensor, expert_index: torch.Tensor) -> torch.Tensor:
+    """The Switch Transformer's auxiliary loss (Fedus, Zoph and Shazeer, 2021,
+    eq. 4): num_experts * sum_e f_e * P_e.
+
+    f_e is the fraction of the k * tokens routing slots that went to expert e
+    (no gradient), P_e the mean router probability of e. It is 1.0 when both
+    are uniform, for any k, and grows as the load concentrates.
+
+    Args:
+        router_probs: [..., num_experts] router probabilities.
+        expert_index: [..., k] int64 chosen experts.
+    """
+    num_experts = router_probs.shape[-1]
+    probs = router_probs.reshape(-1, num_experts)
+    index = expert_index.reshape(-1)
+    if index.numel() == 0:
+        return probs.new_zeros(())
+    # scatter_add, not bincount: a fixed output shape, so torch.compile keeps one graph
+    counts = probs.new_zeros(num_experts).scatter_add_(0, index, probs.new_ones(index.shape))
+    fraction = counts / index.numel()
+    return num_experts * (fraction * probs.mean(0)).sum()
+
+
+class GumbelRouter(nn.Module):
+    """A mixture-of-experts router: a linear gate d_model -> num_experts and a
+    hard choice of k experts per token, trained with straight-through Gumbel.
+
+    Training mode: k = 1 samples the expert with
+    ``fused_gumbel.gumbel_softmax(logits, tau, hard=True, return_index=True)``;
+    k > 1 samples k distinct experts with
+    ``fused_gumbel.gumbel_topk(logits, k, tau, hard=True, return_index=True)``.
+    The forward value of every combine weight is exactly 1/k; the gradient is
+    the relaxed sample's, so the gate learns from the experts' outputs.
+
+    Eval mode: deterministic, no noise: the k experts of largest logit
+    (argmax for k = 1), combine weights 1/k with the gradient of
+    softmax(logits / tau). ``noisy_eval=True`` samples in eval mode too.
+
+    Temperature: a float, or a TemperatureSchedule read at ``self.step``. The
+    router advances ``step`` by one after each training-mode forward (as
+    GumbelSoftmax does); when it is called more than once per optimizer step,
+    or the step should come from the training loop, pass
+    ``step_on_forward=False`` and set it: ``router.step.fill_(global_step)``.
+    ``step`` is a buffer, saved in the state dict.
+
+    Load balancing: ``aux_loss_weight`` * the Switch Transformer loss
+    (see ``load_balancing_loss``); 0.01 is the Switch paper's value, 0 disables
+    it (aux_loss is then a zero tensor).
+
+    The gate's logits are computed in float32 (the router is where low
+    precision hurts most, as the Switch paper notes).
+
+    Args:
+        d_model: size of each token's features (last dim of the input).
+        num_experts: number of experts.
+        k: experts per token, 1 <= k <= num_experts.
+        tau: temperature (float > 0) or a TemperatureSchedule.
+        aux_loss_weight: weight of the load-balancing loss, >= 0.
+        noisy_eval: sample (with noise) in eval mode as in training.
+        step_on_forward: advance the schedule's step after each training forward.
+        bias: give the gate a bias.
+        backend: fused_gumbel backend of the sampler (see gumbel_softmax).
+
+    Example::
+
+        router = GumbelRouter(512, num_experts=8)
+        out = router(x)                                   # x: [tokens, 512]
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(experts):              # each expert sees its tokens only
+            token, slot = (out.expert_index == e).nonzero(as_tuple=True)
+            y = y.index_add(0, token, out.combine_weights[token, slot, None] * expert(x[token]))
+        loss = task_loss(y) + out.aux_loss
+    """
+
+    def __init__(self, d_model: int, num_experts: int, k: int = 1, *,
+                 tau: float | TemperatureSchedule = 1.0, aux_loss_weight: float = 0.01,
+                 noisy_eval: bool = False, step_on_forward: bool = True, bias: bool = False,
+                 backend: str = "auto") -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("num_experts", num_experts), ("k", k)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GumbelRouter: {name} must be a positive int, got {value!r}")
+        if k > num_experts:
+            raise ValueError(f"GumbelRouter: k={k} exceeds num_experts={num_experts}")
+        if not isinstance(tau, TemperatureSchedule):
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
+                raise ValueError(
+                    f"GumbelRouter: tau must be a positive finite number or a TemperatureSchedule, got {tau!r}")
+            tau = float(tau)
+        if not (math.isfinite(aux_loss_weight) and aux_loss_weight >= 0):
+            raise ValueError(f"GumbelRouter: aux_loss_weight must be a finite number >= 0, got {aux_loss_weight}")
+        if backend not in BACKENDS:
+            raise ValueError(f"GumbelRouter: unknown backend {backend!r}; choose from {BACKENDS}")
+        self.d_model, self.num_experts, self.k = d_model, num_experts, k
+        self.tau, self.aux_loss_weight = tau, float(aux_loss_weight)
+        self.noisy_eval, self.step_on_forward, self.backend = bool(noisy_eval), bool(step_on_forward), backend
+        self.gate = nn.Linear(d_model, num_experts, bias=bias)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+
+    def current_tau(self) -> float:
+        """The temperature the next forward uses."""
+        return self.tau(int(self.step)) if isinstance(self.tau, TemperatureSchedule) else self.tau
+
+    def forward(self, x: torch.Tensor) -> RouterOutput:
+        """Routes the tokens of x [..., d_model]; returns a RouterOutput."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"GumbelRouter: x must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"GumbelRouter: x must be a floating-point tensor, got {x.dtype}")
+        if x.dim() == 0 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"GumbelRouter: x must have shape [..., d_model={self.d_model}], got {tuple(x.shape)}")
+        logits = nn.functional.linear(x.float(), self.gate.weight.float(),
+                                      None if self.gate.bias is None else self.gate.bias.float())
+        tau = self.current_tau()
+        if self.training or self.noisy_eval:
+            if self.k == 1:
+                sample, index = gumbel_softmax(logits, tau, True, return_index=True, backend=self.backend)
+                index = index.unsqueeze(-1)
+            else:
+                sample, index = gumbel_topk(logits, self.k, tau, hard=True, dim=-1, return_index=True,
+                                            backend=self.backend)
+        else:
+            index = logits.argmax(-1, keepdim=True) if self.k == 1 else logits.topk(self.k, -1).indices
+            soft = torch.softmax(logits / tau, -1)
+            # the exact k-hot, differentiated as the tempered softmax
+            sample = torch.zeros_like(soft).scatter_(-1, index, 1.0) + (soft - soft.detach())
+        if self.training and self.step_on_forward:
+            self.step += 1
+        combine = (sample.gather(-1, index) / self.k).to(x.dtype)
+        probs = torch.softmax(logits, -1)
+        if self.aux_loss_weight > 0:
+            aux = self.aux_loss_weight * load_balancing_loss(probs, index)
+        else:
+            aux = probs.new_zeros(())
+        return RouterOutput(combine, index, aux, probs)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, num_experts={self.num_experts}, k={self.k}, tau={self.tau!r}, "
+                f"aux_loss_weight={self.aux_loss_weight}, noisy_eval={self.noisy_eval}, "
+                f"backend={self.backend!r}")
+

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, normalize_seed
+from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed
 from .noise import draw_seed, gumbel_noise
 
 
@@ -64,4 +64,83 @@ def gumbel_softmax_reference(
     y = y.to(logits.dtype).movedim(-1, dim)
     if scalar:
         y = y.reshape(())
+    return (y, index) if return_index else y
+
+
+def gumbel_topk_reference(
+    logits: torch.Tensor,
+    k: int,
+    tau: float = 1.0,
+    hard: bool = True,
+    dim: int = -1,
+    *,
+    seed: int | None = None,
+    return_index: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Straight-through Gumbel top-k in plain PyTorch ops, with the fused
+    kernels' noise: the oracle of fused_gumbel.gumbel_topk.
+
+    The forward value (hard=True) is the k-hot of the k largest s = logits + g
+    along dim (ties: lower index first), k classes drawn without replacement
+    from softmax(logits). The gradient is that of the relaxed subset of Xie and
+    Ermon (2019), "Reparameterizable subset sampling via continuous
+    relaxations": a_1 = s, p_j = softmax(a_j / tau), a_{j+1} = a_j +
+    log(max(1 - p_j, tiny)), y_soft = sum_{j <= k} p_j (hard=False returns it).
+
+    1 - p_j is evaluated as sum_{i != max} e_i / l for the element with
+    p_j > 1/2 (only the row's max can have it), not as 1 - p_j, which would
+    cancel to 0 long before the clamp: the same function, without the
+    rounding. A row with a NaN, a +inf or fewer than k entries > -inf has no
+    subset: its output (and gradient) is NaN.
+
+    Args:
+        logits: [..., n, ...] unnormalized log-probabilities.
+        k: subset size, an int in [1, n].
+        tau: temperature of the relaxation, > 0.
+        hard: the exact k-hot with y_soft's gradient, else y_soft.
+        dim: the class dimension.
+        seed: 64-bit seed of the noise; None draws one from PyTorch's generator.
+        return_index: also return the int64 chosen classes, in decreasing
+            order of s: logits' shape with dim of size k.
+    """
+    dim = check_inputs(logits, tau, dim)
+    scalar = logits.dim() == 0
+    x = (logits.reshape(1) if scalar else logits).movedim(dim, -1)
+    k = check_k(k, x.shape[-1])
+    seed = normalize_seed(seed)
+    if seed is None:
+        seed = draw_seed(logits.device)
+    acc = accumulation_dtype(logits.dtype)
+    s = x.to(acc) + gumbel_noise(x.shape, seed, device=x.device).to(acc)
+    # The subset: a stable descending sort orders as the argmax rule does
+    # (NaN first, then larger values, ties by lower index).
+    index = torch.sort(s.detach(), dim=-1, descending=True, stable=True).indices[..., :k]
+    inv_tau, tiny = 1.0 / tau, torch.finfo(acc).tiny
+    a, y_soft = s, torch.zeros_like(s)
+    for _ in range(k):
+        m = a.detach().amax(dim=-1, keepdim=True)
+        is_max = a.detach() == m
+        e = torch.exp((a - m) * inv_tau)
+        l = e.sum(dim=-1, keepdim=True)
+        l_rest = e.masked_fill(is_max, 0.0).sum(dim=-1, keepdim=True) + (is_max.sum(-1, keepdim=True) - 1)
+        p = e / l
+        one_minus_p = torch.where(p > 0.5, l_rest / l, 1.0 - p)
+        a = a + torch.log(one_minus_p.clamp_min(tiny))
+        y_soft = y_soft + p
+    if s.numel() > 0:
+        kth = torch.gather(s.detach(), -1, index[..., -1:])
+        valid = torch.isfinite(s.detach().amax(dim=-1, keepdim=True)) & (kth > float("-inf"))
+    else:
+        valid = torch.ones(s.shape[:-1] + (1,), dtype=torch.bool, device=s.device)
+    nan_or_one = torch.where(valid, 1.0, float("nan")).to(acc)
+    y_soft = y_soft * nan_or_one
+    if hard:
+        y_hard = torch.zeros_like(y_soft).scatter_(-1, index, 1.0) * nan_or_one
+        y = y_hard + (y_soft - y_soft.detach())
+    else:
+        y = y_soft
+    y = y.to(logits.dtype).movedim(-1, dim)
+    index = index.movedim(-1, dim)
+    if scalar:
+        y, index = y.reshape(()), index.reshape(())
     return (y, index) if return_index else y

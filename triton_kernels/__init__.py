@@ -1,8 +1,9 @@
 """The Triton backend of fused_gumbel (installed as fused_gumbel.triton_kernels).
 
 Importing it registers torch.ops.fused_gumbel.st_softmax_triton,
-st_softmax_triton_backward, sample_triton and st_softmax_shard_triton when
-triton is importable. The public API calls
+st_softmax_triton_backward, sample_triton, st_softmax_shard_triton,
+gumbel_topk_triton and gumbel_topk_triton_backward when triton is importable.
+The public API calls
 ``st_softmax_triton(logits, tau, hard, dim, seed)`` after checking
 ``is_available()``.
 """
@@ -21,6 +22,7 @@ if _TRITON_ERROR is None:
     from .op import interpreting, is_available, st_softmax_triton
     from .sample import sample_triton
     from .shard import st_softmax_shard_triton
+    from .topk_op import gumbel_topk_triton
 else:  # pragma: no cover - depends on the install
 
     def interpreting() -> bool:
@@ -41,5 +43,8 @@ else:  # pragma: no cover - depends on the install
     def st_softmax_shard_triton(*args, **kwargs):
         raise RuntimeError(f"fused_gumbel: backend 'triton' is not available: {is_available()[1]}")
 
-__all__ = ["fill_gumbel_noise", "interpreting", "is_available", "sample_triton", "st_softmax_shard_triton",
-           "st_softmax_triton"]
+    def gumbel_topk_triton(*args, **kwargs):
+        raise RuntimeError(f"fused_gumbel: backend 'triton' is not available: {is_available()[1]}")
+
+__all__ = ["fill_gumbel_noise", "gumbel_topk_triton", "interpreting", "is_available", "sample_triton",
+           "st_softmax_shard_triton", "st_softmax_triton"]

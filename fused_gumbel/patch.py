@@ -1,0 +1,158 @@
+"""fused_gumbel.patch(): makes torch.nn.functional.gumbel_softmax run the fused
+kernel, so that existing models pick it up without a code change.
+
+    with fg.patch():                 # restored on exit, exceptions included
+        loss = model(batch)          # its F.gumbel_softmax(...) calls are fused
+
+    handle = fg.patch(backend="cpu") # or as a plain call: active until undone
+    ...
+    handle.undo()                    # or fg.unpatch(), which undoes every patch
+
+Only calls that look the function up on the module when they run
+(``F.gumbel_softmax(...)``, ``nn.functional.gumbel_softmax(...)``) see the
+patch; a name bound earlier (``from torch.nn.functional import gumbel_softmax``)
+keeps PyTorch's function, as with any monkey-patch.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import normalize_seed
+from .ops import BACKENDS, gumbel_softmax
+
+# PyTorch's own function, as it was when fused_gumbel was imported: what the
+# benchmarks compare against, whatever is patched when they run.
+torch_gumbel_softmax = F.gumbel_softmax
+
+_lock = threading.Lock()
+_active: list[GumbelSoftmaxPatch] = []
+_restore_to: list = [None]  # what F.gumbel_softmax was before the first active patch
+
+
+def _install_top() -> None:
+    """F.gumbel_softmax becomes the newest active patch's function, or, with
+    none active, what the first of them replaced. (Undoing out of order, e.g.
+    an outer handle while an inner `with` block runs, keeps the inner one.)"""
+    F.gumbel_softmax = _active[-1].function if _active else _restore_to[0]
+
+
+class GumbelSoftmaxPatch:
+    """One installed replacement of ``torch.nn.functional.gumbel_softmax``.
+
+    Returned by :func:`patch`; usable as a context manager (undone on exit) or
+    kept and undone with :meth:`undo`. Patches nest: undoing one restores what
+    the remaining ones, or the original, say.
+
+    Attributes:
+        function: the replacement, with F.gumbel_softmax's signature
+            ``(logits, tau=1, hard=False, eps=1e-10, dim=-1)``.
+        backend: the fused_gumbel backend it calls.
+        seed: None, or the seed of its first call (call n uses seed + n).
+        calls: how many calls it has served (counted only with a seed).
+    """
+
+    def __init__(self, backend: str = "auto", seed: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"fused_gumbel.patch: unknown backend {backend!r}; choose from {BACKENDS}")
+        self.backend, self.seed, self.calls = backend, normalize_seed(seed), 0
+        self._replaced = None  # what F.gumbel_softmax was when this patch went in
+        self.function = self._make_function()
+
+    def _make_function(self):
+        backend, handle = self.backend, self
+
+        def gumbel_softmax_fused(logits: torch.Tensor, tau: float = 1, hard: bool = False,
+                                 eps: float = 1e-10, dim: int = -1) -> torch.Tensor:
+            # Devices with neither a fused kernel nor the noise kernel (mps,
+            # xpu, ...) keep the function this patch replaced.
+            if isinstance(logits, torch.Tensor) and logits.device.type not in ("cpu", "cuda"):
+                return handle._replaced(logits, tau, hard, eps, dim)
+            return gumbel_softmax(logits, tau, hard, eps, dim, seed=handle._next_seed(), backend=backend)
+
+        gumbel_softmax_fused.__name__ = gumbel_softmax_fused.__qualname__ = "gumbel_softmax"
+        gumbel_softmax_fused.__doc__ = (
+            f"fused_gumbel.gumbel_softmax(..., backend={backend!r}) installed as "
+            "torch.nn.functional.gumbel_softmax by fused_gumbel.patch().")
+        return gumbel_softmax_fused
+
+    def _next_seed(self) -> int | None:
+        # A fixed seed would add the same noise at every call (and every
+        # layer); advancing it keeps the calls independent yet reproducible.
+        # With seed=None nothing is counted, so a compiled model keeps no
+        # Python state to guard on.
+        if self.seed is None:
+            return None
+        seed = normalize_seed(self.seed + self.calls)
+        self.calls += 1
+        return seed
+
+    @property
+    def active(self) -> bool:
+        return self in _active
+
+    def install(self) -> GumbelSoftmaxPatch:
+        """Puts this patch (back) in place; patch() already calls it."""
+        with _lock:
+            if self not in _active:
+                if not _active:
+                    _restore_to[0] = F.gumbel_softmax
+                self._replaced = F.gumbel_softmax
+                _active.append(self)
+                _install_top()
+        return self
+
+    def undo(self) -> None:
+        """Removes this patch; a no-op when it is not active."""
+        with _lock:
+            if self in _active:
+                _active.remove(self)
+                _install_top()
+
+    def __enter__(self) -> GumbelSoftmaxPatch:
+        return self.install()
+
+    def __exit__(self, *exc_info) -> None:
+        self.undo()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "inactive"
+        return f"GumbelSoftmaxPatch(backend={self.backend!r}, seed={self.seed}, {state})"
+
+
+def patch(*, backend: str = "auto", seed: int | None = None) -> GumbelSoftmaxPatch:
+    """Replaces ``torch.nn.functional.gumbel_softmax`` with
+    :func:`fused_gumbel.gumbel_softmax` (same signature, same results up to the
+    noise; see the README's contract).
+
+    The patch is in place as soon as this returns. As a context manager
+    (``with fg.patch(): ...``) it is undone when the block exits, also on an
+    exception; as a plain call it stays until ``handle.undo()`` or
+    :func:`unpatch`. Patches nest.
+
+    Args:
+        backend: the fused_gumbel backend ("auto", "cpu", "cuda", "triton",
+            "reference").
+        seed: None (default) draws the noise from PyTorch's generator, as
+            F.gumbel_softmax does, so ``torch.manual_seed`` reproduces a run.
+            An int makes the n-th call (0-based) of this patch use seed ``seed + n``:
+            reproducible, bit-identical across backends, and independent from
+            call to call. For eager runs: under torch.compile a seed that
+            changes every call is a new constant, and retraces the graph.
+
+    Returns:
+        The GumbelSoftmaxPatch handle.
+    """
+    return GumbelSoftmaxPatch(backend, seed).install()
+
+
+def unpatch() -> None:
+    """Undoes every active patch: ``F.gumbel_softmax`` is what it was before
+    the first of them."""
+    with _lock:
+        if _active:
+            _active.clear()
+            _install_top()

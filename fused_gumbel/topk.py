@@ -1,0 +1,152 @@
+"""Straight-through Gumbel top-k: the public function, the fake kernels and the
+autograd of the registered operators fused_gumbel::gumbel_topk and
+gumbel_topk_backward. The schemas and the CPU/CUDA kernels are in csrc/topk.cpp,
+csrc/cpu/topk_cpu.cpp and csrc/cuda/topk_cuda.cu; the Triton backend registers
+its own sibling op in fused_gumbel.triton_kernels.topk_op."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed, output_layouts
+from ._extension import extension_loaded, has_kernel, require_extension
+from .ops import _resolve_backend, _sample_like, _triton_module, backend_status
+from .reference import gumbel_topk_reference
+
+# The CUDA kernel keeps each element's k step values in registers: k up to
+# CUDA_MAX_K (csrc/cuda/topk_cuda.cu's kMaxK). Larger k runs on Triton (any k)
+# when backend="auto", or is an error with backend="cuda".
+CUDA_MAX_K = 8
+
+
+def _check(logits: torch.Tensor, k: int, tau: float, dim: int) -> tuple[int, int]:
+    """The contract's checks, then k's; returns (dim, k) normalized."""
+    dim = check_inputs(logits, tau, dim)
+    moved, _ = output_layouts(logits, dim)
+    return dim, check_k(k, moved[-1])
+
+
+def _index_like(logits: torch.Tensor, dim: int, k: int) -> torch.Tensor:
+    """An empty int64 index: the logits' shape with dim of size k (0-d for a
+    0-d input, as torch.topk), allocated with dim last as the kernels write it."""
+    moved, index_shape = output_layouts(logits, dim)
+    out = logits.new_empty(index_shape + [k], dtype=torch.long).movedim(-1, dim)
+    return out.reshape(()) if logits.dim() == 0 else out
+
+
+if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
+
+    @torch.library.register_fake("fused_gumbel::gumbel_topk")
+    def _gumbel_topk_fake(logits, k, tau, hard, dim, seed):
+        dim, k = _check(logits, k, tau, dim)
+        _, index_shape = output_layouts(logits, dim)
+        return (
+            _sample_like(logits, dim),
+            _index_like(logits, dim, k),
+            logits.new_empty(index_shape + [k, 2], dtype=accumulation_dtype(logits.dtype)),
+            logits.new_empty([2], dtype=torch.long),
+        )
+
+    @torch.library.register_fake("fused_gumbel::gumbel_topk_backward")
+    def _gumbel_topk_backward_fake(grad, logits, stats, rng_state, k, tau, dim):
+        dim, k = _check(logits, k, tau, dim)
+        return _sample_like(logits, dim)
+
+    def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        logits, k, tau, _hard, dim, _seed = inputs
+        _y, _index, stats, rng_state = output
+        # The logits (kept by the caller anyway), the k per-step (max, rest-sum)
+        # per row and the Philox state: the backward regenerates the noise and
+        # every step's softmax from them, as FlashAttention does.
+        ctx.save_for_backward(logits, stats, rng_state)
+        ctx.k, ctx.tau, ctx.dim = k, tau, dim
+
+    def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng):
+        logits, stats, rng_state = ctx.saved_tensors
+        grad = torch.ops.fused_gumbel.gumbel_topk_backward(
+            grad_y, logits, stats, rng_state, ctx.k, ctx.tau, ctx.dim)
+        return grad, None, None, None, None, None
+
+    torch.library.register_autograd(
+        "fused_gumbel::gumbel_topk", _backward, setup_context=_setup_context)
+
+
+def _resolve(backend: str, device: torch.device, k: int) -> str:
+    """The backend gumbel_topk runs on: as gumbel_softmax's, except that the
+    CUDA kernel takes k up to CUDA_MAX_K ("auto" then runs Triton, or the
+    reference)."""
+    name = _resolve_backend(backend, device)
+    if name == "cuda" and k > CUDA_MAX_K:
+        if backend == "auto":
+            return "triton" if backend_status("triton", device)[0] else "reference"
+        raise ValueError(f"fused_gumbel: backend 'cuda' takes k up to {CUDA_MAX_K}, got k={k}; "
+                         "use backend='triton' or 'auto'")
+    return name
+
+
+def gumbel_topk(
+    logits: torch.Tensor,
+    k: int,
+    tau: float = 1.0,
+    hard: bool = True,
+    dim: int = -1,
+    *,
+    seed: int | None = None,
+    return_index: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Straight-through Gumbel top-k: k classes without replacement, in one
+    fused kernel.
+
+    The forward value (hard=True) is the exact k-hot (0.0 and 1.0) of the k
+    largest s = logits + g along ``dim``, g the Gumbel noise of
+    ``gumbel_softmax`` for the same seed and layout (the Gumbel-top-k trick: k
+    classes drawn without replacement from softmax(logits)); ties go to the
+    lower index. The gradient is that of the relaxed subset of Xie and Ermon
+    (2019): a_1 = s, p_j = softmax(a_j / tau), a_{j+1} = a_j + log(max(1 - p_j,
+    tiny)), y_soft = sum_{j <= k} p_j (a row sums to k); hard=False returns
+    y_soft. k=1 is ``gumbel_softmax`` (same sample, same index).
+
+    Args:
+        logits: [..., n, ...] unnormalized log-probabilities (float16,
+            bfloat16, float32, float64; any layout).
+        k: subset size, an int in [1, n].
+        tau: temperature of the relaxation, a positive finite number.
+        hard: return the k-hot with y_soft's gradient (straight-through).
+        dim: the class dimension.
+        seed: None draws the noise from PyTorch's generator of the device; an
+            int makes it a pure function of (seed, position), the same on every
+            backend and the same as ``gumbel_softmax``'s.
+        return_index: also return the chosen classes (int64, in decreasing
+            order of s): the logits' shape with ``dim`` of size k.
+        backend: "auto", "cuda", "triton", "cpu" or "reference".
+
+    Returns:
+        y (the logits' shape and dtype), or (y, index) with ``return_index``.
+        A row with a NaN, a +inf or fewer than k entries above -inf has no
+        subset: its y (and gradient) is NaN, the other rows are unaffected.
+
+    Equivalent to::
+
+        s = logits.movedim(dim, -1).float() + gumbel_noise(shape, seed)
+        index = s.sort(-1, descending=True, stable=True).indices[..., :k]
+        y = zeros_like(s).scatter(-1, index, 1.0)           # hard=True
+        a, y_soft = s, 0
+        for _ in range(k):                                   # the gradient's path
+            p = softmax(a / tau, -1); y_soft += p; a += log(clamp_min(1 - p, tiny))
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
+    dim, k = _check(logits, k, tau, dim)
+    seed = normalize_seed(seed)
+    name = _resolve(backend, logits.device, k)
+    if name == "reference":
+        return gumbel_topk_reference(logits, k, tau, hard, dim, seed=seed, return_index=return_index)
+    if name == "triton":
+        y, index = _triton_module().gumbel_topk_triton(logits, k, float(tau), bool(hard), dim, seed)[:2]
+    else:
+        require_extension()
+        y, index = torch.ops.fused_gumbel.gumbel_topk(logits, k, float(tau), bool(hard), dim, seed)[:2]
+    return (y, index) if return_index else y

@@ -1,0 +1,128 @@
+"""fused_gumbel.patch(): F.gumbel_softmax replaced, restored, nested, compiled."""
+
+import inspect
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fused_gumbel as fg
+from fused_gumbel.patch import torch_gumbel_softmax
+
+
+@pytest.fixture(autouse=True)
+def _no_patch_left():
+    assert F.gumbel_softmax is torch_gumbel_softmax
+    yield
+    leaked = F.gumbel_softmax is not torch_gumbel_softmax
+    fg.unpatch()
+    assert not leaked, "a test left F.gumbel_softmax patched"
+
+
+def _parameters(function):
+    return [(p.name, p.default, p.kind) for p in inspect.signature(function).parameters.values()]
+
+
+def test_context_manager_replaces_and_restores():
+    with fg.patch() as handle:
+        assert F.gumbel_softmax is handle.function and handle.active
+        assert _parameters(F.gumbel_softmax) == _parameters(torch_gumbel_softmax)
+    assert F.gumbel_softmax is torch_gumbel_softmax and not handle.active
+
+
+def test_restored_on_exception():
+    with pytest.raises(KeyError):
+        with fg.patch():
+            raise KeyError("boom")
+    assert F.gumbel_softmax is torch_gumbel_softmax
+
+
+def test_plain_call_until_undo_and_unpatch():
+    handle = fg.patch()
+    assert F.gumbel_softmax is handle.function
+    handle.undo()
+    handle.undo()  # a no-op the second time
+    assert F.gumbel_softmax is torch_gumbel_softmax
+    fg.patch(), fg.patch()
+    fg.unpatch()
+    assert F.gumbel_softmax is torch_gumbel_softmax
+
+
+def test_nesting_and_out_of_order_undo():
+    outer = fg.patch(backend="reference")
+    with fg.patch(seed=3) as inner:
+        assert F.gumbel_softmax is inner.function
+        outer.undo()  # the inner patch stays in place
+        assert F.gumbel_softmax is inner.function
+    assert F.gumbel_softmax is torch_gumbel_softmax
+    with outer:  # a handle can go back in
+        assert F.gumbel_softmax is outer.function
+    assert F.gumbel_softmax is torch_gumbel_softmax
+
+
+def test_patched_calls_are_fused_with_the_same_arguments():
+    x = torch.randn(6, 5, 4)
+    with fg.patch(seed=7):
+        y = F.gumbel_softmax(x, 0.5, True, 1e-10, 1)
+        y2 = nn.functional.gumbel_softmax(x, tau=0.5, hard=True, dim=1)
+    assert torch.equal(y, fg.gumbel_softmax(x, 0.5, True, dim=1, seed=7))
+    assert torch.equal(y2, fg.gumbel_softmax(x, 0.5, True, dim=1, seed=8))  # the seed advances per call
+    with fg.patch(seed=7):  # a new patch starts again at its seed
+        assert torch.equal(F.gumbel_softmax(x, 0.5, True, dim=1), y)
+
+
+def test_unseeded_patch_follows_torch_manual_seed():
+    x = torch.randn(8, 10)
+    with fg.patch():
+        torch.manual_seed(0)
+        a = F.gumbel_softmax(x)
+        b = F.gumbel_softmax(x)
+        torch.manual_seed(0)
+        assert torch.equal(F.gumbel_softmax(x), a) and not torch.equal(a, b)
+
+
+def test_fused_gumbel_itself_works_while_patched():
+    x = torch.randn(4, 9, requires_grad=True)
+    with fg.patch(backend="reference"):
+        # the reference is plain PyTorch: it must not call the patched function
+        y = F.gumbel_softmax(x, hard=True)
+        y.sum().backward()
+        ref = fg.gumbel_softmax_reference(x.detach(), seed=1)
+    assert ((y == 0) | (y == 1)).all() and x.grad is not None and ref.shape == x.shape
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="backend"):
+        fg.patch(backend="gpu")
+    with pytest.raises(TypeError, match="seed"):
+        fg.patch(seed="1")
+    with fg.patch():
+        with pytest.raises(ValueError, match="tau"):
+            F.gumbel_softmax(torch.randn(3, 4), tau=0.0)
+    assert F.gumbel_softmax is torch_gumbel_softmax
+
+
+class _Sampler(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 16)
+
+    def forward(self, x):
+        return nn.functional.gumbel_softmax(self.proj(x), tau=0.7, hard=True)
+
+
+def test_compiled_patched_model():
+    torch._dynamo.reset()
+    model = _Sampler()
+    x = torch.randn(32, 8)
+    with fg.patch():
+        compiled = torch.compile(model, fullgraph=True)
+        torch.manual_seed(1)
+        y = compiled(x)
+        (y * torch.randn(16)).sum().backward()
+        torch.manual_seed(1)
+        expected = fg.gumbel_softmax(model.proj(x), 0.7, True)
+    torch.testing.assert_close(y, expected)
+    assert ((y == 0) | (y == 1)).all() and y.sum(-1).eq(1).all()
+    assert model.proj.weight.grad is not None and model.proj.weight.grad.abs().sum() > 0
