@@ -11,7 +11,7 @@ from . import ops as _ops  # registers fake kernels and autograd
 from .noise import gumbel_noise
 from .nn import GumbelRouter, GumbelSoftmax, RouterOutput, TemperatureSchedule
 from .ops import available_backends, gumbel_softmax
-from .patch import GumbelSoftmaxPatch, patch, unpatch
+from .patching import GumbelSoftmaxPatch, patch, unpatch
 from .reference import gumbel_softmax_reference, gumbel_topk_reference
 from .sample import sample, sample_reference
 from .topk import gumbel_topk

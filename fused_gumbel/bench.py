@@ -54,7 +54,7 @@ from typing import Any, Callable
 import torch
 
 # PyTorch's own function even while fused_gumbel.patch() is active.
-from .patch import torch_gumbel_softmax
+from .patching import torch_gumbel_softmax
 
 SCHEMA = "fused_gumbel.bench/1"
 

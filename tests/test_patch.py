@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fused_gumbel as fg
-from fused_gumbel.patch import torch_gumbel_softmax
+from fused_gumbel.patching import torch_gumbel_softmax
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 pytest.importorskip("transformers")
 
 import fused_gumbel as fg  # noqa: E402
-from fused_gumbel.patch import torch_gumbel_softmax  # noqa: E402
+from fused_gumbel.patching import torch_gumbel_softmax  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "wav2vec2_patch.py"
 SMALL = dict(batch_size=2, samples=800)
