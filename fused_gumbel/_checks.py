@@ -75,3 +75,18 @@ def check_k(k: int, cols: int) -> int:
     if not 1 <= k <= cols:
         raise ValueError(f"fused_gumbel: k must be an int in [1, {cols}] (the size of dim), got k={k}")
     return k
+
+
+def check_shard(logits: torch.Tensor, tau: float, vocab_start: int, vocab_size: int) -> None:
+    """A vocabulary shard: the contract's checks along the last dim, and its
+    columns [vocab_start, vocab_start + width) inside [0, vocab_size) (the
+    message of csrc/shard.cpp's check)."""
+    check_inputs(logits, tau, -1)
+    if logits.dim() < 1:
+        raise ValueError("fused_gumbel: a vocabulary shard needs at least one dimension (the vocabulary, last)")
+    cols = logits.shape[-1]
+    if not (0 <= vocab_start and cols >= 1 and vocab_start + cols <= vocab_size):
+        raise ValueError(
+            f"fused_gumbel: the shard's columns [vocab_start, vocab_start + {cols}) = "
+            f"[{vocab_start}, {vocab_start + cols}) must lie inside the vocabulary "
+            f"[0, vocab_size = {vocab_size})")

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import accumulation_dtype, check_inputs, normalize_seed
+from ._checks import accumulation_dtype, check_shard, normalize_seed
 from ._extension import has_kernel
 from .noise import gumbel_noise
 from .ops import backend_status
@@ -52,18 +52,6 @@ def _shard_reference(x: torch.Tensor, tau: float, seed: int, vocab_start: int,
     l = e.sum(-1)
     y = (e / l.unsqueeze(-1)).to(x.dtype)
     return y, index, torch.stack([m, l], -1)
-
-
-def _check_shard(logits: torch.Tensor, tau: float, vocab_start: int, vocab_size: int) -> None:
-    check_inputs(logits, tau, -1)
-    if logits.dim() < 1:
-        raise ValueError("fused_gumbel: a vocabulary shard needs at least one dimension (the vocabulary, last)")
-    cols = logits.shape[-1]
-    if not (0 <= vocab_start and cols >= 1 and vocab_start + cols <= vocab_size):
-        raise ValueError(
-            f"fused_gumbel: the shard's columns [vocab_start, vocab_start + {cols}) = "
-            f"[{vocab_start}, {vocab_start + cols}) must lie inside the vocabulary "
-            f"[0, vocab_size = {vocab_size})")
 
 
 def _resolve(backend: str, device: torch.device) -> str:
@@ -212,7 +200,7 @@ def gumbel_softmax(
                              device=logits_shard.device)
         dist.all_reduce(width, group=group)
         vocab_size = int(width.item())
-    _check_shard(logits_shard, tau, vocab_start, vocab_size)
+    check_shard(logits_shard, tau, vocab_start, vocab_size)
     name = _resolve(backend, logits_shard.device)
     y, index = _VocabParallelGumbelSoftmax.apply(
         logits_shard, float(tau), bool(hard), seed, int(vocab_start), int(vocab_size), group, name)

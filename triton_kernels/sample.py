@@ -23,7 +23,7 @@ import triton.language as tl
 from .._checks import check_inputs, normalize_seed, output_layouts
 from .noise import gumbel_window
 from .op import _as_rows, _check_device, _launcher, _on_device, interpreting
-from .st_softmax import _NO_INDEX, _argmax_better, _programs_wanted
+from .st_softmax import _NO_INDEX, _argmax_better, _programs_wanted, seed_and_base
 
 OP = "fused_gumbel::sample_triton"
 MAX_BLOCK = 2048  # window of a program (8 warps: 8 elements per thread)
@@ -57,12 +57,7 @@ def _sample_kernel(x_ptr, x_row_stride, index_ptr, part_m_ptr, part_i_ptr, rng_s
     acc_ty = part_m_ptr.dtype.element_ty
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1).to(tl.int64)
-    if SEED_IN_STATE:
-        key = tl.load(rng_state_ptr)
-        base = tl.load(rng_state_ptr + 1)
-    else:
-        key = seed
-        base = 0
+    key, base = seed_and_base(rng_state_ptr, seed, SEED_IN_STATE)
     t = tl.full((), temperature, tl.float64).to(acc_ty)
     lead = (row * cols) & 3
     first = split * blocks_per_split * BLOCK - lead

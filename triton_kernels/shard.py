@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .._checks import accumulation_dtype, check_inputs
+from .._checks import accumulation_dtype, check_shard
 from . import st_softmax as kernels
 from .op import _as_rows, _check_device, _launcher, _on_device, interpreting
 
@@ -20,16 +20,9 @@ OP = "fused_gumbel::st_softmax_shard_triton"
 
 def _shard(logits: torch.Tensor, tau: float, seed: int, vocab_start: int, vocab_size: int,
            launch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    check_inputs(logits, tau, -1)
+    check_shard(logits, tau, vocab_start, vocab_size)
     _check_device(logits)
-    if logits.dim() < 1:
-        raise ValueError("fused_gumbel: a vocabulary shard needs at least one dimension (the vocabulary, last)")
     cols = logits.shape[-1]
-    if not (0 <= vocab_start and cols >= 1 and vocab_start + cols <= vocab_size):
-        raise ValueError(
-            f"fused_gumbel: the shard's columns [vocab_start, vocab_start + {cols}) = "
-            f"[{vocab_start}, {vocab_start + cols}) must lie inside the vocabulary "
-            f"[0, vocab_size = {vocab_size})")
     lead = list(logits.shape[:-1])
     rows = math.prod(lead)
     y = logits.new_empty(logits.shape)

@@ -176,16 +176,24 @@ def _hard_sample(col, arg, ok):
 
 
 @triton.jit
-def _philox_key(rng_state_ptr, seed, SEED_IN_STATE: tl.constexpr):
+def seed_and_base(rng_state_ptr, seed, SEED_IN_STATE: tl.constexpr):
     """(seed, base) of the noise: from rng_state (seed=None, drawn on the
-    device) or the scalar seed with base 0; in that case the first program
-    records (seed, 0) in rng_state for the backward."""
+    device) or the scalar seed with base 0."""
     if SEED_IN_STATE:
         key = tl.load(rng_state_ptr)
         base = tl.load(rng_state_ptr + 1)
     else:
         key = seed
         base = 0
+    return key, base
+
+
+@triton.jit
+def _philox_key(rng_state_ptr, seed, SEED_IN_STATE: tl.constexpr):
+    """seed_and_base; with an explicit seed the first program also records
+    (seed, 0) in rng_state for the backward."""
+    key, base = seed_and_base(rng_state_ptr, seed, SEED_IN_STATE)
+    if not SEED_IN_STATE:
         first = (tl.program_id(0) == 0) & (tl.program_id(1) == 0)
         two = tl.arange(0, 2)
         tl.store(rng_state_ptr + two, tl.where(two == 0, seed, 0).to(tl.int64), mask=first & (two < 2))

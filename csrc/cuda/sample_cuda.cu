@@ -71,14 +71,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   __shared__ int64_t red_arg[32];
 
   const SampleParams& p = a.p;
-  const int group = 1 << a.s.group_log2;
-  const int tig = threadIdx.x & (group - 1);
-  const int slot = threadIdx.x >> a.s.group_log2;
-  const int64_t seg =
-      static_cast<int64_t>(blockIdx.x) * (blockDim.x >> a.s.group_log2) + slot;
-  const bool active = seg < p.rows * a.s.nchunks;
-  const Segment sg = make_segment<U>(active ? seg : 0, a.s, p.cols);
-  const int64_t units = active ? sg.units : 0;  // idle groups still join the reduction
+  const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
 
   const auto seeds = at::cuda::philox::unpack(a.philox);
   const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);

@@ -56,6 +56,34 @@ __device__ __forceinline__ Segment make_segment(int64_t seg, const SegmentLayout
   return s;
 }
 
+// Where this thread works: its segment (seg, of rows * nchunks) is processed by
+// the group of 2^group_log2 threads it belongs to (slot: the group's place in the
+// block), tig its index in that group. A group past the last segment is idle
+// (units = 0) but still joins the group reductions.
+struct SegmentThread {
+  int group;
+  int tig;
+  int slot;
+  int64_t seg;
+  bool active;
+  Segment sg;
+  int64_t units;
+};
+
+template <int U>
+__device__ __forceinline__ SegmentThread segment_thread(const SegmentLayout& l,
+                                                        int64_t rows, int64_t cols) {
+  SegmentThread t;
+  t.group = 1 << l.group_log2;
+  t.tig = threadIdx.x & (t.group - 1);
+  t.slot = threadIdx.x >> l.group_log2;
+  t.seg = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> l.group_log2) + t.slot;
+  t.active = t.seg < rows * l.nchunks;
+  t.sg = make_segment<U>(t.active ? t.seg : 0, l, cols);
+  t.units = t.active ? t.sg.units : 0;
+  return t;
+}
+
 // Column of lane 0 of the segment's i-th unit (negative before the row start).
 template <int U>
 __device__ __forceinline__ int64_t unit_col0(const Segment& s, int64_t i) {

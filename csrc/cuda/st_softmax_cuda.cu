@@ -112,14 +112,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   __shared__ int64_t red_arg[32];
 
   const ForwardParams& p = a.p;
-  const int group = 1 << a.s.group_log2;
-  const int tig = threadIdx.x & (group - 1);
-  const int slot = threadIdx.x >> a.s.group_log2;
-  const int64_t seg =
-      static_cast<int64_t>(blockIdx.x) * (blockDim.x >> a.s.group_log2) + slot;
-  const bool active = seg < p.rows * a.s.nchunks;
-  const Segment sg = make_segment<U>(active ? seg : 0, a.s, p.cols);
-  const int64_t units = active ? sg.units : 0;  // idle groups still join reductions
+  const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
   acc_t* cache = reinterpret_cast<acc_t*>(smem_raw) + slot * a.s.cache_stride;
 
   const auto seeds = at::cuda::philox::unpack(a.philox);
@@ -318,14 +311,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   __shared__ acc_t red[32];
 
   const BackwardParams& p = a.p;
-  const int group = 1 << a.s.group_log2;
-  const int tig = threadIdx.x & (group - 1);
-  const int slot = threadIdx.x >> a.s.group_log2;
-  const int64_t seg =
-      static_cast<int64_t>(blockIdx.x) * (blockDim.x >> a.s.group_log2) + slot;
-  const bool active = seg < p.rows * a.s.nchunks;
-  const Segment sg = make_segment<U>(active ? seg : 0, a.s, p.cols);
-  const int64_t units = active ? sg.units : 0;
+  const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
   acc_t* cache_y = reinterpret_cast<acc_t*>(smem_raw) + slot * 2 * a.s.cache_stride;
   acc_t* cache_g = cache_y + a.s.cache_stride;
 
