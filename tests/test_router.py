@@ -14,16 +14,6 @@ from fused_gumbel.nn import GumbelRouter, load_balancing_loss
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "moe_router.py"
 
 
-@pytest.fixture
-def one_cpu_thread():
-    """Tiny tensors: on a busy 2-core machine a second OpenMP thread makes
-    these steps ten times slower, and speeds nothing up."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _router_logits(router, x):
     return torch.nn.functional.linear(x.float(), router.gate.weight.float())
 

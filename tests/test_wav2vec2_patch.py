@@ -19,16 +19,6 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "wav2vec2_patch.py"
 SMALL = dict(batch_size=2, samples=800)
 
 
-@pytest.fixture
-def one_cpu_thread():
-    """Tiny tensors: on a busy 2-core machine a second OpenMP thread makes
-    these steps ten times slower, and speeds nothing up."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _load():
     # examples/ is not a package, so the script is loaded from its path.
     spec = importlib.util.spec_from_file_location("examples_wav2vec2_patch", SCRIPT)
