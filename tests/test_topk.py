@@ -9,6 +9,10 @@ TRITON_INTERPRET=1 without a GPU): it gets the small shapes only."""
 
 import itertools
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -401,3 +405,59 @@ def test_triton_windowed_rows_match_single_window(monkeypatch, hard, cols):
     (g,) = torch.autograd.grad((y * w).sum(), x)
     (g_ref,) = torch.autograd.grad((y_ref * w).sum(), x)
     torch.testing.assert_close(g, g_ref, atol=1e-11, rtol=1e-9)
+
+
+_COMPILE_SCRIPT = textwrap.dedent("""
+    import os, re, subprocess, tempfile
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from fused_gumbel.triton_kernels import topk as K
+
+    PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+
+    def build(fn, dt, constexprs, num_warps):
+        acc = "fp64" if dt == "fp64" else "fp32"
+        types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
+                     index_ptr="*i64", rng_state_ptr="*i64", stats_ptr="*" + acc, seed="i64",
+                     tau="fp64", x_row_stride="i64", grad_row_stride="i64")
+        sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
+        return triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=num_warps, enable_fp_fusion=False))
+
+    def spill_bytes(kernel):
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+            f.write(kernel.asm["ptx"])
+        report = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
+                                capture_output=True, text=True).stderr
+        os.unlink(f.name)
+        return int(re.search(r"(\\d+) bytes spill stores", report).group(1))
+
+    # (rows, cols, k, dtype, hard, seed drawn on the device)
+    for rows, cols, k, dt, hard, seed_in in ((16384, 64, 2, "fp16", True, True),
+                                             (4096, 1000, 8, "bf16", False, False),
+                                             (64, 1000, 16, "fp64", False, True),
+                                             (64, 4001, 8, "fp32", True, False)):
+        p = K.plan(rows, cols)
+        c = dict(ROWS=p.rows_per_program, BLOCK=p.block, KP=triton.next_power_of_2(k),
+                 ALIGNED=p.aligned, SINGLE=p.single)
+        fwd = build(K._topk_forward_kernel, dt, dict(HARD=hard, SEED_IN_STATE=seed_in, **c), p.num_warps)
+        bwd = build(K._topk_backward_kernel, dt, c, p.num_warps)
+        print(rows, cols, k, dt, int(p.single), spill_bytes(fwd), spill_bytes(bwd))
+""")
+
+
+@pytest.mark.skipif(ON_GPU, reason="the GPU runs compile the kernels for real")
+def test_triton_topk_kernels_compile_for_sm90():
+    """The interpreter accepts code the compiler rejects: compile every
+    constexpr branch to sm_90 (Triton's own ptxas) without a GPU. Rows of one
+    window must not spill; the windowed path may spill a few bytes."""
+    pytest.importorskip("triton.compiler")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    for line in done.stdout.strip().splitlines():
+        *_, single, fwd, bwd = line.split()
+        assert int(fwd) + int(bwd) <= (0 if single == "1" else 32), line
