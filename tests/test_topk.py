@@ -184,6 +184,19 @@ def test_opcheck(backend, hard, dtype, shape, dim, k):
     torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk, (x, k, 0.7, hard, dim, 42))
 
 
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_opcheck_triton_op(hard):
+    ok, why = fg.ops.backend_status("triton", device_of("triton"))
+    if not ok:
+        pytest.skip(why)
+    device = device_of("triton")
+    x = torch.randn(3, 5, 2, dtype=torch.float64, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton, (x, 2, 0.7, hard, 1, 42))
+    _, _, stats, rng = torch.ops.fused_gumbel.gumbel_topk_triton(x.detach(), 2, 0.7, hard, 1, 42)
+    torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton_backward,
+                          (torch.randn_like(x), x.detach(), stats, rng, 2, 0.7, 1))
+
+
 @pytest.mark.parametrize("backend", OP_BACKENDS)
 def test_opcheck_backward_op(backend):
     device = device_of(backend)
@@ -461,3 +474,44 @@ def test_triton_topk_kernels_compile_for_sm90():
     for line in done.stdout.strip().splitlines():
         *_, single, fwd, bwd = line.split()
         assert int(fwd) + int(bwd) <= (0 if single == "1" else 32), line
+
+
+def test_torch_compile_seed_none_draws_fresh_noise():
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: fg.gumbel_topk(x, 3), fullgraph=True)
+    x = torch.randn(64, 100) * 0.01
+    assert not torch.equal(compiled(x), compiled(x))
+
+
+# ----------------------------------------------------------------------------
+# GPU only (skipped, with the reason shown, on a machine without one)
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [backend_param("cuda"), backend_param("triton")])
+def test_cuda_graph_replays_draw_fresh_noise(backend):
+    if not ON_GPU:
+        pytest.skip("needs a CUDA device")
+    x = torch.randn(8, 100, device="cuda")
+    fg.gumbel_topk(x, 3, 0.5, False, backend=backend)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = fg.gumbel_topk(x, 3, 0.5, False, backend=backend)
+    graph.replay()
+    first = y.clone()
+    graph.replay()
+    assert not torch.equal(first, y)
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_cuda_k_above_8_runs_on_triton_or_is_an_error(hard):
+    ok, why = fg.ops.backend_status("cuda", "cuda" if ON_GPU else None)
+    if not ok:
+        pytest.skip(f"backend 'cuda': {why}")
+    x = torch.randn(6, 50, device="cuda")
+    with pytest.raises(ValueError, match="k"):
+        fg.gumbel_topk(x, 9, hard=hard, seed=1, backend="cuda")
+    y, index = fg.gumbel_topk(x, 9, hard=hard, seed=1, return_index=True)
+    y_ref, index_ref = oracle(x, 9, 1.0, hard, -1, 1)
+    assert torch.equal(index, index_ref)
+    torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=2e-4)
