@@ -24,8 +24,8 @@ math; per row of s = x + g:
 
 A program holds ROWS rows and walks their columns in BLOCK-wide windows.
 Nothing per element is stored between passes: each pass regenerates s (the
-logits and the noise) unless the row is a single window (SINGLE), when s stays
-in registers. Per-step row statistics (and the backward's d_j) live in
+logits and the noise) and replays the steps, unless the row is a single
+window (SINGLE), when s, a_j and y_soft stay in registers. Per-step row statistics (and the backward's d_j) live in
 registers as [ROWS, KP] tensors, KP = next_pow2(k): any k runs.
 """
 
@@ -187,23 +187,33 @@ def _topk_forward_kernel(
         pi = i[:, None]
     # A NaN or +inf, or fewer than k entries above -inf: no subset.
     ok = (best == best) & (best > float("-inf")) & (best < float("inf")) & (last > float("-inf"))
-    # 2. The k steps: (m_j, rest_j) of a_j, a_j replayed from s and the earlier steps.
+    # 2. The k steps: (m_j, rest_j) of a_j. One window keeps a_j and y_soft in
+    # registers; longer rows replay a_j from s and the earlier steps.
     ms = tl.zeros([ROWS, KP], acc_ty)
     rs = tl.zeros([ROWS, KP], acc_ty)
+    a_single = s_single
+    y_single = tl.zeros([ROWS, BLOCK], acc_ty)
     for j in range(0, k):
         m = tl.full([ROWS], float("-inf"), acc_ty)
         rest = tl.full([ROWS], -1.0, acc_ty)
         for b in range(0, n_blocks):
             s, col, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
                                     s_single, acc_ty, SINGLE, BLOCK)
-            a = s
-            for i in range(0, j):
-                p, q = _probs(a, _pick(ms, kk, i), _pick(rs, kk, i), inv)
-                a = a + tl.log(tl.maximum(q, tiny))
+            if SINGLE:
+                a = a_single
+            else:
+                a = s
+                for i in range(0, j):
+                    p, q = _probs(a, _pick(ms, kk, i), _pick(rs, kk, i), inv)
+                    a = a + tl.log(tl.maximum(q, tiny))
             m_b, r_b = _step_piece(a, valid, inv)
             m, rest = _step_merge(m, rest, m_b, r_b, inv)
         ms = _put(ms, kk, j, m)
         rs = _put(rs, kk, j, rest)
+        if SINGLE:
+            p, q = _probs(a_single, m[:, None], rest[:, None], inv)
+            y_single += p
+            a_single = a_single + tl.log(tl.maximum(q, tiny))
         stat = stats_ptr + (tl.reshape(row, [ROWS]) * k + j) * 2
         ok1 = tl.reshape(row_ok, [ROWS])
         tl.store(stat, tl.where(ok, m, float("nan")), mask=ok1)
@@ -218,6 +228,8 @@ def _topk_forward_kernel(
             for j in range(0, k):
                 chosen = chosen | (col == _pick(picks, kk, j))
             y = tl.where(chosen, 1.0, 0.0)
+        elif SINGLE:
+            y = y_single
         else:
             s, col, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
                                     s_single, acc_ty, SINGLE, BLOCK)
