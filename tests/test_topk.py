@@ -149,6 +149,36 @@ def test_same_subset_on_every_backend():
         assert torch.equal(y, outs[0][0]) and torch.equal(index, outs[0][1])
 
 
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_cpu_rows_split_over_threads_match_reference(hard):
+    """Fewer rows than threads: each row is cut into segments over the threads
+    (row_plan.h's plan_segments) and their shares are combined per step. The
+    result matches the reference and the same rows processed whole."""
+    ok, why = fg.ops.backend_status("cpu", "cpu")
+    if not ok:
+        pytest.skip(why)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        x = torch.randn(1, 40000, dtype=torch.float64, generator=torch.Generator().manual_seed(20))
+        x[0, ::7] = -math.inf
+        x = x.mul(3).requires_grad_()
+        y, index = fg.gumbel_topk(x, 5, 0.8, hard, seed=21, return_index=True, backend="cpu")
+        y_ref, index_ref = oracle(x, 5, 0.8, hard, -1, 21)
+        assert torch.equal(index, index_ref)
+        torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-10)
+        w = torch.randn(1, 40000, dtype=torch.float64, generator=torch.Generator().manual_seed(22))
+        (g,) = torch.autograd.grad((y * w).sum(), x)
+        (g_ref,) = torch.autograd.grad((y_ref * w).sum(), x)
+        torch.testing.assert_close(g, g_ref, atol=1e-11, rtol=1e-9)
+        # the same row among as many rows as threads is processed whole
+        many = torch.cat([x.detach(), torch.randn(max(threads, 2) - 1, 40000, dtype=torch.float64)])
+        y_many = fg.gumbel_topk(many, 5, 0.8, hard, seed=21, backend="cpu")
+        torch.testing.assert_close(y_many[:1], y.detach(), atol=1e-13, rtol=1e-12)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gradcheck_float64(backend):
     device = device_of(backend)
