@@ -186,15 +186,16 @@ std::pair<A, A> rest_sweep(const A* a, A* e, int64_t i0, int64_t i1, const Step<
   return {vec_sum(sum), vec_sum(count)};
 }
 
-// A step's second sweep over [i0, i1): y += p and, unless it is the last
-// step, a <- a + log(max(q, tiny)). Returns the max of the new a (-inf if last).
+// A step's second sweep over [i0, i1): y += p (y is null for the k-hot) and,
+// unless it is the last step, a <- a + log(max(q, tiny)). Returns the max of
+// the new a (-inf if last).
 template <typename A>
 A update_sweep(A* a, const A* e, A* y, int64_t i0, int64_t i1, const Step<A>& step, bool last) {
   using Vec = Vectorized<A>;
   Vec vmax(neg_inf<A>());
   for (int64_t i = i0; i < i1; i += Vec::size()) {
     const Vec pv = step.prob(Vec::loadu(e + i));
-    (Vec::loadu(y + i) + pv).store(y + i);
+    if (y != nullptr) (Vec::loadu(y + i) + pv).store(y + i);
     if (last) continue;
     const Vec an = step.next(Vec::loadu(a + i), pv);
     an.store(a + i);
@@ -265,13 +266,14 @@ void topk_forward_kernel(const TopkForwardParams& p) {
         const bool valid = has_subset(m, top.best);
         finish_selection(r, top.best, valid);
         // 2. The k relaxation steps: y += p_j, a <- a + log(max(q_j, tiny)).
-        std::fill(y.begin(), y.end(), A(0));
+        A* y_soft = p.hard ? nullptr : y.data();
+        if (!p.hard) std::fill(y.begin(), y.end(), A(0));
         for (int64_t j = 0; valid && j < k; ++j) {
           const auto [sum, count] = rest_sweep<A>(a.data(), e.data(), 0, width, Step<A>(m, 0, inv_tau));
           const A rest = sum + count - A(1);
           stats[(r * k + j) * 2] = m;
           stats[(r * k + j) * 2 + 1] = rest;
-          m = update_sweep<A>(a.data(), e.data(), y.data(), 0, width, Step<A>(m, rest, inv_tau),
+          m = update_sweep<A>(a.data(), e.data(), y_soft, 0, width, Step<A>(m, rest, inv_tau),
                               j + 1 == k);
         }
         // 3. The sample.
@@ -284,7 +286,7 @@ void topk_forward_kernel(const TopkForwardParams& p) {
   // Fewer rows than threads: each row in segments over the threads, the
   // segments' shares combined per row between the sweeps (in segment order).
   const int64_t rows = p.rows, chunks = plan.chunks, segments = rows * chunks;
-  std::vector<A> a(rows * width), e(rows * width), y(rows * width, A(0));
+  std::vector<A> a(rows * width), e(rows * width), y(p.hard ? 0 : rows * width, A(0));
   std::vector<TopK<A>> tops(segments);
   std::vector<A> part_a(segments), part_b(segments), m(rows);
   std::vector<std::vector<Candidate<A>>> best(rows);
@@ -325,8 +327,8 @@ void topk_forward_kernel(const TopkForwardParams& p) {
       if (!valid[g.r]) return;
       const int64_t o = g.r * width;
       const Step<A> step(m[g.r], stats[(g.r * k + j) * 2 + 1], inv_tau);
-      part_a[s] = update_sweep<A>(a.data() + o, e.data() + o, y.data() + o, g.c0,
-                                  sweep_end(g.c1, cols, width), step, j + 1 == k);
+      part_a[s] = update_sweep<A>(a.data() + o, e.data() + o, p.hard ? nullptr : y.data() + o,
+                                  g.c0, sweep_end(g.c1, cols, width), step, j + 1 == k);
     });
     for (int64_t r = 0; r < rows; ++r) {
       m[r] = part_a[r * chunks];
@@ -337,8 +339,8 @@ void topk_forward_kernel(const TopkForwardParams& p) {
     if (!valid[r]) std::fill(stats + r * k * 2, stats + (r + 1) * k * 2, nan);
   }
   for_each_segment(plan, rows, cols, [&](int64_t, Segment g) {
-    write_sample<T, A>(out + g.r * cols, y.data() + g.r * width, g.c0, g.c1, valid[g.r], p.hard,
-                       best[g.r]);
+    write_sample<T, A>(out + g.r * cols, p.hard ? nullptr : y.data() + g.r * width, g.c0, g.c1,
+                       valid[g.r], p.hard, best[g.r]);
   });
 }
 
