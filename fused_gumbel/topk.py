@@ -15,9 +15,9 @@ from ._extension import extension_loaded, has_kernel, require_extension
 from .ops import _resolve_backend, _sample_like, _triton_module, backend_status
 from .reference import gumbel_topk_reference
 
-# The CUDA kernel keeps each element's k step values in registers: k up to
-# CUDA_MAX_K (csrc/cuda/topk_cuda.cu's kMaxK). Larger k runs on Triton (any k)
-# when backend="auto", or is an error with backend="cuda".
+# The CUDA kernel keeps a top-k list per thread in registers, of CUDA_MAX_K
+# entries (csrc/cuda/topk_cuda.cu's kMaxK): k up to that. Larger k runs on
+# Triton (any k) when backend="auto", or is an error with backend="cuda".
 CUDA_MAX_K = 8
 
 

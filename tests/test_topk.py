@@ -9,6 +9,10 @@ TRITON_INTERPRET=1 without a GPU): it gets the small shapes only."""
 
 import itertools
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -145,6 +149,36 @@ def test_same_subset_on_every_backend():
         assert torch.equal(y, outs[0][0]) and torch.equal(index, outs[0][1])
 
 
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_cpu_rows_split_over_threads_match_reference(hard):
+    """Fewer rows than threads: each row is cut into segments over the threads
+    (row_plan.h's plan_segments) and their shares are combined per step. The
+    result matches the reference and the same rows processed whole."""
+    ok, why = fg.ops.backend_status("cpu", "cpu")
+    if not ok:
+        pytest.skip(why)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        x = torch.randn(1, 40000, dtype=torch.float64, generator=torch.Generator().manual_seed(20))
+        x[0, ::7] = -math.inf
+        x = x.mul(3).requires_grad_()
+        y, index = fg.gumbel_topk(x, 5, 0.8, hard, seed=21, return_index=True, backend="cpu")
+        y_ref, index_ref = oracle(x, 5, 0.8, hard, -1, 21)
+        assert torch.equal(index, index_ref)
+        torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-10)
+        w = torch.randn(1, 40000, dtype=torch.float64, generator=torch.Generator().manual_seed(22))
+        (g,) = torch.autograd.grad((y * w).sum(), x)
+        (g_ref,) = torch.autograd.grad((y_ref * w).sum(), x)
+        torch.testing.assert_close(g, g_ref, atol=1e-11, rtol=1e-9)
+        # the same row among as many rows as threads is processed whole
+        many = torch.cat([x.detach(), torch.randn(max(threads, 2) - 1, 40000, dtype=torch.float64)])
+        y_many = fg.gumbel_topk(many, 5, 0.8, hard, seed=21, backend="cpu")
+        torch.testing.assert_close(y_many[:1], y.detach(), atol=1e-13, rtol=1e-12)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_gradcheck_float64(backend):
     device = device_of(backend)
@@ -178,6 +212,19 @@ def test_opcheck(backend, hard, dtype, shape, dim, k):
     device = device_of(backend)
     x = torch.randn(shape, dtype=dtype, device=device, requires_grad=dtype == torch.float64)
     torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk, (x, k, 0.7, hard, dim, 42))
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_opcheck_triton_op(hard):
+    ok, why = fg.ops.backend_status("triton", device_of("triton"))
+    if not ok:
+        pytest.skip(why)
+    device = device_of("triton")
+    x = torch.randn(3, 5, 2, dtype=torch.float64, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton, (x, 2, 0.7, hard, 1, 42))
+    _, _, stats, rng = torch.ops.fused_gumbel.gumbel_topk_triton(x.detach(), 2, 0.7, hard, 1, 42)
+    torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton_backward,
+                          (torch.randn_like(x), x.detach(), stats, rng, 2, 0.7, 1))
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
@@ -401,3 +448,100 @@ def test_triton_windowed_rows_match_single_window(monkeypatch, hard, cols):
     (g,) = torch.autograd.grad((y * w).sum(), x)
     (g_ref,) = torch.autograd.grad((y_ref * w).sum(), x)
     torch.testing.assert_close(g, g_ref, atol=1e-11, rtol=1e-9)
+
+
+_COMPILE_SCRIPT = textwrap.dedent("""
+    import os, re, subprocess, tempfile
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from fused_gumbel.triton_kernels import topk as K
+
+    PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+
+    def build(fn, dt, constexprs, num_warps):
+        acc = "fp64" if dt == "fp64" else "fp32"
+        types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
+                     index_ptr="*i64", rng_state_ptr="*i64", stats_ptr="*" + acc, seed="i64",
+                     tau="fp64", x_row_stride="i64", grad_row_stride="i64")
+        sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
+        return triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=num_warps, enable_fp_fusion=False))
+
+    def spill_bytes(kernel):
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+            f.write(kernel.asm["ptx"])
+        report = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
+                                capture_output=True, text=True).stderr
+        os.unlink(f.name)
+        return int(re.search(r"(\\d+) bytes spill stores", report).group(1))
+
+    # (rows, cols, k, dtype, hard, seed drawn on the device)
+    for rows, cols, k, dt, hard, seed_in in ((16384, 64, 2, "fp16", True, True),
+                                             (4096, 1000, 8, "bf16", False, False),
+                                             (64, 1000, 16, "fp64", False, True),
+                                             (64, 4001, 8, "fp32", True, False)):
+        p = K.plan(rows, cols)
+        c = dict(ROWS=p.rows_per_program, BLOCK=p.block, KP=triton.next_power_of_2(k),
+                 ALIGNED=p.aligned, SINGLE=p.single)
+        fwd = build(K._topk_forward_kernel, dt, dict(HARD=hard, SEED_IN_STATE=seed_in, **c), p.num_warps)
+        bwd = build(K._topk_backward_kernel, dt, c, p.num_warps)
+        print(rows, cols, k, dt, int(p.single), spill_bytes(fwd), spill_bytes(bwd))
+""")
+
+
+@pytest.mark.skipif(ON_GPU, reason="the GPU runs compile the kernels for real")
+def test_triton_topk_kernels_compile_for_sm90():
+    """The interpreter accepts code the compiler rejects: compile every
+    constexpr branch to sm_90 (Triton's own ptxas) without a GPU. Rows of one
+    window must not spill; the windowed path may spill a few bytes."""
+    pytest.importorskip("triton.compiler")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    for line in done.stdout.strip().splitlines():
+        *_, single, fwd, bwd = line.split()
+        assert int(fwd) + int(bwd) <= (0 if single == "1" else 32), line
+
+
+def test_torch_compile_seed_none_draws_fresh_noise():
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: fg.gumbel_topk(x, 3), fullgraph=True)
+    x = torch.randn(64, 100) * 0.01
+    assert not torch.equal(compiled(x), compiled(x))
+
+
+# ----------------------------------------------------------------------------
+# GPU only (skipped, with the reason shown, on a machine without one)
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [backend_param("cuda"), backend_param("triton")])
+def test_cuda_graph_replays_draw_fresh_noise(backend):
+    if not ON_GPU:
+        pytest.skip("needs a CUDA device")
+    x = torch.randn(8, 100, device="cuda")
+    fg.gumbel_topk(x, 3, 0.5, False, backend=backend)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = fg.gumbel_topk(x, 3, 0.5, False, backend=backend)
+    graph.replay()
+    first = y.clone()
+    graph.replay()
+    assert not torch.equal(first, y)
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_cuda_k_above_8_runs_on_triton_or_is_an_error(hard):
+    ok, why = fg.ops.backend_status("cuda", "cuda" if ON_GPU else None)
+    if not ok:
+        pytest.skip(f"backend 'cuda': {why}")
+    x = torch.randn(6, 50, device="cuda")
+    with pytest.raises(ValueError, match="k"):
+        fg.gumbel_topk(x, 9, hard=hard, seed=1, backend="cuda")
+    y, index = fg.gumbel_topk(x, 9, hard=hard, seed=1, return_index=True)
+    y_ref, index_ref = oracle(x, 9, 1.0, hard, -1, 1)
+    assert torch.equal(index, index_ref)
+    torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=2e-4)

@@ -24,8 +24,8 @@ math; per row of s = x + g:
 
 A program holds ROWS rows and walks their columns in BLOCK-wide windows.
 Nothing per element is stored between passes: each pass regenerates s (the
-logits and the noise) unless the row is a single window (SINGLE), when s stays
-in registers. Per-step row statistics (and the backward's d_j) live in
+logits and the noise) and replays the steps, unless the row is a single
+window (SINGLE), when s, a_j and y_soft stay in registers. Per-step row statistics (and the backward's d_j) live in
 registers as [ROWS, KP] tensors, KP = next_pow2(k): any k runs.
 """
 
@@ -46,9 +46,12 @@ from .st_softmax import (
     _rescale,
 )
 
-SINGLE_BLOCK_MAX = 4096  # longest padded row kept in registers as one window
-LOOP_BLOCK = 1024        # window of longer rows
-ROWS_ELEMENTS = 2048     # elements per program the launch aims for
+# The plan table (module constants so that tests can shrink them to reach the
+# windowed path with small tensors). Sizes keep every kernel free of register
+# spills on sm_90 (tests/test_topk.py compiles them and reads ptxas's report).
+SINGLE_BLOCK_MAX = 2048  # longest padded row kept in registers as one window
+LOOP_BLOCK = 1024        # window of longer rows: one row per program, 8 warps
+ROWS_ELEMENTS = 2048     # elements per program of single-window rows
 MAX_ROWS = 64            # rows per program, at most
 
 _NO_INDEX: tl.constexpr = tl.constexpr(2**62)
@@ -184,23 +187,33 @@ def _topk_forward_kernel(
         pi = i[:, None]
     # A NaN or +inf, or fewer than k entries above -inf: no subset.
     ok = (best == best) & (best > float("-inf")) & (best < float("inf")) & (last > float("-inf"))
-    # 2. The k steps: (m_j, rest_j) of a_j, a_j replayed from s and the earlier steps.
+    # 2. The k steps: (m_j, rest_j) of a_j. One window keeps a_j and y_soft in
+    # registers; longer rows replay a_j from s and the earlier steps.
     ms = tl.zeros([ROWS, KP], acc_ty)
     rs = tl.zeros([ROWS, KP], acc_ty)
+    a_single = s_single
+    y_single = tl.zeros([ROWS, BLOCK], acc_ty)
     for j in range(0, k):
         m = tl.full([ROWS], float("-inf"), acc_ty)
         rest = tl.full([ROWS], -1.0, acc_ty)
         for b in range(0, n_blocks):
             s, col, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
                                     s_single, acc_ty, SINGLE, BLOCK)
-            a = s
-            for i in range(0, j):
-                p, q = _probs(a, _pick(ms, kk, i), _pick(rs, kk, i), inv)
-                a = a + tl.log(tl.maximum(q, tiny))
+            if SINGLE:
+                a = a_single
+            else:
+                a = s
+                for i in range(0, j):
+                    p, q = _probs(a, _pick(ms, kk, i), _pick(rs, kk, i), inv)
+                    a = a + tl.log(tl.maximum(q, tiny))
             m_b, r_b = _step_piece(a, valid, inv)
             m, rest = _step_merge(m, rest, m_b, r_b, inv)
         ms = _put(ms, kk, j, m)
         rs = _put(rs, kk, j, rest)
+        if SINGLE:
+            p, q = _probs(a_single, m[:, None], rest[:, None], inv)
+            y_single += p
+            a_single = a_single + tl.log(tl.maximum(q, tiny))
         stat = stats_ptr + (tl.reshape(row, [ROWS]) * k + j) * 2
         ok1 = tl.reshape(row_ok, [ROWS])
         tl.store(stat, tl.where(ok, m, float("nan")), mask=ok1)
@@ -215,6 +228,8 @@ def _topk_forward_kernel(
             for j in range(0, k):
                 chosen = chosen | (col == _pick(picks, kk, j))
             y = tl.where(chosen, 1.0, 0.0)
+        elif SINGLE:
+            y = y_single
         else:
             s, col, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
                                     s_single, acc_ty, SINGLE, BLOCK)
@@ -293,7 +308,7 @@ def _topk_backward_kernel(
         s, col, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
                                 s_single, acc_ty, SINGLE, BLOCK)
         gy = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
-        ga, _, _ = _chain(s, gy, stats_ptr, row, row_ok, k, -1, ds, kk, inv, tiny)
+        ga, p_unused, r_unused = _chain(s, gy, stats_ptr, row, row_ok, k, -1, ds, kk, inv, tiny)
         m1 = tl.load(stats_ptr + row * k * 2, mask=row_ok, other=0.0)
         ga = tl.where(m1 == m1, ga, float("nan"))
         tl.store(out_ptr + row * cols + col, ga.to(out_ptr.dtype.element_ty), mask=valid)
@@ -312,14 +327,15 @@ class Plan:
 
 
 def plan(rows: int, cols: int) -> Plan:
-    """The launch plan for [rows, cols] rows (a fixed table)."""
+    """The launch plan for [rows, cols] rows (a fixed table, no autotuning)."""
     aligned = cols % 4 == 0
     width = cols if aligned else cols + 3  # columns a row's windows must cover
     padded = max(16, triton.next_power_of_2(max(width, 1)))
-    block = padded if padded <= SINGLE_BLOCK_MAX else LOOP_BLOCK
-    rows_per_program = max(1, min(ROWS_ELEMENTS // block, MAX_ROWS, triton.next_power_of_2(max(rows, 1))))
-    num_warps = min(16, max(4, rows_per_program * block // 256))
-    return Plan(aligned, block == padded, block, triton.cdiv(width, block), rows_per_program, num_warps)
+    if padded > SINGLE_BLOCK_MAX:
+        return Plan(aligned, False, LOOP_BLOCK, triton.cdiv(width, LOOP_BLOCK), 1, 8)
+    rows_per_program = max(1, min(ROWS_ELEMENTS // padded, MAX_ROWS, triton.next_power_of_2(max(rows, 1))))
+    num_warps = min(8, max(4, rows_per_program * padded // 256))
+    return Plan(aligned, True, padded, 1, rows_per_program, num_warps)
 
 
 def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, index: torch.Tensor,
