@@ -79,8 +79,8 @@ def _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base, s_single
         valid = row_ok & (col >= 0) & (col < cols)
         s = s_single
     else:
-        s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, win_col, key, base,
-                                      acc_ty, BLOCK)
+        s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, win_col,
+                                      key, base, acc_ty, BLOCK)
     return s, col, valid
 
 
@@ -161,8 +161,8 @@ def _topk_forward_kernel(
     kk = tl.arange(0, KP)[None, :]
     s_single = tl.zeros([ROWS, BLOCK], acc_ty)
     if SINGLE:
-        s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, -lead, key, base,
-                                       acc_ty, BLOCK)
+        s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, -lead,
+                                       key, base, acc_ty, BLOCK)
     # 1. Selection: round j picks the best element after round j-1's pick.
     pv = tl.full([ROWS, 1], float("nan"), acc_ty)
     pi = tl.full([ROWS, 1], -1, tl.int64)
@@ -289,8 +289,8 @@ def _topk_backward_kernel(
     kk = tl.arange(0, KP)[None, :]
     s_single = tl.zeros([ROWS, BLOCK], acc_ty)
     if SINGLE:
-        s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, -lead, key, base,
-                                       acc_ty, BLOCK)
+        s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, -lead,
+                                       key, base, acc_ty, BLOCK)
     # 1. d_j = sum(gp_j p_j) for j = k-1 .. 0 (0-based), each from the later ones.
     ds = tl.zeros([ROWS, KP], acc_ty)
     for t in range(0, k):
