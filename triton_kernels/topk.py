@@ -262,7 +262,10 @@ def _chain(s, gy, stats_ptr, row, row_ok, k, j, ds, kk, inv, tiny):
         p_j = tl.where(i == j, p, p_j)
         r_j = tl.where(i == j, r, r_j)
         later = i > j
-        acc = tl.where(later, acc + prod * (inv * p * (gy - _pick(ds, kk, i))), acc)
+        # beta = 0 adds nothing even where prod has overflowed (its exact
+        # term vanishes with p), never inf * 0.
+        beta = inv * p * (gy - _pick(ds, kk, i))
+        acc = tl.where(later & (beta != 0.0), acc + prod * beta, acc)
         prod = tl.where(later, prod * (1.0 - inv * p * r), prod)
         a = a + tl.log(tl.maximum(q, tiny))
     return acc, p_j, r_j

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <limits>
 #include <mutex>
+#include <string>
 
 #include "cuda/group_reduce.cuh"
 #include "cuda/segments.cuh"
@@ -124,7 +125,7 @@ __global__ void __launch_bounds__(kMergeThreads)
 
 int grid_size(int64_t blocks) {
   TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
-              "fused_gumbel: too many rows for one launch (", blocks, " blocks)");
+              "fused_gumbel: too many rows for one launch (", std::to_string(blocks), " blocks)");
   return static_cast<int>(std::max<int64_t>(blocks, 1));
 }
 

@@ -375,7 +375,10 @@ __device__ __forceinline__ acc_t chain(acc_t s, acc_t gy, int k, int j, const ac
       p_j = p;
       r_j = r;
     } else if (i > j) {
-      acc += prod * (inv_tau * p * (gy - ds[i]));
+      // beta = 0 adds nothing even where prod has overflowed (its exact term
+      // vanishes with p), never inf * 0.
+      const acc_t beta = inv_tau * p * (gy - ds[i]);
+      if (beta != acc_t(0)) acc += prod * beta;
       prod *= acc_t(1) - inv_tau * p * r;
     }
     a = step_next(a, q);
