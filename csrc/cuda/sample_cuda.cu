@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/PhiloxUtils.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -15,10 +14,10 @@
 
 #include <algorithm>
 #include <limits>
-#include <mutex>
 #include <string>
 
 #include "cuda/group_reduce.cuh"
+#include "cuda/philox_state.cuh"
 #include "cuda/segments.cuh"
 #include "cuda/unit_io.cuh"
 #include "gumbel_math.h"
@@ -185,17 +184,7 @@ at::Tensor sample_cuda(const at::Tensor& logits, double temperature, int64_t dim
   SampleInputs in = prepare_sample(logits, temperature, dim);
   const SampleParams& p = in.params;
   if (p.rows == 0) return in.index;
-  at::PhiloxCudaState philox;
-  if (seed.has_value()) {
-    philox = at::PhiloxCudaState(seed_bits(*seed), 0);
-  } else {
-    auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
-        std::nullopt, at::cuda::detail::getDefaultCUDAGenerator(logits.device().index()));
-    // See Note [Acquire lock when using random generators]. The offset advances
-    // by a multiple of 4 counters, as PyTorch keeps it.
-    const std::lock_guard<std::mutex> lock(gen->mutex_);
-    philox = gen->philox_cuda_state((philox_counters(p.rows * p.cols) + 3) / 4 * 4);
-  }
+  const at::PhiloxCudaState philox = philox_state(seed, logits.device(), p.rows * p.cols);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, logits.scalar_type(), "fused_gumbel_sample_cuda",
       [&] { launch_sample<scalar_t>(p, philox, logits.options()); });

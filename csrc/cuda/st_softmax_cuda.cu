@@ -33,7 +33,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/PhiloxUtils.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -41,10 +40,10 @@
 
 #include <algorithm>
 #include <limits>
-#include <mutex>
 #include <type_traits>
 
 #include "cuda/group_reduce.cuh"
+#include "cuda/philox_state.cuh"
 #include "cuda/segments.cuh"
 #include "cuda/unit_io.cuh"
 #include "gumbel_math.h"
@@ -577,11 +576,6 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Philox counters for `numel` elements, as an increment of the generator's
-// offset (which PyTorch keeps a multiple of 4).
-uint64_t generator_increment(int64_t numel) {
-  return (philox_counters(numel) + 3) / 4 * 4;
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> st_softmax_cuda(
     const at::Tensor& logits, double tau, bool hard, int64_t dim,
@@ -595,16 +589,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> st_softma
     o.rng_state.zero_();  // nothing drawn; keeps the output defined
     return {o.out, o.index, o.stats, o.rng_state, o.y_soft};
   }
-  at::PhiloxCudaState philox;
-  if (seed.has_value()) {
-    philox = at::PhiloxCudaState(seed_bits(*seed), 0);
-  } else {
-    auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
-        std::nullopt, at::cuda::detail::getDefaultCUDAGenerator(logits.device().index()));
-    // See Note [Acquire lock when using random generators].
-    const std::lock_guard<std::mutex> lock(gen->mutex_);
-    philox = gen->philox_cuda_state(generator_increment(p.rows * p.cols));
-  }
+  const at::PhiloxCudaState philox = philox_state(seed, logits.device(), p.rows * p.cols);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, logits.scalar_type(), "fused_gumbel_st_softmax_cuda",
       [&] { launch_forward<scalar_t>(p, philox, logits.options()); });

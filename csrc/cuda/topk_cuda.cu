@@ -27,7 +27,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/PhiloxUtils.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -35,11 +34,11 @@
 
 #include <algorithm>
 #include <limits>
-#include <mutex>
 #include <string>
 #include <type_traits>
 
 #include "cuda/group_reduce.cuh"
+#include "cuda/philox_state.cuh"
 #include "gumbel_math.h"
 #include "st_softmax.h"
 #include "topk.h"
@@ -482,11 +481,6 @@ unsigned grid_blocks(int64_t rows) {
   return static_cast<unsigned>(std::min<int64_t>(rows, 1 << 20));
 }
 
-// Philox counters for `numel` elements, as an increment of the generator's
-// offset (which PyTorch keeps a multiple of 4), as st_softmax_cuda.cu.
-uint64_t generator_increment(int64_t numel) {
-  return (philox_counters(numel) + 3) / 4 * 4;
-}
 
 template <class scalar_t>
 void launch_forward(const TopkForwardParams& p, const at::PhiloxCudaState& philox) {
@@ -533,16 +527,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gumbel_topk_cuda(
     o.rng_state.zero_();  // nothing drawn; keeps the output defined
     return {o.out, o.index, o.stats, o.rng_state};
   }
-  at::PhiloxCudaState philox;
-  if (seed.has_value()) {
-    philox = at::PhiloxCudaState(seed_bits(*seed), 0);
-  } else {
-    auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
-        std::nullopt, at::cuda::detail::getDefaultCUDAGenerator(logits.device().index()));
-    // See Note [Acquire lock when using random generators].
-    const std::lock_guard<std::mutex> lock(gen->mutex_);
-    philox = gen->philox_cuda_state(generator_increment(p.rows * p.cols));
-  }
+  const at::PhiloxCudaState philox = philox_state(seed, logits.device(), p.rows * p.cols);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
                                   "fused_gumbel_gumbel_topk_cuda",
                                   [&] { launch_forward<scalar_t>(p, philox); });
