@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu/huge_pages.h"
+
 namespace fused_gumbel {
 
 namespace {
@@ -110,7 +112,7 @@ ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
 
   ForwardOutputs o;
   o.rows_in = as_rows(x, dim);
-  o.out_rows = at::empty({rows, cols}, x.options());
+  o.out_rows = empty_output({rows, cols}, x.options());
   o.out = o.out_rows.view(sizes).movedim(-1, dim);
   std::vector<int64_t> index_sizes(sizes.begin(), sizes.end() - 1);
   o.index = at::empty(index_sizes, x.options().dtype(at::kLong));
@@ -119,7 +121,7 @@ ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
   o.rng_state = at::empty({2}, x.options().dtype(at::kLong));
   at::Tensor soft_rows;
   if (keeps_soft_sample(logits, hard)) {
-    soft_rows = at::empty({rows, cols}, x.options());
+    soft_rows = empty_output({rows, cols}, x.options());
     o.y_soft = soft_rows.view(sizes).movedim(-1, dim);
   } else {
     o.y_soft = at::empty({0}, x.options());
@@ -171,7 +173,7 @@ BackwardInputs prepare_backward(const at::Tensor& grad,
   if (logits.has_value()) b.logits_rows = as_rows(*logits, dim);
   const at::Tensor x = saved.dim() == 0 ? saved.reshape({1}) : saved;
   const auto sizes = moved_sizes(x, dim);
-  b.grad_logits_rows = at::empty({rows, cols}, saved.options());
+  b.grad_logits_rows = empty_output({rows, cols}, saved.options());
   b.grad_logits = b.grad_logits_rows.view(sizes).movedim(-1, dim);
   if (saved.dim() == 0) b.grad_logits = b.grad_logits.reshape({});
   b.stats = stats.contiguous();

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/huge_pages.h"
 #include "st_softmax.h"
 
 namespace fused_gumbel {
@@ -42,7 +43,7 @@ TopkForwardOutputs prepare_topk_forward(const at::Tensor& logits, int64_t k, dou
 
   TopkForwardOutputs o;
   o.rows_in = as_rows(x, dim);
-  at::Tensor out_rows = at::empty({rows, cols}, x.options());
+  at::Tensor out_rows = empty_output({rows, cols}, x.options());
   at::Tensor index_rows = at::empty({rows, k}, x.options().dtype(at::kLong));
   o.out = out_rows.view(sizes).movedim(-1, dim);
   sizes.back() = k;
@@ -94,7 +95,7 @@ TopkBackwardInputs prepare_topk_backward(const at::Tensor& grad, const at::Tenso
   TORCH_CHECK(b.stats.numel() == 2 * k * rows &&
                   b.stats.scalar_type() == accumulation_type(x.scalar_type()),
               "fused_gumbel: stats must be the forward's [..., k, 2] per-step statistics");
-  at::Tensor out_rows = at::empty({rows, cols}, x.options());
+  at::Tensor out_rows = empty_output({rows, cols}, x.options());
   b.grad_logits = out_rows.view(sizes).movedim(-1, dim);
   if (logits.dim() == 0) b.grad_logits = b.grad_logits.reshape({});
 

@@ -23,6 +23,7 @@
 #include "../gumbel_math.h"
 #include "../shard.h"
 #include "../st_softmax.h"
+#include "huge_pages.h"
 #include "noise_cpu.h"
 #include "row_plan.h"
 
@@ -188,12 +189,15 @@ void forward_kernel(const ForwardParams& p) {
   const int64_t segments = p.rows * plan.chunks;
   // Segment k's tiles start at tile k * tiles(chunk_len) of `ref`.
   const int64_t seg_tiles = tiles(plan.chunk_len);
-  std::vector<A> buf(static_cast<size_t>(p.rows * cols)), ref(segments * seg_tiles);
+  // Every element of buf is written before it is read.
+  const at::Tensor buf_t = empty_output({p.rows * cols}, at::TensorOptions(c10::CppTypeToScalarType<A>::value));
+  A* const buf = buf_t.data_ptr<A>();
+  std::vector<A> ref(segments * seg_tiles);
   std::vector<SoftmaxState<A>> parts(segments);
   for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
     parts[k] = segment_forward<T, A>(x + g.r * p.logits_row_stride, g.c0, g.c1,
                                      noise.row_position(g.r), noise,
-                                     inv_tau, buf.data() + g.r * cols + g.c0,
+                                     inv_tau, buf + g.r * cols + g.c0,
                                      ref.data() + k * seg_tiles);
   });
   std::vector<SoftmaxState<A>> rows_state(p.rows);
@@ -207,7 +211,7 @@ void forward_kernel(const ForwardParams& p) {
   }
   for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
     segment_write<T, A>(out + g.r * cols, soft + g.r * cols, g.c0, g.c1, rows_state[g.r],
-                        inv_tau, buf.data() + g.r * cols + g.c0,
+                        inv_tau, buf + g.r * cols + g.c0,
                         ref.data() + k * seg_tiles, p.hard);
   });
 }
@@ -301,17 +305,18 @@ void backward_kernel(const BackwardParams& p) {
     return;
   }
   const int64_t segments = p.rows * plan.chunks;
-  std::vector<A> buf(static_cast<size_t>(p.rows * cols));
+  const at::Tensor buf_t = empty_output({p.rows * cols}, at::TensorOptions(c10::CppTypeToScalarType<A>::value));
+  A* const buf = buf_t.data_ptr<A>();
   std::vector<A> dots(segments);
   for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
     dots[k] = segment_backward_dot<T, A>(p, g.r, g.c0, g.c1, noise, inv_tau,
-                                         buf.data() + g.r * cols + g.c0);
+                                         buf + g.r * cols + g.c0);
   });
   std::vector<A> row_dot(p.rows, A(0));
   for (int64_t k = 0; k < segments; ++k) row_dot[k / plan.chunks] += dots[k];
   for_each_segment(plan, p.rows, cols, [&](int64_t, Segment g) {
     segment_backward_write<T, A>(p, g.r, g.c0, g.c1, row_dot[g.r], inv_tau,
-                                 buf.data() + g.r * cols + g.c0);
+                                 buf + g.r * cols + g.c0);
   });
 }
 
