@@ -77,8 +77,15 @@ if extension_loaded():
         saved = logits if ctx.recompute else (y_soft if hard else y)
         ctx.save_for_backward(saved, stats, rng_state)
         ctx.tau, ctx.dim = tau, dim
+        # Only the sample has a gradient. Left differentiable, the kept soft
+        # sample would get a tensor of zeros as its incoming gradient in every
+        # backward: a full-size allocation and fill for nothing.
+        ctx.mark_non_differentiable(_index, stats, rng_state, y_soft)
+        ctx.set_materialize_grads(False)
 
     def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng, _grad_soft):
+        if grad_y is None:
+            return None, None, None, None, None
         saved, stats, rng_state = ctx.saved_tensors
         if ctx.recompute:
             grad = torch.ops.fused_gumbel.st_softmax_backward(

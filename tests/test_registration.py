@@ -81,3 +81,15 @@ def _nvcc_found() -> bool:
 def test_cuda_kernels_are_compiled_and_linked_when_nvcc_exists():
     for op in ("st_softmax", "st_softmax_backward", "fill_gumbel_noise", "philox_bits"):
         assert has_kernel(op, "CUDA"), op
+
+
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+def test_only_the_sample_is_differentiable():
+    """The kept soft sample, stats and rng_state carry no gradient: autograd
+    must not build (and fill) a zero gradient for them in every backward."""
+    x = torch.randn(4, 300, requires_grad=True)
+    y, index, stats, rng_state, y_soft = torch.ops.fused_gumbel.st_softmax(x, 0.5, True, -1, 7)
+    assert y.requires_grad
+    assert not any(t.requires_grad for t in (index, stats, rng_state, y_soft))
+    (grad,) = torch.autograd.grad((y * torch.arange(300.0)).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
