@@ -20,7 +20,7 @@ import torch
 import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
-from utils import DTYPES, Case, backend_param, device_of, tolerance
+from utils import Case, DTYPES, assert_compiled_matches_eager, backend_param, device_of, tolerance
 
 ON_GPU = torch.cuda.is_available()
 # The interpreter evaluates masked lanes too (inf - inf in padding rows).
@@ -239,22 +239,9 @@ def test_opcheck_backward_op(backend):
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_compile_fullgraph(backend, hard):
-    torch._dynamo.reset()
-    device = device_of(backend)
-
-    def model(x, w):
-        y = fg.gumbel_topk(x @ w, 3, tau=0.5, hard=hard, seed=7, backend=backend)
-        return (y * torch.arange(y.shape[-1], device=y.device)).sum()
-
-    compiled = torch.compile(model, fullgraph=True)
-    x = torch.randn(8, 16, device=device)
-    w = torch.randn(16, 12, device=device, requires_grad=True)
-    loss = compiled(x, w)
-    (grad,) = torch.autograd.grad(loss, w)
-    loss_eager = model(x, w)
-    (grad_eager,) = torch.autograd.grad(loss_eager, w)
-    torch.testing.assert_close(loss, loss_eager)
-    torch.testing.assert_close(grad, grad_eager)
+    assert_compiled_matches_eager(
+        lambda logits: fg.gumbel_topk(logits, 3, tau=0.5, hard=hard, seed=7, backend=backend),
+        device_of(backend))
 
 
 # ----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from .st_softmax import (
     _noisy_logits,
     _philox_key,
     _rescale,
+    seed_and_base,
 )
 
 # The plan table (module constants so that tests can shrink them to reach the
@@ -82,6 +83,26 @@ def _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base, s_single
         s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, win_col,
                                       key, base, acc_ty, BLOCK)
     return s, col, valid
+
+
+@triton.jit
+def _program_rows(x_ptr, x_row_stride, rows, cols, key, base, acc_ty: tl.constexpr,
+                  ALIGNED: tl.constexpr, SINGLE: tl.constexpr, ROWS: tl.constexpr,
+                  BLOCK: tl.constexpr):
+    """The ROWS rows of this program ([ROWS, 1] row, row_ok), each row's lead
+    (columns before column 0 in its first 4-aligned window) and, when a row is
+    one window (SINGLE), s = x + g of that window (zeros otherwise)."""
+    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
+    row_ok = row < rows
+    if ALIGNED:
+        lead = row * 0
+    else:
+        lead = (row * cols) & 3
+    s_single = tl.zeros([ROWS, BLOCK], acc_ty)
+    if SINGLE:
+        s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, -lead,
+                                       key, base, acc_ty, BLOCK)
+    return row, row_ok, lead, s_single
 
 
 @triton.jit
@@ -152,17 +173,9 @@ def _topk_forward_kernel(
     inv = _inverse_temperature(tau, acc_ty)
     tiny = _tiny(acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
-    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
-    row_ok = row < rows
-    if ALIGNED:
-        lead = row * 0
-    else:
-        lead = (row * cols) & 3
+    row, row_ok, lead, s_single = _program_rows(x_ptr, x_row_stride, rows, cols, key, base,
+                                                acc_ty, ALIGNED, SINGLE, ROWS, BLOCK)
     kk = tl.arange(0, KP)[None, :]
-    s_single = tl.zeros([ROWS, BLOCK], acc_ty)
-    if SINGLE:
-        s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, -lead,
-                                       key, base, acc_ty, BLOCK)
     # 1. Selection: round j picks the best element after round j-1's pick.
     pv = tl.full([ROWS, 1], float("nan"), acc_ty)
     pi = tl.full([ROWS, 1], -1, tl.int64)
@@ -281,19 +294,10 @@ def _topk_backward_kernel(
     acc_ty = stats_ptr.dtype.element_ty
     inv = _inverse_temperature(tau, acc_ty)
     tiny = _tiny(acc_ty)
-    key = tl.load(rng_state_ptr)
-    base = tl.load(rng_state_ptr + 1)
-    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
-    row_ok = row < rows
-    if ALIGNED:
-        lead = row * 0
-    else:
-        lead = (row * cols) & 3
+    key, base = seed_and_base(rng_state_ptr, 0, True)
+    row, row_ok, lead, s_single = _program_rows(x_ptr, x_row_stride, rows, cols, key, base,
+                                                acc_ty, ALIGNED, SINGLE, ROWS, BLOCK)
     kk = tl.arange(0, KP)[None, :]
-    s_single = tl.zeros([ROWS, BLOCK], acc_ty)
-    if SINGLE:
-        s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, -lead,
-                                       key, base, acc_ty, BLOCK)
     # 1. d_j = sum(gp_j p_j) for j = k-1 .. 0 (0-based), each from the later ones.
     ds = tl.zeros([ROWS, KP], acc_ty)
     for t in range(0, k):
