@@ -42,7 +42,7 @@ constexpr int kPhiloxRounds = 10;
 // Smallest: r = 0 gives u = 2^-33, g = -log(33 log 2) = -3.1299...
 
 // Operations on one lane. A SIMD target supplies the same interface with vector
-// types (see csrc/cpu/simd_ops.h); the math below is written once against it.
+// types (csrc/cpu/avx2_ops.h, csrc/cpu/avx512_ops.h); the math below is written once against it.
 struct ScalarOps {
   using U = uint32_t;  // 32 random bits, or an integer bit pattern
   using F = float;
@@ -50,9 +50,8 @@ struct ScalarOps {
   static FG_HD U splat(uint32_t v) { return v; }
   static FG_HD F splatf(float v) { return v; }
   static FG_HD U bxor(U a, U b) { return a ^ b; }
+  static FG_HD U bxor3(U a, U b, U c) { return a ^ b ^ c; }
   static FG_HD U band(U a, U b) { return a & b; }
-  static FG_HD U bor(U a, U b) { return a | b; }
-  static FG_HD U bnot(U a) { return ~a; }
   static FG_HD U iadd(U a, U b) { return a + b; }
   static FG_HD U isub(U a, U b) { return a - b; }
   // Arithmetic right shifts of the pattern read as int32.
@@ -130,7 +129,6 @@ struct ScalarOps {
   static FG_HD F select(U mask, F a, F b) {
     return as_float((as_bits(a) & mask) | (as_bits(b) & ~mask));
   }
-  static FG_HD U selectu(U mask, U a, U b) { return (a & mask) | (b & ~mask); }
 };
 
 // Ten Philox4x32 rounds on the counter (c0, c1, c2, c3) under key (k0, k1).
@@ -146,9 +144,9 @@ FG_HD void philox4x32_10(typename Ops::U& c0, typename Ops::U& c1,
     U hi0, lo0, hi1, lo1;
     Ops::mulhilo(kPhiloxM0, c0, hi0, lo0);
     Ops::mulhilo(kPhiloxM1, c2, hi1, lo1);
-    c0 = Ops::bxor(Ops::bxor(hi1, c1), Ops::splat(k0));
+    c0 = Ops::bxor3(hi1, c1, Ops::splat(k0));
     c1 = lo1;
-    c2 = Ops::bxor(Ops::bxor(hi0, c3), Ops::splat(k1));
+    c2 = Ops::bxor3(hi0, c3, Ops::splat(k1));
     c3 = lo0;
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;

@@ -220,9 +220,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_noise_isa() -> str | None:
+    """The instruction set of the CPU noise kernel ("avx512", "avx2" or
+    "scalar"): AVX-512 where PyTorch's own CPU capability is AVX512."""
+    try:
+        return torch.ops.fused_gumbel.cpu_noise_isa()
+    except (AttributeError, RuntimeError):  # the extension is not built
+        return None
+
+
 def device_info(device: str) -> dict[str, Any]:
     info: dict[str, Any] = {"type": device, "threads": torch.get_num_threads(),
-                            "cpu": cpu_name(), "logical_cpus": os.cpu_count()}
+                            "cpu": cpu_name(), "logical_cpus": os.cpu_count(),
+                            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "noise_isa": cpu_noise_isa()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         info.update(name=torch.cuda.get_device_name(), capability=list(torch.cuda.get_device_capability()),
@@ -279,8 +290,32 @@ class TimerConfig:
     min_time_s: float = 0.3  # CPU: blocked_autorange's min_run_time (at least)
     min_runs: int = 5  # CPU and GPU: at least this many timed blocks / calls
     warmup_ms: float = 25.0  # GPU, as do_bench
+    cpu_warmup_s: float = 0.25  # CPU: untimed calls first, at least this long
     rep_ms: float = 100.0  # GPU, as do_bench
     max_runs: int = 1000  # GPU
+
+
+def keep_freed_memory(enabled: bool = True) -> dict[str, Any]:
+    """CPU runs: keep freed blocks in the C heap for reuse instead of returning
+    them to the kernel (glibc mallopt: M_MMAP_THRESHOLD and M_TRIM_THRESHOLD
+    1 GiB), the effect that jemalloc or tcmalloc give and Intel's PyTorch CPU
+    tuning guide recommends. Otherwise every call of every contender pays for
+    faulting in fresh pages for its outputs and temporaries, which costs more
+    than some kernels (about 1 us per 4 KiB page in the VM this was developed
+    on) and varies from call to call. Applies to all contenders alike; returns
+    what was set, for the JSON."""
+    if not enabled:
+        return {"method": "system default"}
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold, limit = -1, -3, 1 << 30
+        if libc.mallopt(m_mmap_threshold, limit) != 1 or libc.mallopt(m_trim_threshold, limit) != 1:
+            return {"method": "system default (mallopt refused)"}
+    except (OSError, AttributeError):
+        return {"method": "system default (no glibc)"}
+    return {"method": "glibc mallopt", "M_MMAP_THRESHOLD": limit, "M_TRIM_THRESHOLD": limit}
 
 
 def time_cpu(fn: Callable[[], Any], cfg: TimerConfig) -> dict[str, Any]:
@@ -288,10 +323,16 @@ def time_cpu(fn: Callable[[], Any], cfg: TimerConfig) -> dict[str, Any]:
     least cfg.min_runs blocks; median and IQR over the blocks (ms per call)."""
     from torch.utils.benchmark import Timer
 
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    fn()
-    estimate = time.perf_counter() - t0
+    # Warm up for a while, not for one call: the first calls that allocate a
+    # large output fault in fresh pages until the C allocator starts reusing
+    # freed blocks (in this VM, 27 ms against a steady 9 ms at 32 x 262144).
+    start = time.perf_counter()
+    calls = 0
+    while calls < 3 or time.perf_counter() - start < cfg.cpu_warmup_s:
+        t0 = time.perf_counter()
+        fn()
+        estimate = time.perf_counter() - t0
+        calls += 1
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     times: list[float] = []
     for _ in range(4):  # a slow first block can leave fewer than min_runs blocks: measure more
@@ -621,6 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
     p.add_argument("--tau", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="CPU: leave the C allocator as it is (default: keep freed memory for reuse, "
+                        "so that no contender pays page faults on every call)")
     p.add_argument("--no-scale", action="store_true", help="run CPU cases at full size (slow)")
     p.add_argument("--min-time", type=float, default=None, help="CPU: seconds per measurement at least")
     p.add_argument("--min-runs", type=int, default=None, help="timed blocks/calls per measurement at least")
@@ -706,6 +750,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("fused_gumbel.bench: --device cuda but no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = keep_freed_memory(device == "cpu" and not args.system_malloc)
     _set_compile_limits()
 
     # 1. cases
@@ -721,7 +766,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # 3. timer
     cfg = TimerConfig()
     if args.quick:
-        cfg = TimerConfig(min_time_s=0.03, min_runs=3, warmup_ms=10.0, rep_ms=30.0)
+        cfg = TimerConfig(min_time_s=0.03, min_runs=3, warmup_ms=10.0, rep_ms=30.0, cpu_warmup_s=0.03)
     elif device == "cuda":
         cfg = TimerConfig(warmup_ms=10.0, rep_ms=50.0, min_runs=10, max_runs=500)
     for attr, val in (("min_time_s", args.min_time), ("min_runs", args.min_runs),
@@ -735,7 +780,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       **asdict(cfg)}
     else:
         timer = lambda fn: time_cpu(fn, cfg)  # noqa: E731
-        timer_desc = {"method": "torch.utils.benchmark.Timer.blocked_autorange; median and IQR over blocks",
+        timer_desc = {"method": "untimed calls for cpu_warmup_s, then torch.utils.benchmark.Timer."
+                                "blocked_autorange; median and IQR over blocks",
                       "threads": torch.get_num_threads(), **asdict(cfg)}
     budget = args.time_budget
     if budget is None:
@@ -755,6 +801,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": device_info(device),
         "versions": versions(),
         "timer": timer_desc,
+        "allocator": allocator,
         "copy_bandwidth": copy,
         "limit_model": LIMIT_MODEL,
         "contenders": contenders,
@@ -849,8 +896,15 @@ def _case_cell(r: dict[str, Any]) -> str:
 def _header(result: dict[str, Any]) -> list[str]:
     d, v, c = result["device"], result["versions"], result["copy_bandwidth"]
     dev = d["name"] if d["type"] == "cuda" else f"{d['name']} ({d['threads']} threads)"
-    return [f"Device: {dev}; torch {v['torch']}, triton {v['triton'] or '-'}, python {v['python']}; "
-            f"copy bandwidth {c['gbps']:.1f} GB/s ({c['method']}, {_fmt_bytes(c['tensor_bytes'])})."]
+    if d["type"] == "cpu" and d.get("noise_isa"):
+        dev += f", {d['noise_isa']} noise (torch CPU capability {d['torch_cpu_capability']})"
+    lines = [f"Device: {dev}; torch {v['torch']}, triton {v['triton'] or '-'}, python {v['python']}; "
+             f"copy bandwidth {c['gbps']:.1f} GB/s ({c['method']}, {_fmt_bytes(c['tensor_bytes'])})."]
+    alloc = result.get("allocator", {})
+    if alloc.get("method") == "glibc mallopt":
+        lines.append("Allocator: freed memory kept in the C heap for reuse by every contender (glibc mallopt "
+                     "M_MMAP_THRESHOLD = M_TRIM_THRESHOLD = 1 GiB; `--system-malloc` leaves it as it is).")
+    return lines
 
 
 def to_markdown(result: dict[str, Any]) -> str:

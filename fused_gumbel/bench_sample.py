@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .bench import (CudaTimer, Progress, TimerConfig, _set_compile_limits, _write_json, copy_bandwidth,
-                    device_info, time_cpu, versions)
+                    device_info, keep_freed_memory, time_cpu, versions)
 
 SHAPES = {
     "cuda": [(64, 128256), (1, 128256), (256, 32000), (4096, 64)],
@@ -76,8 +76,9 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = TimerConfig(min_time_s=0.05 if args.quick else 0.3)
+    cfg = TimerConfig(min_time_s=0.05 if args.quick else 0.3, cpu_warmup_s=0.03 if args.quick else 0.25)
     timer = CudaTimer(cfg) if device == "cuda" else (lambda fn: time_cpu(fn, cfg))
+    allocator = keep_freed_memory(device == "cpu" and not args.system_malloc)
     _set_compile_limits()
     shapes = parse_shapes(args.shapes) if args.shapes else SHAPES[device]
     dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
@@ -109,8 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r[f"speedup_vs_{peer}"] = p["median_ms"] / r["median_ms"] if ok and p else None
         r["gbps"] = r["min_bytes"] / (r["median_ms"] * 1e-3) / 1e9 if ok else None
         r["fraction_of_limit"] = r["gbps"] / copy["gbps"] if ok else None
-    return {"device": device_info(device), "versions": versions(), "copy_bandwidth": copy,
-            "temperature": TEMPERATURE, "records": records}
+    return {"device": device_info(device), "versions": versions(), "allocator": allocator,
+            "copy_bandwidth": copy, "temperature": TEMPERATURE, "records": records}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", default=None, help="comma list of ROWSxCOLS (default: per device)")
     p.add_argument("--dtypes", default="bf16,fp32", help="comma list of " + ",".join(DTYPES))
     p.add_argument("--quick", action="store_true", help="shorter timing (a smoke run)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="CPU: leave the C allocator as it is (see fused_gumbel.bench --help)")
     p.add_argument("--out", default=None, help="write the results as JSON")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

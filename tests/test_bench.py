@@ -3,13 +3,16 @@ writes the JSON, Markdown and plots it promises. Timings are not checked."""
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from fused_gumbel import bench
 
-TIMING = ["--min-time", "0.001", "--min-runs", "2", "--copy-mib", "4", "--no-progress"]
+# --system-malloc: the in-process runs below leave pytest's allocator alone.
+TIMING = ["--min-time", "0.001", "--min-runs", "2", "--copy-mib", "4", "--no-progress", "--system-malloc"]
 RECORD_KEYS = {
     "contender", "kind", "case", "name", "group", "groups", "shape", "dim", "rows", "cols", "numel",
     "scaled_from", "dtype", "hard", "mode", "pass", "tau", "status", "min_bytes",
@@ -26,6 +29,8 @@ def _check_result(result, contenders, n_cases, passes=("fwd", "fwd+bwd")):
     assert result["device"]["name"] and result["device"]["threads"] == torch.get_num_threads()
     assert result["versions"]["torch"] == torch.__version__
     assert result["copy_bandwidth"]["gbps"] > 0
+    assert result["allocator"] == {"method": "system default"}
+    assert result["device"]["noise_isa"] == torch.ops.fused_gumbel.cpu_noise_isa()
     assert set(result["limit_model"]) >= {"fwd", "fwd+bwd"}
     assert result["contenders"] == contenders
     records = result["records"]
@@ -93,6 +98,19 @@ def test_bench_shapes_dtypes_reference_markdown_plots(tmp_path, capsys):
         p.unlink()
     assert bench.main(["--plot-from", str(out)]) == 0
     assert all(p.stat().st_size > 0 for p in pngs)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_runs_keep_freed_memory_for_reuse():
+    """A CPU benchmark run sets glibc to keep freed blocks (a separate process:
+    the setting is process-wide)."""
+    code = ("import json; from fused_gumbel import bench; "
+            "print(json.dumps(bench.keep_freed_memory(True)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["method"] == "glibc mallopt" and got["M_MMAP_THRESHOLD"] == got["M_TRIM_THRESHOLD"] == 1 << 30
+    assert bench.keep_freed_memory(False) == {"method": "system default"}
 
 
 def test_suites_and_scaling():

@@ -13,8 +13,9 @@ from fused_gumbel.ops import backend_status
 def test_quick_run_writes_json(tmp_path, capsys):
     out = tmp_path / "sample.json"
     assert bench_sample.main(["--device", "cpu", "--quick", "--shapes", "4x100", "--dtypes", "fp32",
-                              "--out", str(out), "--no-progress"]) == 0
+                              "--out", str(out), "--no-progress", "--system-malloc"]) == 0
     result = json.loads(out.read_text())
+    assert result["allocator"] == {"method": "system default"}
     by_name = {r["contender"]: r for r in result["records"]}
     assert set(by_name) == {"fused-cpu", "eager", "compiled", "multinomial"}
     assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in by_name.values())

@@ -2,8 +2,11 @@
 two independent Philox implementations (PyTorch's at::Philox4_32 and Triton's
 tl.philox) and the README's NumPy code, and the noise's distribution."""
 
+import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -98,6 +101,44 @@ def test_philox_matches_triton_philox():
     philox_kernel[(1,)](out, seed, lo.to(torch.uint32), hi.to(torch.uint32), N=n)
     got = out.cpu().numpy().view(np.uint32).reshape(n, 4)
     assert np.array_equal(got, philox_bits(seed, counter, n))
+
+
+_ISA_SCRIPT = r"""
+import json, sys, torch, fused_gumbel as fg
+out = {"isa": torch.ops.fused_gumbel.cpu_noise_isa(),
+       "capability": torch.backends.cpu.get_cpu_capability(), "runs": []}
+# Runs that start and end inside a step, so the partial-step path is checked too.
+for seed, first, n in json.loads(sys.argv[1]):
+    x = torch.zeros(1, n)
+    key = fg._checks.normalize_seed(seed)
+    y, index, stats = torch.ops.fused_gumbel.st_softmax_shard(x, 1.0, key, first, first + n)
+    out["runs"].append((stats[0, 0].item(), index.item()))
+    out.setdefault("noise", []).append(fg.gumbel_noise((n,), seed).numpy().view("uint32").tolist())
+print(json.dumps(out))
+"""
+
+_ISA_RUNS = [(7, 0, 1000), (2**63 + 9, 2**32 * 4 - 37, 301), (0xFFFFFFFFFFFFFFFF, 5, 64)]
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+def test_every_cpu_noise_kernel_gives_the_specified_bits(capability):
+    """The CPU noise kernel follows PyTorch's CPU capability (AVX-512 where
+    torch uses it, else the build's AVX2 or scalar code): every one gives the
+    NumPy specification's bits, for whole and partial steps and 64-bit counters
+    that carry."""
+    if capability == "avx512" and torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("this CPU (or ATEN_CPU_CAPABILITY) rules out AVX-512")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
+    done = subprocess.run([sys.executable, "-c", _ISA_SCRIPT, json.dumps(_ISA_RUNS)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["isa"] == "avx512" if capability == "avx512" else out["isa"] in ("avx2", "scalar")
+    for (seed, first, n), (m, index), noise in zip(_ISA_RUNS, out["runs"], out["noise"]):
+        spec = gumbel_noise(n, seed, first=first)
+        # logits of zeros: the max of s is the max of the noise, at its argmax
+        assert m == float(spec.max()) and index == first + int(np.argmax(spec))
+        assert np.array_equal(np.asarray(noise, dtype=np.uint32), gumbel_noise(n, seed).view(np.uint32))
 
 
 def test_transform_extremes_are_finite_and_reach_the_32_bit_tail():

@@ -1,17 +1,22 @@
-// Noise generation on the CPU: eight Philox counters (32 positions) per step,
-// and the CPU kernels of the fill_gumbel_noise and philox_bits operators.
+// Noise generation on the CPU: the widest noise step this CPU runs (AVX-512,
+// else AVX2, else scalar; all give the same bits), and the CPU kernels of the
+// fill_gumbel_noise and philox_bits operators.
 #include "noise_cpu.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 #include "../gumbel_math.h"
-#include "simd_ops.h"
+#include "avx2_ops.h"
+#include "noise_step.h"
+#include "pair_ops.h"
 
 namespace fused_gumbel {
 namespace {
@@ -43,8 +48,9 @@ void store_transposed(__m256 g0, __m256 g1, __m256 g2, __m256 g3, float* out) {
 }
 #endif
 
-// The noise of the kStep positions 4 q .. 4 q + kStep - 1, in position order.
-void noise_step(uint64_t seed, uint64_t base, uint64_t q, float* out) {
+// The noise of the kStep positions 4 q .. 4 q + kStep - 1, in position order,
+// with the instruction set of the build (AVX2, or scalar code).
+void build_noise_step(uint64_t seed, uint64_t base, uint64_t q, float* out) {
   const uint32_t k0 = static_cast<uint32_t>(seed);
   const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
 #if defined(CPU_CAPABILITY_AVX2)
@@ -82,6 +88,32 @@ void noise_step(uint64_t seed, uint64_t base, uint64_t q, float* out) {
 #endif
 }
 
+#if defined(CPU_CAPABILITY_AVX2)
+constexpr const char* kBuildIsa = "avx2";
+#else
+constexpr const char* kBuildIsa = "scalar";
+#endif
+static_assert(kStep <= kMaxNoiseStep, "kMaxNoiseStep is too small");
+
+// AVX-512 when this build has it, the CPU runs it and PyTorch's own CPU
+// capability allows it (so ATEN_CPU_CAPABILITY=avx2 turns it off for both).
+bool use_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return kAvx512NoiseStep.fn != nullptr && __builtin_cpu_supports("avx512f") &&
+         at::get_cpu_capability() == "AVX512";
+#else
+  return false;
+#endif
+}
+
+const NoiseStep& noise_kernel() {
+  static const NoiseStep kernel =
+      use_avx512() ? kAvx512NoiseStep : NoiseStep{&build_noise_step, kGroups, kBuildIsa};
+  return kernel;
+}
+
+std::string cpu_noise_isa() { return noise_kernel().isa; }
+
 void fill_gumbel_noise_cpu(at::Tensor& out, int64_t seed) {
   TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(),
               "fill_gumbel_noise: out must be a contiguous float32 tensor");
@@ -111,21 +143,23 @@ void philox_bits_cpu(at::Tensor& out, int64_t seed, int64_t counter) {
 
 void fill_noise_cpu(uint64_t seed, uint64_t base, uint64_t first, int64_t n,
                     float* out) {
-  alignas(32) float step[kStep];
+  const NoiseStep& kernel = noise_kernel();
+  const int64_t step_len = 4 * kernel.groups;
+  alignas(64) float step[kMaxNoiseStep];
   uint64_t q = first >> 2;
   int64_t skip = static_cast<int64_t>(first & 3);
   int64_t done = 0;
   while (done < n) {
-    const int64_t take = std::min<int64_t>(kStep - skip, n - done);
-    if (skip == 0 && take == kStep) {
-      noise_step(seed, base, q, out + done);
+    const int64_t take = std::min<int64_t>(step_len - skip, n - done);
+    if (skip == 0 && take == step_len) {
+      kernel.fn(seed, base, q, out + done);
     } else {
-      noise_step(seed, base, q, step);
+      kernel.fn(seed, base, q, step);
       std::memcpy(out + done, step + skip, take * sizeof(float));
     }
     done += take;
     skip = 0;
-    q += kGroups;
+    q += static_cast<uint64_t>(kernel.groups);
   }
 }
 
@@ -134,6 +168,10 @@ uint64_t draw_seed_cpu() {
       std::nullopt, at::detail::getDefaultCPUGenerator());
   std::lock_guard<std::mutex> lock(gen->mutex_);
   return gen->random64();
+}
+
+TORCH_LIBRARY_FRAGMENT(fused_gumbel, m) {
+  m.def("cpu_noise_isa() -> str", &cpu_noise_isa);
 }
 
 TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) {

@@ -52,6 +52,61 @@ A neg_inf() {
   return -std::numeric_limits<A>::infinity();
 }
 
+// s[j] = x[j] + noise[j] for j < n; returns max(s), NaN if any s[j] is NaN.
+// float and double logits are read in place; reduced types are widened into s
+// first.
+template <typename T, typename A>
+A add_noise(const T* x, const float* noise, A* s, int64_t n) {
+  using Vec = Vectorized<A>;
+  const A* xs = s;
+  if constexpr (std::is_same_v<T, A>) {
+    xs = x;
+  } else {
+    at::vec::convert(x, s, n);
+  }
+  Vec vmax(neg_inf<A>());
+  int64_t j = 0;
+  for (; j + Vec::size() <= n; j += Vec::size()) {
+    Vec v;
+    if constexpr (std::is_same_v<A, float>) {
+      v = Vec::loadu(xs + j) + Vec::loadu(noise + j);
+    } else {
+      alignas(64) A g[Vec::size()];
+      for (int k = 0; k < Vec::size(); ++k) g[k] = static_cast<A>(noise[j + k]);
+      v = Vec::loadu(xs + j) + Vec::loadu(g);
+    }
+    v.store(s + j);
+    vmax = at::vec::maximum(vmax, v);
+  }
+  A tile_max = at::vec::vec_reduce_all<A>(
+      [](Vec a, Vec b) { return at::vec::maximum(a, b); }, vmax);
+  for (; j < n; ++j) {
+    s[j] = xs[j] + static_cast<A>(noise[j]);
+    tile_max = std::isnan(s[j]) || s[j] > tile_max ? s[j] : tile_max;
+  }
+  return tile_max;
+}
+
+// The first k < n with s[k] == target (or NaN, for a NaN target); target must
+// occur in s.
+template <typename A>
+int64_t first_index_of(const A* s, int64_t n, A target) {
+  using Vec = Vectorized<A>;
+  int64_t k = 0;
+  if (!std::isnan(target)) {
+    const Vec vt(target);
+    for (; k + Vec::size() <= n; k += Vec::size()) {
+      // zero_mask has a bit set for each lane of (s != target) that is zero.
+      const int hits = (Vec::loadu(s + k) != vt).zero_mask();
+      if (hits != 0) return k + __builtin_ctz(static_cast<unsigned>(hits));
+    }
+  }
+  for (; k < n; ++k) {
+    if (std::isnan(target) ? std::isnan(s[k]) : s[k] == target) return k;
+  }
+  return n;
+}
+
 // Pass 1 of the forward for columns [c0, c1) of a row, in one sweep of tiles
 // that stay in L1: noise, s = x + g, running max and argmax, and the running
 // sum rescaled to the running max (online softmax). buf gets
@@ -68,38 +123,13 @@ SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
   for (int64_t t = c0, tile = 0; t < c1; t += kTile, ++tile) {
     const int64_t n = std::min(kTile, c1 - t);
     const float* noise = src.get(row_position + static_cast<uint64_t>(t), n, scratch);
-    at::vec::convert(x + t, s, n);
-    Vec vmax(neg_inf<A>());
-    int64_t j = 0;
-    for (; j + Vec::size() <= n; j += Vec::size()) {
-      Vec v;
-      if constexpr (std::is_same_v<A, float>) {
-        v = Vec::loadu(s + j) + Vec::loadu(noise + j);
-      } else {
-        alignas(64) A g[Vec::size()];
-        for (int k = 0; k < Vec::size(); ++k) g[k] = static_cast<A>(noise[j + k]);
-        v = Vec::loadu(s + j) + Vec::loadu(g);
-      }
-      v.store(s + j);
-      vmax = at::vec::maximum(vmax, v);
-    }
-    A tile_max = at::vec::vec_reduce_all<A>(
-        [](Vec a, Vec b) { return at::vec::maximum(a, b); }, vmax);
-    for (; j < n; ++j) {
-      s[j] += static_cast<A>(noise[j]);
-      tile_max = std::isnan(s[j]) || s[j] > tile_max ? s[j] : tile_max;
-    }
+    const A tile_max = add_noise<T, A>(x + t, noise, s, n);
     // The scan for the first maximal index runs only when the tile improves
     // on the running max: a handful of times per row for random data.
     const A m_old = st.m;
     if (!std::isnan(st.m) && (std::isnan(tile_max) || tile_max > st.m)) {
-      for (int64_t k = 0; k < n; ++k) {
-        if (std::isnan(tile_max) ? std::isnan(s[k]) : s[k] == tile_max) {
-          st.m = s[k];
-          st.arg = t + k;
-          break;
-        }
-      }
+      st.m = tile_max;
+      st.arg = t + first_index_of(s, n, tile_max);
     }
     ref[tile] = st.m;
     if (st.m == neg_inf<A>()) {
@@ -110,7 +140,7 @@ SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
     const Vec vm(st.m), vinv(inv_tau);
     Vec vsum(A(0));
     A* e = buf + (t - c0);
-    j = 0;
+    int64_t j = 0;
     for (; j + Vec::size() <= n; j += Vec::size()) {
       const Vec ev = ((Vec::loadu(s + j) - vm) * vinv).exp();
       ev.store(e + j);
@@ -133,15 +163,13 @@ SoftmaxState<A> segment_forward(const T* x, int64_t c0, int64_t c1,
 // soft sample (keeps_soft_sample) when hard=True.
 template <typename T, typename A>
 void segment_write(T* out, T* soft, int64_t c0, int64_t c1,
-                   const SoftmaxState<A>& row, A inv_tau, A* buf, const A* ref,
+                   const SoftmaxState<A>& row, A inv_tau, const A* buf, const A* ref,
                    bool hard) {
   using Vec = Vectorized<A>;
   for (int64_t t = c0, tile = 0; t < c1; t += kTile, ++tile) {
     const int64_t n = std::min(kTile, c1 - t);
     const Vec scale(rescale_factor(ref[tile], row.m, inv_tau, exp_acc<A>) / row.l);
-    A* e = buf + (t - c0);
-    at::vec::map([scale](Vec v) { return v * scale; }, e, e, n);
-    at::vec::convert(e, soft + t, n);
+    at::vec::map([scale](Vec v) { return v * scale; }, soft + t, buf + (t - c0), n);
   }
   if (!hard) return;
   if (!row_is_valid(row.m, row.l)) {
@@ -216,66 +244,69 @@ void forward_kernel(const ForwardParams& p) {
   });
 }
 
-// Pass 1 of the backward for columns [c0, c1): the soft sample into buf (read,
-// or recomputed from logits, noise and the row's stats) and its partial
-// sum(grad * y_soft).
+// Pass 1 of the backward for columns [c0, c1): the partial sum(grad * y_soft).
+// A saved soft sample is read in place; otherwise the soft sample is
+// recomputed from logits, noise and the row's stats into buf, for pass 2.
 template <typename T, typename A>
 A segment_backward_dot(const BackwardParams& p, int64_t r, int64_t c0, int64_t c1,
                        const NoiseSource& src, A inv_tau, A* buf) {
   using Vec = Vectorized<A>;
-  const int64_t len = c1 - c0;
-  if (p.y_soft != nullptr) {
-    at::vec::convert(static_cast<const T*>(p.y_soft) + r * p.y_soft_row_stride + c0, buf, len);
-  } else {
-    const A* stats = static_cast<const A*>(p.stats);
-    const A m = stats[2 * r], inv_l = A(1) / stats[2 * r + 1];
-    const T* x = static_cast<const T*>(p.logits) + r * p.logits_row_stride;
-    alignas(64) float scratch[kTile];
-    for (int64_t t = c0; t < c1; t += kTile) {
-      const int64_t n = std::min(kTile, c1 - t);
-      A* s = buf + (t - c0);
-      const float* noise = src.get(src.row_position(r) + static_cast<uint64_t>(t), n, scratch);
-      at::vec::convert(x + t, s, n);
-      if constexpr (std::is_same_v<A, float>) {
-        at::vec::map2(
-            [m, inv_tau, inv_l](Vec a, Vec g) {
-              return ((a + g - Vec(m)) * Vec(inv_tau)).exp() * Vec(inv_l);
-            },
-            s, s, noise, n);
-      } else {
-        for (int64_t j = 0; j < n; ++j) {
-          s[j] = std::exp((s[j] + static_cast<A>(noise[j]) - m) * inv_tau) * inv_l;
-        }
-      }
-    }
-  }
-  alignas(64) A g[kTile];
+  const auto mul = [](Vec a, Vec b) { return a * b; };
+  const auto add = [](Vec a, Vec b) { return a + b; };
   const T* grad = static_cast<const T*>(p.grad) + r * p.grad_row_stride;
+  if (p.y_soft != nullptr) {
+    const T* y = static_cast<const T*>(p.y_soft) + r * p.y_soft_row_stride;
+    return at::vec::map2_reduce_all<T>(mul, add, grad + c0, y + c0, c1 - c0);
+  }
+  const A* stats = static_cast<const A*>(p.stats);
+  const A m = stats[2 * r], inv_l = A(1) / stats[2 * r + 1];
+  const T* x = static_cast<const T*>(p.logits) + r * p.logits_row_stride;
+  alignas(64) float scratch[kTile];
+  alignas(64) A g[kTile];
   A dot = 0;
   for (int64_t t = c0; t < c1; t += kTile) {
     const int64_t n = std::min(kTile, c1 - t);
+    A* y = buf + (t - c0);
+    const float* noise = src.get(src.row_position(r) + static_cast<uint64_t>(t), n, scratch);
+    at::vec::convert(x + t, y, n);
+    if constexpr (std::is_same_v<A, float>) {
+      at::vec::map2(
+          [m, inv_tau, inv_l](Vec a, Vec e) {
+            return ((a + e - Vec(m)) * Vec(inv_tau)).exp() * Vec(inv_l);
+          },
+          y, y, noise, n);
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        y[j] = std::exp((y[j] + static_cast<A>(noise[j]) - m) * inv_tau) * inv_l;
+      }
+    }
     at::vec::convert(grad + t, g, n);
-    dot += at::vec::map2_reduce_all<A>(
-        [](Vec a, Vec b) { return a * b; }, [](Vec a, Vec b) { return a + b; },
-        g, buf + (t - c0), n);
+    dot += at::vec::map2_reduce_all<A>(mul, add, g, y, n);
   }
   return dot;
 }
 
-// Pass 2: grad_logits = inv_tau * y_soft * (grad - dot).
+// Pass 2: grad_logits = inv_tau * y_soft * (grad - dot), y_soft saved or in buf.
 template <typename T, typename A>
 void segment_backward_write(const BackwardParams& p, int64_t r, int64_t c0,
                             int64_t c1, A dot, A inv_tau, A* buf) {
   using Vec = Vectorized<A>;
-  alignas(64) A g[kTile];
+  const auto grad_logits = [dot, inv_tau](Vec y, Vec g) {
+    return Vec(inv_tau) * y * (g - Vec(dot));
+  };
   const T* grad = static_cast<const T*>(p.grad) + r * p.grad_row_stride;
   T* out = static_cast<T*>(p.grad_logits) + r * p.cols;
+  if (p.y_soft != nullptr) {
+    const T* y = static_cast<const T*>(p.y_soft) + r * p.y_soft_row_stride;
+    at::vec::map2(grad_logits, out + c0, y + c0, grad + c0, c1 - c0);
+    return;
+  }
+  alignas(64) A g[kTile];
   for (int64_t t = c0; t < c1; t += kTile) {
     const int64_t n = std::min(kTile, c1 - t);
     A* y = buf + (t - c0);
     at::vec::convert(grad + t, g, n);
-    at::vec::map2([dot, inv_tau](Vec ys, Vec gv) { return Vec(inv_tau) * ys * (gv - Vec(dot)); },
-                  y, y, g, n);
+    at::vec::map2(grad_logits, y, y, g, n);
     at::vec::convert(y, out + t, n);
   }
 }
@@ -287,36 +318,37 @@ void backward_kernel(const BackwardParams& p) {
   const uint64_t seed = static_cast<uint64_t>(p.rng_state[0]);
   const uint64_t base = static_cast<uint64_t>(p.rng_state[1]);
   const int64_t cols = p.cols;
+  const bool recompute = p.y_soft == nullptr;
   const NoiseSource noise{seed, base, static_cast<uint64_t>(cols)};
   const Plan plan = plan_segments(p.rows, cols);
   if (plan.chunks == 1) {
     at::parallel_for(0, p.rows, row_grain(cols), [&](int64_t begin, int64_t end) {
-      std::vector<A> buf(cols);
+      std::vector<A> buf(recompute ? cols : 0);
       auto row = [&](int64_t r, const NoiseSource& src) {
         const A dot = segment_backward_dot<T, A>(p, r, 0, cols, src, inv_tau, buf.data());
         segment_backward_write<T, A>(p, r, 0, cols, dot, inv_tau, buf.data());
       };
-      if (p.y_soft != nullptr) {
-        for (int64_t r = begin; r < end; ++r) row(r, noise);
-      } else {
+      if (recompute) {
         for_rows_with_noise(noise, begin, end, cols, row);
+      } else {
+        for (int64_t r = begin; r < end; ++r) row(r, noise);
       }
     });
     return;
   }
   const int64_t segments = p.rows * plan.chunks;
-  const at::Tensor buf_t = empty_output({p.rows * cols}, at::TensorOptions(c10::CppTypeToScalarType<A>::value));
+  const at::Tensor buf_t = empty_output({recompute ? p.rows * cols : 0},
+                                        at::TensorOptions(c10::CppTypeToScalarType<A>::value));
   A* const buf = buf_t.data_ptr<A>();
+  const auto seg_buf = [&](Segment g) { return recompute ? buf + g.r * cols + g.c0 : nullptr; };
   std::vector<A> dots(segments);
   for_each_segment(plan, p.rows, cols, [&](int64_t k, Segment g) {
-    dots[k] = segment_backward_dot<T, A>(p, g.r, g.c0, g.c1, noise, inv_tau,
-                                         buf + g.r * cols + g.c0);
+    dots[k] = segment_backward_dot<T, A>(p, g.r, g.c0, g.c1, noise, inv_tau, seg_buf(g));
   });
   std::vector<A> row_dot(p.rows, A(0));
   for (int64_t k = 0; k < segments; ++k) row_dot[k / plan.chunks] += dots[k];
   for_each_segment(plan, p.rows, cols, [&](int64_t, Segment g) {
-    segment_backward_write<T, A>(p, g.r, g.c0, g.c1, row_dot[g.r], inv_tau,
-                                 buf + g.r * cols + g.c0);
+    segment_backward_write<T, A>(p, g.r, g.c0, g.c1, row_dot[g.r], inv_tau, seg_buf(g));
   });
 }
 

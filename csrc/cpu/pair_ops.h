@@ -1,0 +1,41 @@
+// Two independent lanes-of-Ops evaluated side by side, with the same interface.
+// The noise math is one long dependency chain per value (ten Philox rounds of
+// multiplies, then two logs); interleaving two chains keeps the vector units
+// busy. Used by the SIMD noise kernels (AVX2 and AVX-512).
+#pragma once
+
+#include <stdint.h>
+
+namespace fused_gumbel {
+
+template <class Ops>
+struct PairOps {
+  struct U { typename Ops::U a, b; };
+  struct F { typename Ops::F a, b; };
+
+  static U splat(uint32_t v) { return {Ops::splat(v), Ops::splat(v)}; }
+  static F splatf(float v) { return {Ops::splatf(v), Ops::splatf(v)}; }
+  static U bxor(U x, U y) { return {Ops::bxor(x.a, y.a), Ops::bxor(x.b, y.b)}; }
+  static U bxor3(U x, U y, U z) { return {Ops::bxor3(x.a, y.a, z.a), Ops::bxor3(x.b, y.b, z.b)}; }
+  static U band(U x, U y) { return {Ops::band(x.a, y.a), Ops::band(x.b, y.b)}; }
+  static U iadd(U x, U y) { return {Ops::iadd(x.a, y.a), Ops::iadd(x.b, y.b)}; }
+  static U isub(U x, U y) { return {Ops::isub(x.a, y.a), Ops::isub(x.b, y.b)}; }
+  static U sra31(U x) { return {Ops::sra31(x.a), Ops::sra31(x.b)}; }
+  static U sra23(U x) { return {Ops::sra23(x.a), Ops::sra23(x.b)}; }
+  static void mulhilo(uint32_t m, U x, U& hi, U& lo) {
+    Ops::mulhilo(m, x.a, hi.a, lo.a);
+    Ops::mulhilo(m, x.b, hi.b, lo.b);
+  }
+  static F as_float(U x) { return {Ops::as_float(x.a), Ops::as_float(x.b)}; }
+  static U as_bits(F x) { return {Ops::as_bits(x.a), Ops::as_bits(x.b)}; }
+  static F i2f(U x) { return {Ops::i2f(x.a), Ops::i2f(x.b)}; }
+  static F add(F x, F y) { return {Ops::add(x.a, y.a), Ops::add(x.b, y.b)}; }
+  static F sub(F x, F y) { return {Ops::sub(x.a, y.a), Ops::sub(x.b, y.b)}; }
+  static F mul(F x, F y) { return {Ops::mul(x.a, y.a), Ops::mul(x.b, y.b)}; }
+  static F div(F x, F y) { return {Ops::div(x.a, y.a), Ops::div(x.b, y.b)}; }
+  static F neg(F x) { return {Ops::neg(x.a), Ops::neg(x.b)}; }
+  static U le(F x, F y) { return {Ops::le(x.a, y.a), Ops::le(x.b, y.b)}; }
+  static F select(U m, F x, F y) { return {Ops::select(m.a, x.a, y.a), Ops::select(m.b, x.b, y.b)}; }
+};
+
+}  // namespace fused_gumbel
