@@ -49,7 +49,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -316,6 +316,32 @@ def keep_freed_memory(enabled: bool = True) -> dict[str, Any]:
     except (OSError, AttributeError):
         return {"method": "system default (no glibc)"}
     return {"method": "glibc mallopt", "M_MMAP_THRESHOLD": limit, "M_TRIM_THRESHOLD": limit}
+
+
+def side_bench_parser(doc: str, dtype_names: Iterable[str], default_dtypes: str) -> argparse.ArgumentParser:
+    """The options that fused_gumbel.bench_sample and bench_topk share; each
+    adds its own case option."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present")
+    p.add_argument("--dtypes", default=default_dtypes, help="comma list of " + ",".join(dtype_names))
+    p.add_argument("--quick", action="store_true", help="shorter timing (a smoke run)")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="CPU: leave the C allocator as it is (see fused_gumbel.bench --help)")
+    p.add_argument("--out", default=None, help="write the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def side_bench_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], dict[str, Any]],
+                    table: Callable[[dict[str, Any]], str], argv: list[str] | None) -> int:
+    """Parses argv, runs, prints the table and writes the JSON (--out)."""
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(table(result))
+    if args.out:
+        _write_json(result, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def time_cpu(fn: Callable[[], Any], cfg: TimerConfig) -> dict[str, Any]:

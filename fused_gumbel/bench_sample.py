@@ -27,8 +27,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .bench import (CudaTimer, Progress, TimerConfig, _set_compile_limits, _write_json, copy_bandwidth,
-                    device_info, keep_freed_memory, time_cpu, versions)
+from .bench import (CudaTimer, Progress, TimerConfig, _set_compile_limits, copy_bandwidth, device_info,
+                    keep_freed_memory, side_bench_main, side_bench_parser, time_cpu, versions)
 
 SHAPES = {
     "cuda": [(64, 128256), (1, 128256), (256, 32000), (4096, 64)],
@@ -135,22 +135,10 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present")
+    """Console entry point (fused-gumbel-bench-sample). Returns the exit status."""
+    p = side_bench_parser(__doc__, DTYPES, "bf16,fp32")
     p.add_argument("--shapes", default=None, help="comma list of ROWSxCOLS (default: per device)")
-    p.add_argument("--dtypes", default="bf16,fp32", help="comma list of " + ",".join(DTYPES))
-    p.add_argument("--quick", action="store_true", help="shorter timing (a smoke run)")
-    p.add_argument("--system-malloc", action="store_true",
-                   help="CPU: leave the C allocator as it is (see fused_gumbel.bench --help)")
-    p.add_argument("--out", default=None, help="write the results as JSON")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    result = run(args)
-    print(format_table(result))
-    if args.out:
-        _write_json(result, args.out)
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return side_bench_main(p, run, format_table, argv)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import torch
 
-from .bench import (CudaTimer, Progress, TimerConfig, _write_json, device_info, keep_freed_memory, time_cpu,
-                    versions)
+from .bench import (CudaTimer, Progress, TimerConfig, device_info, keep_freed_memory, side_bench_main,
+                    side_bench_parser, time_cpu, versions)
 from .bench_sample import fused_contenders
 
 CASES = {
@@ -109,22 +109,9 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (fused-gumbel-bench-topk). Returns the exit status."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present")
+    p = side_bench_parser(__doc__, DTYPES, "fp32")
     p.add_argument("--cases", default=None, help="comma list of ROWSxCOLSkK (default: per device)")
-    p.add_argument("--dtypes", default="fp32", help="comma list of " + ",".join(DTYPES))
-    p.add_argument("--quick", action="store_true", help="shorter timing (a smoke run)")
-    p.add_argument("--system-malloc", action="store_true",
-                   help="CPU: leave the C allocator as it is (see fused_gumbel.bench --help)")
-    p.add_argument("--out", default=None, help="write the results as JSON")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    result = run(args)
-    print(format_table(result))
-    if args.out:
-        _write_json(result, args.out)
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return side_bench_main(p, run, format_table, argv)
 
 
 if __name__ == "__main__":
