@@ -114,6 +114,11 @@ for seed, first, n in json.loads(sys.argv[1]):
     y, index, stats = torch.ops.fused_gumbel.st_softmax_shard(x, 1.0, key, first, first + n)
     out["runs"].append((stats[0, 0].item(), index.item()))
     out.setdefault("noise", []).append(fg.gumbel_noise((n,), seed).numpy().view("uint32").tolist())
+# One-column shards: row r's max is the noise at r * stride + start exactly, each
+# one fetched as a partial step at a position that is not a multiple of 4.
+rows, start, stride = 301, 2**34 - 45, 2**34 + 3
+_, _, stats = torch.ops.fused_gumbel.st_softmax_shard(torch.zeros(rows, 1), 1.0, 7, start, stride)
+out["scattered"] = stats[:, 0].numpy().view("uint32").tolist()
 print(json.dumps(out))
 """
 
@@ -139,6 +144,10 @@ def test_every_cpu_noise_kernel_gives_the_specified_bits(capability):
         # logits of zeros: the max of s is the max of the noise, at its argmax
         assert m == float(spec.max()) and index == first + int(np.argmax(spec))
         assert np.array_equal(np.asarray(noise, dtype=np.uint32), gumbel_noise(n, seed).view(np.uint32))
+    pos = np.uint64(2**34 - 45) + np.arange(301, dtype=np.uint64) * np.uint64(2**34 + 3)
+    words = philox4x32_10(7, pos >> np.uint64(2))
+    spec = gumbel_from_bits(words[np.arange(pos.size), (pos & np.uint64(3)).astype(np.int64)])
+    assert np.array_equal(np.asarray(out["scattered"], dtype=np.uint32), spec.view(np.uint32))
 
 
 def test_transform_extremes_are_finite_and_reach_the_32_bit_tail():
