@@ -51,6 +51,13 @@ std::string shape(at::IntArrayRef sizes) {
 
 }  // namespace
 
+double tensor_tau(const at::Tensor& tau) {
+  TORCH_CHECK_VALUE(tau.numel() == 1 && tau.device().is_cpu() && tau.is_floating_point(),
+                    "fused_gumbel: tau as a tensor must be one floating-point element on the CPU, "
+                    "got ", tau.numel(), " element(s) of ", tau.scalar_type(), " on ", tau.device());
+  return tau.item<double>();
+}
+
 int64_t check_inputs(const at::Tensor& logits, double tau, int64_t dim,
                      const char* tau_name) {
   const auto dtype = logits.scalar_type();
@@ -209,6 +216,18 @@ TORCH_LIBRARY(fused_gumbel, m) {
   m.def(
       "st_softmax_backward(Tensor grad, Tensor? y_soft, Tensor? logits, "
       "Tensor stats, Tensor rng_state, float tau, int dim) -> Tensor");
+  // The same two with tau as a one-element CPU tensor. fg.gumbel_softmax calls
+  // these under torch.compile, which turns a custom op's float argument into a
+  // constant of the graph (a new graph for every temperature of an annealing
+  // schedule) but passes a tensor through as a graph input. Sibling ops, not
+  // overloads: torch.library.opcheck takes only operators without overloads.
+  m.def(
+      "st_softmax_tau_tensor(Tensor logits, Tensor tau, bool hard, int dim, int? seed) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::nondeterministic_seeded});
+  m.def(
+      "st_softmax_backward_tau_tensor(Tensor grad, Tensor? y_soft, Tensor? logits, "
+      "Tensor stats, Tensor rng_state, Tensor tau, int dim) -> Tensor");
   // Fills a float32 tensor with the noise of positions 0..numel-1 for `seed`.
   m.def("fill_gumbel_noise(Tensor(a!) out, int seed) -> ()");
   // Raw Philox4x32-10 output words for counters counter, counter+1, ... into an

@@ -3,12 +3,17 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <optional>
 
 #include "kernel_params.h"
 
 namespace fused_gumbel {
+
+// The temperature of st_softmax_tau_tensor and its backward (a one-element
+// CPU tensor) as a double; check_inputs checks its range.
+double tensor_tau(const at::Tensor& tau);
 
 // Raises the contract's errors (TypeError for the dtype, ValueError for tau,
 // IndexError for dim) before any work is done; returns dim wrapped to [0, ndim).
@@ -63,6 +68,24 @@ BackwardInputs prepare_backward(const at::Tensor& grad,
                                 const at::Tensor& stats,
                                 const at::Tensor& rng_state, double tau,
                                 int64_t dim);
+
+// Registers a backend's st_softmax_tau_tensor and st_softmax_backward_tau_tensor
+// (tau a one-element CPU tensor) as its st_softmax and st_softmax_backward
+// kernels, Forward and Backward, called with tau as a double.
+template <auto Forward, auto Backward>
+void register_tau_tensor_siblings(torch::Library& m) {
+  m.impl("st_softmax_tau_tensor",
+         [](const at::Tensor& logits, const at::Tensor& tau, bool hard, int64_t dim,
+            std::optional<int64_t> seed) {
+           return Forward(logits, tensor_tau(tau), hard, dim, seed);
+         });
+  m.impl("st_softmax_backward_tau_tensor",
+         [](const at::Tensor& grad, const std::optional<at::Tensor>& y_soft,
+            const std::optional<at::Tensor>& logits, const at::Tensor& stats,
+            const at::Tensor& rng_state, const at::Tensor& tau, int64_t dim) {
+           return Backward(grad, y_soft, logits, stats, rng_state, tensor_tau(tau), dim);
+         });
+}
 
 // Seeds are 64-bit; the schema carries them as int64, so negative values are the
 // upper half of the range.

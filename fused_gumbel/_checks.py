@@ -24,9 +24,14 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
         )
     if isinstance(tau, torch.Tensor):
         raise TypeError(f"fused_gumbel: {tau_name} must be a Python number, not a tensor")
-    tau = float(tau)
-    if not (math.isfinite(tau) and tau > 0.0):
-        raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number, got {tau_name}={tau}")
+    if torch.compiler.is_compiling():
+        # tau may be symbolic (a temperature that changes between calls): a
+        # runtime check, no guard on its value (no recompile per value).
+        torch._check(tau > 0.0, lambda: f"fused_gumbel: {tau_name} must be a positive finite number")
+    else:
+        tau = float(tau)
+        if not (math.isfinite(tau) and tau > 0.0):
+            raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number, got {tau_name}={tau}")
     ndim = max(logits.dim(), 1)
     if not (-ndim <= dim < ndim):
         raise IndexError(
@@ -34,6 +39,18 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
             f"but got {dim})"
         )
     return dim % ndim
+
+
+def op_tau(tau: float) -> float | torch.Tensor:
+    """The temperature as the operators take it: a Python float, or under
+    torch.compile a float64 CPU tensor, for the ops' *_tau_tensor siblings. A
+    float argument of a custom op becomes a constant of the compiled graph, so
+    every new temperature of an annealing schedule would compile a new graph; a
+    tensor made from it is a graph input. (torch.scalar_tensor(tau) would be a
+    constant again: dynamo specializes that float.)"""
+    if torch.compiler.is_compiling():
+        return torch.ones((), dtype=torch.float64) * tau
+    return float(tau)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

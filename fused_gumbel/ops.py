@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from ._checks import accumulation_dtype, check_inputs, normalize_seed, op_tau, output_layouts
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
@@ -51,6 +51,11 @@ if extension_loaded():
             _sample_like(logits, dim) if keeps_soft_sample(logits, hard) else logits.new_empty([0]),
         )
 
+    @torch.library.register_fake("fused_gumbel::st_softmax_tau_tensor")
+    def _st_softmax_tau_tensor_fake(logits, tau, hard, dim, seed):
+        # tau's range is checked by the kernel, at run time.
+        return _st_softmax_fake(logits, 1.0, hard, dim, seed)
+
     @torch.library.register_fake("fused_gumbel::st_softmax_shard")
     def _st_softmax_shard_fake(logits, tau, seed, vocab_start, vocab_size):
         check_inputs(logits, tau, -1)
@@ -67,6 +72,10 @@ if extension_loaded():
         dim = check_inputs(saved, tau, dim)
         return _sample_like(saved, dim)
 
+    @torch.library.register_fake("fused_gumbel::st_softmax_backward_tau_tensor")
+    def _st_softmax_backward_tau_tensor_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
+        return _st_softmax_backward_fake(grad, y_soft, logits, stats, rng_state, 1.0, dim)
+
     def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         logits, tau, hard, dim, _seed = inputs
         y, _index, stats, rng_state, y_soft = output
@@ -75,8 +84,10 @@ if extension_loaded():
         # which the backward regenerates it (as FlashAttention does).
         ctx.recompute = hard and not keeps_soft_sample(logits, hard)
         saved = logits if ctx.recompute else (y_soft if hard else y)
-        ctx.save_for_backward(saved, stats, rng_state)
-        ctx.tau, ctx.dim = tau, dim
+        # tau: a float, or st_softmax_tau_tensor's tensor (saved as a tensor).
+        ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
+        ctx.save_for_backward(saved, stats, rng_state, *([tau] if ctx.tau_is_tensor else []))
+        ctx.tau, ctx.dim = (None if ctx.tau_is_tensor else tau), dim
         # Only the sample has a gradient. Left differentiable, the kept soft
         # sample would get a tensor of zeros as its incoming gradient in every
         # backward: a full-size allocation and fill for nothing.
@@ -86,17 +97,16 @@ if extension_loaded():
     def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng, _grad_soft):
         if grad_y is None:
             return None, None, None, None, None
-        saved, stats, rng_state = ctx.saved_tensors
-        if ctx.recompute:
-            grad = torch.ops.fused_gumbel.st_softmax_backward(
-                grad_y, None, saved, stats, rng_state, ctx.tau, ctx.dim)
-        else:
-            grad = torch.ops.fused_gumbel.st_softmax_backward(
-                grad_y, saved, None, stats, rng_state, ctx.tau, ctx.dim)
+        saved, stats, rng_state, *tau_tensor = ctx.saved_tensors
+        tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
+        y_soft, logits = (None, saved) if ctx.recompute else (saved, None)
+        op = (torch.ops.fused_gumbel.st_softmax_backward_tau_tensor if ctx.tau_is_tensor
+              else torch.ops.fused_gumbel.st_softmax_backward)
+        grad = op(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim)
         return grad, None, None, None, None
 
-    torch.library.register_autograd(
-        "fused_gumbel::st_softmax", _backward, setup_context=_setup_context)
+    for _name in ("fused_gumbel::st_softmax", "fused_gumbel::st_softmax_tau_tensor"):
+        torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
 
 
 def _triton_module():
@@ -215,5 +225,8 @@ def gumbel_softmax(
         y, index = _triton_module().st_softmax_triton(logits, float(tau), bool(hard), int(dim), seed)[:2]
     else:
         require_extension()
-        y, index = torch.ops.fused_gumbel.st_softmax(logits, float(tau), bool(hard), int(dim), seed)[:2]
+        tau = op_tau(tau)
+        op = (torch.ops.fused_gumbel.st_softmax_tau_tensor if isinstance(tau, torch.Tensor)
+              else torch.ops.fused_gumbel.st_softmax)
+        y, index = op(logits, tau, bool(hard), int(dim), seed)[:2]
     return (y, index) if return_index else y

@@ -19,6 +19,17 @@ from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed
 from .noise import draw_seed, gumbel_noise
 
 
+def _tempered(s: torch.Tensor, tau: float) -> torch.Tensor:
+    """(s - max(s)) / tau along the last dim, as the fused kernels compute it:
+    the shift keeps huge finite logits finite, and the clamped 1/tau keeps a
+    tiny tau from giving inf / inf (the max maps to 0, the rest to <= 0). The
+    shift is detached: softmax does not depend on it."""
+    if s.shape[-1] == 0:
+        return s
+    inv_tau = torch.sym_min(1.0 / tau, torch.finfo(s.dtype).max)
+    return (s - s.amax(dim=-1, keepdim=True).detach()) * inv_tau
+
+
 def gumbel_softmax_reference(
     logits: torch.Tensor,
     tau: float = 1.0,
@@ -49,7 +60,7 @@ def gumbel_softmax_reference(
     acc = accumulation_dtype(logits.dtype)
     g = gumbel_noise(x.shape, seed, device=x.device).to(acc)
     s = x.to(acc) + g
-    y_soft = torch.softmax(s / tau, dim=-1)
+    y_soft = torch.softmax(_tempered(s, tau), dim=-1)
     index = torch.argmax(s, dim=-1) if s.shape[-1] > 0 else torch.zeros(s.shape[:-1], dtype=torch.long, device=s.device)
     if hard:
         row_max = s.amax(dim=-1, keepdim=True) if s.shape[-1] > 0 else s.sum(-1, keepdim=True)

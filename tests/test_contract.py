@@ -124,7 +124,23 @@ def test_huge_finite_logits_give_finite_correct_output(backend, dtype, hard):
                                atol=2e-2, rtol=0)
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("tau", [0.5, 0.1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_the_dtypes_largest_logits_stay_finite(backend, dtype, tau):
+    """Finite logits never give NaN or inf: not even the dtype's largest,
+    where (x + g) / tau overflows unless the row's max is taken out first."""
+    big = torch.finfo(dtype).max
+    x = torch.randn(4, 30, device=device_of(backend)).to(dtype)
+    x[0, 7], x[1, :] = big, -big
+    x[2, 4], x[2, 5] = big, -big
+    for hard in (False, True):
+        y, index = fg.gumbel_softmax(x, tau, hard, seed=5, return_index=True, backend=backend)
+        assert torch.isfinite(y).all(), (backend, dtype, tau, hard)
+        assert index[0] == 7 and index[2] == 4 and y[0, 7] == 1 and y[2, 4] == 1
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_tiny_tau_stays_finite(backend):
     x = torch.randn(5, 30, device=device_of(backend))
     for tau in (1e-30, 1e-45, 1e-300):

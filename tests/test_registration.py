@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+import torch._dynamo.testing
 
 import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
@@ -37,6 +38,22 @@ def test_opcheck_backward_op():
     torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_backward, (grad, None, x, stats, rng, 0.9, -1))
 
 
+def test_opcheck_tau_tensor_siblings():
+    """The ops fg.gumbel_softmax calls under torch.compile, tau a CPU tensor."""
+    x = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    tau = torch.tensor(0.9, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_tau_tensor, (x, tau, True, -1, 3))
+    y, _, stats, rng, _ = OP(x.detach(), 0.9, False, -1, 3)
+    torch.library.opcheck(torch.ops.fused_gumbel.st_softmax_backward_tau_tensor,
+                          (torch.randn_like(y), y, None, stats, rng, tau, -1))
+    same = torch.ops.fused_gumbel.st_softmax_tau_tensor(x.detach(), tau, False, -1, 3)
+    assert torch.equal(same[0], y)
+    with pytest.raises(ValueError, match="tau"):
+        torch.ops.fused_gumbel.st_softmax_tau_tensor(x.detach(), torch.tensor(-1.0), False, -1, 3)
+    with pytest.raises(ValueError, match="one floating-point element"):
+        torch.ops.fused_gumbel.st_softmax_tau_tensor(x.detach(), torch.ones(2), False, -1, 3)
+
+
 def test_op_returns_the_sample_first():
     x = torch.randn(3, 4)
     out = OP(x, 1.0, False, -1, None)
@@ -49,6 +66,29 @@ def test_torch_compile_fullgraph(backend, hard):
     assert_compiled_matches_eager(
         lambda logits: fg.gumbel_softmax(logits, tau=0.5, hard=hard, seed=7, backend=backend),
         device_of(backend))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_a_new_tau_reuses_the_compiled_graph(backend):
+    """tau is a run-time value, under torch.compile too: an annealing schedule's
+    next temperature reuses the graph (dynamo turns the float into a symbolic
+    value at its first change) instead of compiling one graph per value, which
+    would hit the recompile limit (an error with fullgraph=True) after 8 steps."""
+    if backend == "cpu" and not has_kernel("st_softmax", "CPU"):
+        pytest.skip("needs the compiled CPU kernels")
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    f = torch.compile(lambda x, tau: fg.gumbel_softmax(x, tau, True, seed=3, backend=backend),
+                      backend=counter, fullgraph=True)
+    x = torch.randn(8, 10, requires_grad=True)
+    g = torch.randn(8, 10)
+    for step in range(12):
+        tau = 0.9 ** step
+        y = f(x, tau)
+        eager = fg.gumbel_softmax(x, tau, True, seed=3, backend=backend)
+        torch.testing.assert_close(y, eager, rtol=0, atol=0)
+        torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(eager, x, g)[0])
+    assert counter.frame_count <= 2, counter.frame_count
 
 
 def test_torch_compile_seed_none_draws_fresh_noise():

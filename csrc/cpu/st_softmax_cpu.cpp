@@ -402,6 +402,7 @@ at::Tensor st_softmax_backward_cpu(const at::Tensor& grad,
 TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) {
   m.impl("st_softmax", &st_softmax_cpu);
   m.impl("st_softmax_backward", &st_softmax_backward_cpu);
+  register_tau_tensor_siblings<&st_softmax_cpu, &st_softmax_backward_cpu>(m);
   m.impl("st_softmax_shard", &st_softmax_shard_cpu);
 }
 

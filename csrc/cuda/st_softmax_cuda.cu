@@ -624,6 +624,7 @@ at::Tensor st_softmax_backward_cuda(const at::Tensor& grad,
 TORCH_LIBRARY_IMPL(fused_gumbel, CUDA, m) {
   m.impl("st_softmax", &st_softmax_cuda);
   m.impl("st_softmax_backward", &st_softmax_backward_cuda);
+  register_tau_tensor_siblings<&st_softmax_cuda, &st_softmax_backward_cuda>(m);
 }
 
 }  // namespace fused_gumbel
