@@ -27,9 +27,7 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
     if torch.compiler.is_compiling():
         # tau may be symbolic (a temperature that changes between calls): a
         # runtime check, no guard on its value (no recompile per value).
-        message = lambda: f"fused_gumbel: {tau_name} must be a positive finite number"  # noqa: E731
-        torch._check_value(tau > 0.0, message)
-        torch._check_value(tau < math.inf, message)
+        torch._check_value(tau > 0.0, lambda: f"fused_gumbel: {tau_name} must be a positive finite number")
     else:
         tau = float(tau)
         if not (math.isfinite(tau) and tau > 0.0):

@@ -26,8 +26,10 @@ def _tempered(s: torch.Tensor, tau: float) -> torch.Tensor:
     shift is detached: softmax does not depend on it."""
     if s.shape[-1] == 0:
         return s
-    inv_tau = torch.sym_min(1.0 / tau, torch.finfo(s.dtype).max)
-    return (s - s.amax(dim=-1, keepdim=True).detach()) * inv_tau
+    # Tensor arithmetic on tau, not Python arithmetic: under torch.compile a
+    # changing tau stays a graph input instead of a constant.
+    inv_tau = (torch.ones((), dtype=torch.float64, device=s.device) / tau).clamp(max=torch.finfo(s.dtype).max)
+    return (s - s.amax(dim=-1, keepdim=True).detach()) * inv_tau.to(s.dtype)
 
 
 def gumbel_softmax_reference(
