@@ -12,6 +12,7 @@ namespace fused_gumbel {
 struct Avx2Ops {
   using U = __m256i;
   using F = __m256;
+  static constexpr int kLanes = 8;
 
   static U splat(uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
   static F splatf(float v) { return _mm256_set1_ps(v); }
@@ -42,6 +43,20 @@ struct Avx2Ops {
   static U le(F a, F b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_LE_OQ)); }
   static F select(U mask, F a, F b) {
     return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(mask));
+  }
+  static U load(const uint32_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+
+  // Stores the noise of 32 positions given as g_w[i] = noise of position 4 i + w
+  // (the four Philox words of eight counters), transposed to position order.
+  static void store_transposed(__m256 g0, __m256 g1, __m256 g2, __m256 g3, float* out) {
+    const __m256 t0 = _mm256_unpacklo_ps(g0, g1), t1 = _mm256_unpacklo_ps(g2, g3);
+    const __m256 t2 = _mm256_unpackhi_ps(g0, g1), t3 = _mm256_unpackhi_ps(g2, g3);
+    const __m256 a = _mm256_shuffle_ps(t0, t1, 0x44), b = _mm256_shuffle_ps(t0, t1, 0xEE);
+    const __m256 c = _mm256_shuffle_ps(t2, t3, 0x44), d = _mm256_shuffle_ps(t2, t3, 0xEE);
+    _mm256_storeu_ps(out + 0, _mm256_permute2f128_ps(a, b, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(c, d, 0x20));
+    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(a, b, 0x31));
+    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(c, d, 0x31));
   }
 };
 

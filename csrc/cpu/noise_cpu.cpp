@@ -22,7 +22,7 @@ namespace fused_gumbel {
 namespace {
 
 #if defined(CPU_CAPABILITY_AVX2)
-constexpr int kLanes = 8;                  // Philox counters per AVX2 vector
+constexpr int kLanes = Avx2Ops::kLanes;    // Philox counters per AVX2 vector
 constexpr int kChains = 2;                 // vectors in flight (PairOps)
 #else
 constexpr int kLanes = 1;
@@ -31,50 +31,14 @@ constexpr int kChains = 8;
 constexpr int kGroups = kLanes * kChains;  // Philox counters per step
 constexpr int kStep = 4 * kGroups;         // positions per step
 
-#if defined(CPU_CAPABILITY_AVX2)
-using Avx2PairOps = PairOps<Avx2Ops>;
-
-// Stores the noise of 32 positions given as g_w[i] = noise of position 4 i + w
-// (the four Philox words of eight counters), transposed to position order.
-void store_transposed(__m256 g0, __m256 g1, __m256 g2, __m256 g3, float* out) {
-  const __m256 t0 = _mm256_unpacklo_ps(g0, g1), t1 = _mm256_unpacklo_ps(g2, g3);
-  const __m256 t2 = _mm256_unpackhi_ps(g0, g1), t3 = _mm256_unpackhi_ps(g2, g3);
-  const __m256 a = _mm256_shuffle_ps(t0, t1, 0x44), b = _mm256_shuffle_ps(t0, t1, 0xEE);
-  const __m256 c = _mm256_shuffle_ps(t2, t3, 0x44), d = _mm256_shuffle_ps(t2, t3, 0xEE);
-  _mm256_storeu_ps(out + 0, _mm256_permute2f128_ps(a, b, 0x20));
-  _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(c, d, 0x20));
-  _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(a, b, 0x31));
-  _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(c, d, 0x31));
-}
-#endif
-
 // The noise of the kStep positions 4 q .. 4 q + kStep - 1, in position order,
 // with the instruction set of the build (AVX2, or scalar code).
 void build_noise_step(uint64_t seed, uint64_t base, uint64_t q, float* out) {
+#if defined(CPU_CAPABILITY_AVX2)
+  simd_noise_step<Avx2Ops>(seed, base, q, out);
+#else
   const uint32_t k0 = static_cast<uint32_t>(seed);
   const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
-#if defined(CPU_CAPABILITY_AVX2)
-  alignas(32) uint32_t lo[kGroups], hi[kGroups];
-  for (int i = 0; i < kGroups; ++i) {
-    const uint64_t ctr = base + q + static_cast<uint64_t>(i);
-    lo[i] = static_cast<uint32_t>(ctr);
-    hi[i] = static_cast<uint32_t>(ctr >> 32);
-  }
-  auto load = [](const uint32_t* p) {
-    return _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
-  };
-  using U = Avx2PairOps::U;
-  using F = Avx2PairOps::F;
-  U c0{load(lo), load(lo + kLanes)}, c1{load(hi), load(hi + kLanes)};
-  U c2 = Avx2PairOps::splat(0), c3 = Avx2PairOps::splat(0);
-  philox4x32_10<Avx2PairOps>(c0, c1, c2, c3, k0, k1);
-  const F g0 = gumbel_from_bits<Avx2PairOps>(c0);
-  const F g1 = gumbel_from_bits<Avx2PairOps>(c1);
-  const F g2 = gumbel_from_bits<Avx2PairOps>(c2);
-  const F g3 = gumbel_from_bits<Avx2PairOps>(c3);
-  store_transposed(g0.a, g1.a, g2.a, g3.a, out);
-  store_transposed(g0.b, g1.b, g2.b, g3.b, out + 4 * kLanes);
-#else
   for (int i = 0; i < kGroups; ++i) {
     const uint64_t ctr = base + q + static_cast<uint64_t>(i);
     uint32_t c0 = static_cast<uint32_t>(ctr), c1 = static_cast<uint32_t>(ctr >> 32);

@@ -1,10 +1,13 @@
 // Two independent lanes-of-Ops evaluated side by side, with the same interface.
 // The noise math is one long dependency chain per value (ten Philox rounds of
 // multiplies, then two logs); interleaving two chains keeps the vector units
-// busy. Used by the SIMD noise kernels (AVX2 and AVX-512).
+// busy. Used by the SIMD noise kernels (AVX2 and AVX-512), whose one step
+// (simd_noise_step, below) is written once for both.
 #pragma once
 
 #include <stdint.h>
+
+#include "../gumbel_math.h"
 
 namespace fused_gumbel {
 
@@ -37,5 +40,31 @@ struct PairOps {
   static U le(F x, F y) { return {Ops::le(x.a, y.a), Ops::le(x.b, y.b)}; }
   static F select(U m, F x, F y) { return {Ops::select(m.a, x.a, y.a), Ops::select(m.b, x.b, y.b)}; }
 };
+
+// One step of a SIMD noise kernel on lanes of VecOps (kLanes Philox counters
+// per vector, load of counter words, store_transposed of the four words' noise
+// in position order): the noise of the 8 * kLanes positions from 4 q, two
+// vectors of counters q .. q + 2 kLanes - 1 at a time.
+template <class VecOps>
+inline void simd_noise_step(uint64_t seed, uint64_t base, uint64_t q, float* out) {
+  using Ops = PairOps<VecOps>;
+  constexpr int kLanes = VecOps::kLanes;
+  alignas(64) uint32_t lo[2 * kLanes], hi[2 * kLanes];
+  for (int i = 0; i < 2 * kLanes; ++i) {
+    const uint64_t ctr = base + q + static_cast<uint64_t>(i);
+    lo[i] = static_cast<uint32_t>(ctr);
+    hi[i] = static_cast<uint32_t>(ctr >> 32);
+  }
+  typename Ops::U c0{VecOps::load(lo), VecOps::load(lo + kLanes)};
+  typename Ops::U c1{VecOps::load(hi), VecOps::load(hi + kLanes)};
+  typename Ops::U c2 = Ops::splat(0), c3 = Ops::splat(0);
+  philox4x32_10<Ops>(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  const typename Ops::F g0 = gumbel_from_bits<Ops>(c0);
+  const typename Ops::F g1 = gumbel_from_bits<Ops>(c1);
+  const typename Ops::F g2 = gumbel_from_bits<Ops>(c2);
+  const typename Ops::F g3 = gumbel_from_bits<Ops>(c3);
+  VecOps::store_transposed(g0.a, g1.a, g2.a, g3.a, out);
+  VecOps::store_transposed(g0.b, g1.b, g2.b, g3.b, out + 4 * kLanes);
+}
 
 }  // namespace fused_gumbel
