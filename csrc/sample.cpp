@@ -18,7 +18,7 @@ SampleInputs prepare_sample(const at::Tensor& logits, double temperature, int64_
   int64_t rows = 1;
   for (int64_t s : index_sizes) rows *= s;
   TORCH_CHECK_VALUE(cols > 0 || rows == 0, "fused_gumbel: cannot sample from dim ",
-                    dim, ", which has size 0");
+                    number(dim), ", which has size 0");
 
   SampleInputs in;
   in.rows_in = as_rows(x, dim);

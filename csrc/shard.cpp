@@ -3,6 +3,8 @@
 
 #include <torch/library.h>
 
+#include "st_softmax.h"
+
 namespace fused_gumbel {
 
 ForwardOutputs prepare_shard(const at::Tensor& logits, double tau, int64_t seed,
@@ -12,8 +14,8 @@ ForwardOutputs prepare_shard(const at::Tensor& logits, double tau, int64_t seed,
   const int64_t cols = logits.size(-1);
   TORCH_CHECK_VALUE(vocab_start >= 0 && cols >= 1 && vocab_start + cols <= vocab_size,
                     "fused_gumbel: the shard's columns [vocab_start, vocab_start + ",
-                    cols, ") = [", vocab_start, ", ", vocab_start + cols,
-                    ") must lie inside the vocabulary [0, vocab_size = ", vocab_size, ")");
+                    number(cols), ") = [", number(vocab_start), ", ", number(vocab_start + cols),
+                    ") must lie inside the vocabulary [0, vocab_size = ", number(vocab_size), ")");
   ForwardOutputs o = prepare_forward(logits, tau, /*hard=*/false, /*dim=*/-1);
   o.params.seed = seed_bits(seed);
   o.params.base = 0;

@@ -31,18 +31,6 @@ std::string python_dtype_name(at::ScalarType dtype) {
   }
 }
 
-// Numbers in error messages go through snprintf, not std::ostream: on a
-// toolchain that links its own libstdc++ statically (the GPU check machine's
-// /opt/gcc does), an extension's ostream<<double meets the process's locale
-// facets from another libstdc++ and crashes instead of raising.
-std::string number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
-std::string number(int64_t v) { return std::to_string(v); }
-
 std::string shape(at::IntArrayRef sizes) {
   std::string out = "[";
   for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + number(sizes[i]);
@@ -51,10 +39,19 @@ std::string shape(at::IntArrayRef sizes) {
 
 }  // namespace
 
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+std::string number(int64_t v) { return std::to_string(v); }
+
 double tensor_tau(const at::Tensor& tau) {
   TORCH_CHECK_VALUE(tau.numel() == 1 && tau.device().is_cpu() && tau.is_floating_point(),
                     "fused_gumbel: tau as a tensor must be one floating-point element on the CPU, "
-                    "got ", tau.numel(), " element(s) of ", tau.scalar_type(), " on ", tau.device());
+                    "got ", number(tau.numel()), " element(s) of ", c10::toString(tau.scalar_type()),
+                    " on ", tau.device().str());
   return tau.item<double>();
 }
 

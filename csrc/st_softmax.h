@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 
 #include "kernel_params.h"
 
@@ -14,6 +15,13 @@ namespace fused_gumbel {
 // The temperature of st_softmax_tau_tensor and its backward (a one-element
 // CPU tensor) as a double; check_inputs checks its range.
 double tensor_tau(const at::Tensor& tau);
+
+// Numbers in error messages go through these (snprintf, std::to_string), never
+// std::ostream: on a toolchain that links its own libstdc++ statically (the GPU
+// check machine's /opt/gcc does), an extension's ostream << number meets the
+// process's locale facets from another libstdc++ and crashes instead of raising.
+std::string number(double v);
+std::string number(int64_t v);
 
 // Raises the contract's errors (TypeError for the dtype, ValueError for tau,
 // IndexError for dim) before any work is done; returns dim wrapped to [0, ndim).

@@ -26,8 +26,10 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
         raise TypeError(f"fused_gumbel: {tau_name} must be a Python number, not a tensor")
     if torch.compiler.is_compiling():
         # tau may be symbolic (a temperature that changes between calls): a
-        # runtime check, no guard on its value (no recompile per value).
-        torch._check_value(tau > 0.0, lambda: f"fused_gumbel: {tau_name} must be a positive finite number")
+        # comparison, which dynamo turns into a guard (tau > 0) rather than a
+        # specialization on the value, so a new temperature does not recompile.
+        if not tau > 0.0:
+            raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number")
     else:
         tau = float(tau)
         if not (math.isfinite(tau) and tau > 0.0):

@@ -4,11 +4,32 @@ independent implementation the compiled kernels are checked against bit for bit.
 import numpy as np
 
 F32 = np.float32
-# fdlibm's logf minimax coefficients and the split ln 2, as exact float32 values.
-LG1, LG2, LG3, LG4, LN2_HI, LN2_LO = (
-    F32(float.fromhex(h))
-    for h in ("0x1.555554p-1", "0x1.999c26p-2", "0x1.23d3dcp-2", "0x1.f13c4cp-3", "0x1.62e3p-1", "0x1.2fefa2p-17")
-)
+# The coefficients of P in log1p(f) = f + f**2 P(f) and float32(ln 2), as exact
+# float32 values.
+P = [F32(float.fromhex(h)) for h in (
+    "-0x1.0p-1", "0x1.555554p-2", "-0x1.000226p-2", "0x1.99a01cp-3", "-0x1.54728ap-3",
+    "0x1.22d92ep-3", "-0x1.0d8242p-3", "0x1.055ec6p-3", "-0x1.38c9dep-4")]
+LN2 = F32(float.fromhex("0x1.62e43p-1"))
+
+
+def fma(a, b, c) -> np.ndarray:
+    """float32 a * b + c rounded once, as the hardware FMA does.
+
+    NumPy has no FMA, and rounding a * b + c to float64 and then to float32 can
+    round twice the wrong way. So: the float64 product of two float32 values is
+    exact; the float64 sum is rounded to odd (when inexact, the neighbour with an
+    odd last bit, found from the exact error of the sum), and rounding that to
+    float32 is then correct (Boldo and Melquiond, 2008: 53 >= 24 + 2 bits).
+    """
+    a, b, c = (np.asarray(v, dtype=F32).astype(np.float64) for v in (a, b, c))
+    p = a * b
+    s = p + c
+    bp = s - p
+    err = (p - (s - bp)) + (c - bp)  # p + c - s exactly (Knuth's TwoSum)
+    bits = s.view(np.int64)
+    toward = np.where((err > 0) == (s > 0), 1, -1)
+    bits = np.where((err != 0) & (bits & 1 == 0), bits + toward, bits)
+    return bits.view(np.float64).astype(F32)
 
 
 def philox4x32_10(seed: int, counter: np.ndarray) -> np.ndarray:
@@ -43,20 +64,18 @@ def _split(x):
 
 
 def _log(k, f):
-    """k log 2 + log1p(f), float32 operations in this exact order, no FMA."""
-    s = f / (F32(2) + f)
-    z = s * s
-    w = z * z
-    r = z * (LG1 + w * LG3) + w * (LG2 + w * LG4)
-    hfsq = (F32(0.5) * f) * f
-    return (((s * (hfsq + r) + k * LN2_LO) - hfsq) + f) + k * LN2_HI
+    """k log 2 + log1p(f) = fma(k, LN2, fma(f * f, P(f), f)), P by Horner with FMAs."""
+    p = np.full_like(f, P[8])
+    for c in reversed(P[:8]):
+        p = fma(p, f, c)
+    return fma(k, LN2, fma(f * f, p, f))
 
 
 def gumbel_from_bits(r: np.ndarray) -> np.ndarray:
     """32 random bits -> float32 Gumbel(0, 1) noise."""
     with np.errstate(all="ignore"):
         upper = (r.view(np.int32) >> 31).view(np.uint32)  # all ones when r >= 2**31
-        a = ((r ^ upper).view(np.int32).astype(F32) + F32(0.5)) * F32(2.0**-32)  # distance to 0 or 1
+        a = fma((r ^ upper).view(np.int32).astype(F32), F32(2.0**-32), F32(2.0**-33))  # distance to 0 or 1
         w = np.where(upper != 0, F32(1) - a, a).astype(F32)
         k, f = _split(w)
         near_one = (upper != 0) & (a <= F32(0.25))

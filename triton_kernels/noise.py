@@ -8,55 +8,88 @@ Every backend must produce the same float32 bits for (seed, base, position):
     g                = gumbel_from_bits(w[position & 3])
 
 so one Philox call serves the four positions of a 4-aligned group, and the
-bits-to-Gumbel transform uses only correctly rounded float32 +, -, *, / and
-integer bit operations. On the GPU that means: `tl.math.div_rn` (plain `/` is
-an approximate division), and every kernel that calls `gumbel_from_bits` must
-be launched with ``enable_fp_fusion=False`` (otherwise a*b + c is contracted
-into an FMA and the last bit differs from the CPU).
+bits-to-Gumbel transform uses only correctly rounded float32 +, -, *, explicit
+fused multiply-adds and integer bit operations. Every kernel that calls
+`gumbel_from_bits` is launched with ``enable_fp_fusion=False``, so that no
+other a*b + c is contracted into an FMA. The interpreter's `tl.fma` rounds the
+product and the sum separately, so under ``TRITON_INTERPRET=1`` `_fma` computes
+the single rounding itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import triton
 import triton.language as tl
 
-# fdlibm logf's minimax coefficients and the split ln 2, as the exact float32
-# values of gumbel_math.h (float.fromhex of the same hex literals; each is a
-# float32 value, so Triton's float32 constant is exact).
-LG1: tl.constexpr = tl.constexpr(float.fromhex("0x1.555554p-1"))
-LG2: tl.constexpr = tl.constexpr(float.fromhex("0x1.999c26p-2"))
-LG3: tl.constexpr = tl.constexpr(float.fromhex("0x1.23d3dcp-2"))
-LG4: tl.constexpr = tl.constexpr(float.fromhex("0x1.f13c4cp-3"))
-LN2_HI: tl.constexpr = tl.constexpr(float.fromhex("0x1.62e300p-1"))
-LN2_LO: tl.constexpr = tl.constexpr(float.fromhex("0x1.2fefa2p-17"))
+# P in log1p(f) = f + f^2 P(f) and float32(ln 2), the exact float32 values of
+# gumbel_math.h's log_core (float.fromhex of the same hex literals).
+P0: tl.constexpr = tl.constexpr(float.fromhex("-0x1.0p-1"))
+P1: tl.constexpr = tl.constexpr(float.fromhex("0x1.555554p-2"))
+P2: tl.constexpr = tl.constexpr(float.fromhex("-0x1.000226p-2"))
+P3: tl.constexpr = tl.constexpr(float.fromhex("0x1.99a01cp-3"))
+P4: tl.constexpr = tl.constexpr(float.fromhex("-0x1.54728ap-3"))
+P5: tl.constexpr = tl.constexpr(float.fromhex("0x1.22d92ep-3"))
+P6: tl.constexpr = tl.constexpr(float.fromhex("-0x1.0d8242p-3"))
+P7: tl.constexpr = tl.constexpr(float.fromhex("0x1.055ec6p-3"))
+P8: tl.constexpr = tl.constexpr(float.fromhex("-0x1.38c9dep-4"))
+LN2: tl.constexpr = tl.constexpr(float.fromhex("0x1.62e43p-1"))
+TWO_POW_M33: tl.constexpr = tl.constexpr(float.fromhex("0x1.0p-33"))
 TWO_POW_M32: tl.constexpr = tl.constexpr(float.fromhex("0x1.0p-32"))
 SQRT_HALF_BITS: tl.constexpr = tl.constexpr(0x3F3504F3)  # bits of float32 sqrt(1/2)
 MANTISSA_MASK: tl.constexpr = tl.constexpr(0x007FFFFF)
+INTERPRETED: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+@triton.jit
+def _fma(a, b, c):
+    """float32 a * b + c rounded once (tests/numpy_noise.py's fma, in Triton);
+    a, b and c are tensors of one shape (`tl.fma` does not broadcast).
+
+    Interpreted: the float64 product is exact, the float64 sum is rounded to
+    odd (from its exact TwoSum error), and its rounding to float32 is then the
+    correctly rounded FMA.
+    """
+    if INTERPRETED:
+        p = a.to(tl.float64) * b.to(tl.float64)
+        c64 = c.to(tl.float64)
+        s = p + c64
+        bp = s - p
+        err = (p - (s - bp)) + (c64 - bp)
+        bits = s.to(tl.int64, bitcast=True)
+        toward = tl.where((err > 0) == (s > 0), 1, -1).to(tl.int64)
+        bits = tl.where((err != 0) & ((bits & 1) == 0), bits + toward, bits)
+        return bits.to(tl.float64, bitcast=True).to(tl.float32)
+    else:
+        return tl.fma(a, b, c)
+
+
+@triton.jit
+def _splat(like, value):
+    """A float32 tensor of `like`'s shape filled with the constant `value`."""
+    return tl.full(like.shape, value, tl.float32)
 
 
 @triton.jit
 def _log_core(dk, f):
-    """log(2^dk * (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1], float32, no FMA.
+    """log(2^dk * (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1], float32.
 
-    s = f / (2 + f), log(1 + f) = 2 atanh(s) = f - hfsq + s (hfsq + R(s^2)),
-    with fdlibm's degree-8 minimax R; each line is one rounded operation,
-    in the order of gumbel_math.h's log_core.
+    log1p(f) = f + f^2 P(f), P by Horner with one FMA per coefficient, then
+    + dk ln 2 in one FMA: the operations of gumbel_math.h's log_core, in order.
     """
-    s = tl.math.div_rn(f, 2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (LG2 + w * LG4)
-    t2 = z * (LG1 + w * LG3)
-    r = t2 + t1
-    hfsq = (0.5 * f) * f
-    acc = s * (hfsq + r)
-    acc = acc + dk * LN2_LO
-    acc = acc - hfsq
-    acc = acc + f
-    return acc + dk * LN2_HI
+    p = _fma(_splat(f, P8), f, _splat(f, P7))
+    p = _fma(p, f, _splat(f, P6))
+    p = _fma(p, f, _splat(f, P5))
+    p = _fma(p, f, _splat(f, P4))
+    p = _fma(p, f, _splat(f, P3))
+    p = _fma(p, f, _splat(f, P2))
+    p = _fma(p, f, _splat(f, P1))
+    p = _fma(p, f, _splat(f, P0))
+    log1p_f = _fma(f * f, p, f)
+    return _fma(dk, _splat(f, LN2), log1p_f)
 
 
 @triton.jit
@@ -90,7 +123,8 @@ def gumbel_from_bits(r):
     ri = r.to(tl.int32, bitcast=True)
     upper = ri >> 31
     t = ri ^ upper
-    a = (t.to(tl.float32) + 0.5) * TWO_POW_M32
+    tf = t.to(tl.float32)
+    a = _fma(tf, _splat(tf, TWO_POW_M32), _splat(tf, TWO_POW_M33))
     is_upper = upper != 0
     # 2. -log u.
     w = tl.where(is_upper, 1.0 - a, a)

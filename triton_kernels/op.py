@@ -66,6 +66,16 @@ def _as_rows(t: torch.Tensor, dim: int, rows: int, cols: int) -> torch.Tensor:
     return r.contiguous() if cols > 1 and r.stride(1) != 1 else r
 
 
+def _unmoved(rows: torch.Tensor, moved: list[int], dim: int, ndim: int) -> torch.Tensor:
+    """[rows, cols] back in the input's shape (dim moved back from last). Where
+    that is a permutation, a contiguous copy: a triton_op may not return a
+    permuted view of a tensor it made (AOT dispatch rejects the graph)."""
+    out = rows.view(moved)
+    if ndim == 0:
+        return out.reshape(())
+    return out if dim == ndim - 1 else out.movedim(-1, dim).contiguous()
+
+
 def _forward(logits: torch.Tensor, tau: float, hard: bool, dim: int, seed: Optional[int],
              launch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Allocates the outputs and (if launch) runs the forward kernels."""
@@ -90,8 +100,7 @@ def _forward(logits: torch.Tensor, tau: float, hard: bool, dim: int, seed: Optio
         with _on_device(logits):
             kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y_rows, index,
                                    stats, rng_state, seed, tau, hard)
-    y = y_rows.view(moved).movedim(-1, dim)
-    return (y.reshape(()) if logits.dim() == 0 else y), index, stats, rng_state
+    return _unmoved(y_rows, moved, dim, logits.dim()), index, stats, rng_state
 
 
 def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
@@ -117,8 +126,7 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
                 None if y_soft is None else _as_rows(y_soft, dim, rows, cols),
                 None if logits is None else _as_rows(logits, dim, rows, cols),
                 stats.reshape(rows, 2), rng_state, out_rows, tau)
-    out = out_rows.view(moved).movedim(-1, dim)
-    return out.reshape(()) if saved.dim() == 0 else out
+    return _unmoved(out_rows, moved, dim, saved.dim())
 
 
 def st_softmax_triton_impl(

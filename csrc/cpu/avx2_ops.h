@@ -35,10 +35,9 @@ struct Avx2Ops {
   static F as_float(U a) { return _mm256_castsi256_ps(a); }
   static U as_bits(F a) { return _mm256_castps_si256(a); }
   static F i2f(U a) { return _mm256_cvtepi32_ps(a); }
-  static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
-  static F div(F a, F b) { return _mm256_div_ps(a, b); }
+  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
   static F neg(F a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.0f)); }
   static U le(F a, F b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_LE_OQ)); }
   static F select(U mask, F a, F b) {

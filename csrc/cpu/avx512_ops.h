@@ -41,10 +41,9 @@ struct Avx512Ops {
   static F as_float(U a) { return _mm512_castsi512_ps(a); }
   static U as_bits(F a) { return _mm512_castps_si512(a); }
   static F i2f(U a) { return _mm512_cvtepi32_ps(a); }
-  static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
-  static F div(F a, F b) { return _mm512_div_ps(a, b); }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F neg(F a) { return as_float(bxor(as_bits(a), splat(0x80000000u))); }
   static U le(F a, F b) {
     return _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(a, b, _CMP_LE_OQ), splat(0xFFFFFFFFu));

@@ -32,10 +32,9 @@ struct PairOps {
   static F as_float(U x) { return {Ops::as_float(x.a), Ops::as_float(x.b)}; }
   static U as_bits(F x) { return {Ops::as_bits(x.a), Ops::as_bits(x.b)}; }
   static F i2f(U x) { return {Ops::i2f(x.a), Ops::i2f(x.b)}; }
-  static F add(F x, F y) { return {Ops::add(x.a, y.a), Ops::add(x.b, y.b)}; }
   static F sub(F x, F y) { return {Ops::sub(x.a, y.a), Ops::sub(x.b, y.b)}; }
   static F mul(F x, F y) { return {Ops::mul(x.a, y.a), Ops::mul(x.b, y.b)}; }
-  static F div(F x, F y) { return {Ops::div(x.a, y.a), Ops::div(x.b, y.b)}; }
+  static F fma(F x, F y, F z) { return {Ops::fma(x.a, y.a, z.a), Ops::fma(x.b, y.b, z.b)}; }
   static F neg(F x) { return {Ops::neg(x.a), Ops::neg(x.b)}; }
   static U le(F x, F y) { return {Ops::le(x.a, y.a), Ops::le(x.b, y.b)}; }
   static F select(U m, F x, F y) { return {Ops::select(m.a, x.a, y.a), Ops::select(m.b, x.b, y.b)}; }

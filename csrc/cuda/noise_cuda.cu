@@ -61,7 +61,8 @@ void launch_groups(const at::Tensor& out, uint64_t seed, uint64_t counter, bool 
 
 void fill_gumbel_noise_cuda(at::Tensor& out, int64_t seed) {
   TORCH_CHECK(out.scalar_type() == at::kFloat,
-              "fused_gumbel: fill_gumbel_noise writes float32, got ", out.scalar_type());
+              "fused_gumbel: fill_gumbel_noise writes float32, got ",
+              c10::toString(out.scalar_type()));
   TORCH_CHECK(out.is_contiguous(), "fused_gumbel: fill_gumbel_noise needs a contiguous out");
   // Position p uses counter p >> 2 (base 0), so work item i is counter i.
   launch_groups(out, seed_bits(seed), 0, /*gumbel=*/true);
@@ -69,10 +70,10 @@ void fill_gumbel_noise_cuda(at::Tensor& out, int64_t seed) {
 
 void philox_bits_cuda(at::Tensor& out, int64_t seed, int64_t counter) {
   TORCH_CHECK(out.scalar_type() == at::kInt,
-              "fused_gumbel: philox_bits writes int32, got ", out.scalar_type());
+              "fused_gumbel: philox_bits writes int32, got ", c10::toString(out.scalar_type()));
   TORCH_CHECK(out.is_contiguous() && out.numel() % 4 == 0,
-              "fused_gumbel: philox_bits needs a contiguous [n, 4] out, got shape ",
-              out.sizes());
+              "fused_gumbel: philox_bits needs a contiguous [n, 4] out, got ",
+              number(out.numel()), " elements");
   launch_groups(out, seed_bits(seed), static_cast<uint64_t>(counter), /*gumbel=*/false);
 }
 

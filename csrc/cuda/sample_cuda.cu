@@ -27,7 +27,9 @@
 namespace fused_gumbel {
 namespace {
 
-constexpr int kMaxThreads = 1024;
+// 512 threads a block, registers for one block per SM: at 1024 threads (64
+// registers each) a 16-bit unit's noise spills on sm_80.
+constexpr int kMaxThreads = 512;
 constexpr int kSmallBlock = 128;  // block size when several segments share a block
 constexpr int64_t kUnitsPerThread = 4;
 constexpr int64_t kChunkMin = 4096;  // columns: enough work to amortize a block
@@ -63,7 +65,7 @@ __device__ __forceinline__ int64_t sampled_index(acc_t m, int64_t arg) {
 }
 
 template <class scalar_t>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, 1)
     sample_segments_kernel(const SampleArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
@@ -141,7 +143,7 @@ SegmentLayout sample_layout(const SampleParams& p, int unit, int64_t sms) {
     l.nchunks = (p.cols + l.chunk_len - 1) / l.chunk_len;
   }
   const int64_t units = (l.chunk_len + unit - 1) / unit + (p.cols % unit != 0 ? 1 : 0);
-  l.group_log2 = group_log2_for(units, kUnitsPerThread);
+  l.group_log2 = group_log2_for(units, kUnitsPerThread, log2_ceil(kMaxThreads));
   return l;
 }
 

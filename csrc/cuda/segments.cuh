@@ -136,11 +136,11 @@ inline int log2_ceil(int64_t n) {
 
 // Threads per segment: one unit per thread while a segment has at most 32 units
 // (several short rows per warp), a warp up to 32 * per_thread units, beyond that
-// a block with about per_thread units per thread.
-inline int group_log2_for(int64_t units, int64_t per_thread) {
+// a block with about per_thread units per thread, at most 2^max_log2 threads.
+inline int group_log2_for(int64_t units, int64_t per_thread, int max_log2 = 10) {
   if (units <= 32) return log2_ceil(units);
   if (units <= 32 * per_thread) return 5;
-  return std::min(10, log2_ceil((units + per_thread - 1) / per_thread));
+  return std::min(max_log2, log2_ceil((units + per_thread - 1) / per_thread));
 }
 
 }  // namespace fused_gumbel

@@ -11,12 +11,14 @@
 //   <= 32 units        G = units rounded up to a power of two, one unit per
 //                      thread, 128-thread blocks holding several rows (routers).
 //   <= 128 units       a warp per row, four rows per block.
-//   longer             a block per row, ~4 units per thread, up to 1024 threads,
-//                      while the row's cache fits in shared memory (forward: about
-//                      56K float32 columns on an H100; backward caches two arrays).
+//   longer             a block per row, ~4 units per thread, up to 1024 threads
+//                      (512 in the backward), while the row's cache fits in shared
+//                      memory (about 56K float32 columns on an H100, forward and
+//                      backward alike).
 //   split rows         when the cache does not fit, or when the rows would occupy
 //                      fewer than all SMs (half of them if splitting evaluates the
-//                      noise twice): chunks of >= 2048 columns, ~2 units per thread.
+//                      noise twice): chunks of 2048 columns (4096 for 16-bit
+//                      types), 256-thread blocks, ~2 units per thread.
 //
 // Forward, cached (forward_segments_kernel): s = x + g goes to shared memory, so
 // logits are read once and the noise computed once; max and argmax, the sum of
@@ -25,6 +27,10 @@
 // row's states and writes its chunk (soft: the noise is regenerated; hard: the
 // one-hot needs none). The backward has the same two layouts; y_soft is read, or
 // recomputed from the logits, the regenerated noise and the saved (max, sum).
+// Its cached layout keeps only y on chip and reads the incoming gradient twice:
+// the second read, right after the first by the same block, comes from L2, and
+// halving the cache lets rows twice as long (32K float32 columns) skip the split
+// layout, which reads both tensors twice from memory.
 //
 // Random state: with seed=None the Philox offset comes from the device's default
 // CUDA generator as a PhiloxCudaState, unpacked inside the kernel (CUDA-graph
@@ -53,12 +59,22 @@ namespace fused_gumbel {
 namespace {
 
 constexpr int kMaxThreads = 1024;
+// The cached backward's blocks stop at 512 threads, with registers for one
+// block per SM: at 1024 threads (64 registers each) recomputing a 16-bit unit's
+// noise spills on sm_80.
+constexpr int kBackwardMaxThreads = 512;
 constexpr int kSmallBlock = 128;  // block size when several segments share a block
 // Units per thread: a whole row keeps each thread busy for several units; a split
 // row's chunks are there to spread a few rows over the GPU, so fewer.
 constexpr int64_t kUnitsPerThread = 4;
 constexpr int64_t kUnitsPerThreadSplit = 2;
 constexpr int64_t kChunkMin = 2048;  // columns: enough work to amortize a block
+// Threads of a split row's block. Small blocks, several per SM, so that one
+// block's reductions and global loads overlap another's arithmetic: a
+// 1024-thread block takes a whole SM's registers and the SM idles at each of
+// its barriers (H100: 1024 x 131072 float32 hard forward, 1.48 ms against the
+// Triton kernel's 0.83 ms).
+constexpr int64_t kSplitThreads = 256;
 constexpr size_t kStaticSmem = 2048;  // reduction scratch, kept free of the row cache
 constexpr size_t kDefaultSmem = 48 * 1024;
 
@@ -299,10 +315,10 @@ __device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
                col0, sg.c0, sg.c1, a.s.vec, g);
 }
 
-// Backward over segments cached in shared memory (y and g, so a recomputed y
+// Backward over segments whose y is cached in shared memory (a recomputed y
 // costs one noise evaluation): grad_logits = inv_tau * y * (g - sum(g * y)).
 template <class scalar_t>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kBackwardMaxThreads, 1)
     backward_segments_kernel(const BwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
@@ -311,8 +327,8 @@ __global__ void __launch_bounds__(kMaxThreads)
 
   const BackwardParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
-  acc_t* cache_y = reinterpret_cast<acc_t*>(smem_raw) + slot * 2 * a.s.cache_stride;
-  acc_t* cache_g = cache_y + a.s.cache_stride;
+  acc_t* cache_y = reinterpret_cast<acc_t*>(smem_raw) + slot * a.s.cache_stride;
+  const scalar_t* grad_row = static_cast<const scalar_t*>(p.grad) + sg.row * p.grad_row_stride;
 
   const uint64_t seed = static_cast<uint64_t>(p.rng_state[0]);
   const uint64_t base = static_cast<uint64_t>(p.rng_state[1]);
@@ -326,18 +342,18 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
     for (int k = 0; k < U; ++k) dot += g[k] * y[k];
     cache_store<U>(cache_y + i * U, y);
-    cache_store<U>(cache_g + i * U, g);
   }
   dot = group_sum(dot, group, red);
 
   scalar_t* row_out = static_cast<scalar_t*>(p.grad_logits) + sg.row * p.cols;
   for (int64_t i = tig; i < units; i += group) {
+    const int64_t col0 = unit_col0<U>(sg, i);
     acc_t g[U], y[U];
     cache_load<U>(cache_y + i * U, y);
-    cache_load<U>(cache_g + i * U, g);
+    load_unit<U>(grad_row, col0, sg.c0, sg.c1, a.s.vec, g);
 #pragma unroll
     for (int k = 0; k < U; ++k) y[k] = a.inv_tau * y[k] * (g[k] - dot);
-    store_unit<U>(row_out, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, y);
+    store_unit<U>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
   }
 }
 
@@ -403,10 +419,10 @@ struct Plan {
 };
 
 // Segments of `len` columns (nchunks per row), cached in shared memory with
-// `arrays` values per element (1 forward, 2 backward, 0 for the streaming split
-// backward).
+// `arrays` values per element (1 for the cached kernels, 0 for the streaming
+// split backward).
 Plan segment_plan(int64_t rows, int64_t cols, int64_t nchunks, int64_t len, int unit,
-                  int arrays, size_t acc_size) {
+                  int arrays, size_t acc_size, int max_threads = kMaxThreads) {
   // A row that does not start at a multiple of the unit straddles one more unit.
   const int64_t units = (len + unit - 1) / unit + (cols % unit != 0 ? 1 : 0);
   Plan plan;
@@ -414,7 +430,8 @@ Plan segment_plan(int64_t rows, int64_t cols, int64_t nchunks, int64_t len, int 
   plan.layout.chunk_len = len;
   plan.layout.cache_stride = units * unit;
   plan.layout.group_log2 =
-      group_log2_for(units, nchunks > 1 ? kUnitsPerThreadSplit : kUnitsPerThread);
+      group_log2_for(units, nchunks > 1 ? kUnitsPerThreadSplit : kUnitsPerThread,
+                     log2_ceil(max_threads));
   const int group = 1 << plan.layout.group_log2;
   // A group wider than a warp reduces through __syncthreads: it is the block.
   plan.threads = group <= 32 ? kSmallBlock : group;
@@ -435,11 +452,11 @@ int64_t split_chunk_len(int64_t rows, int64_t cols, int unit, int64_t max_len,
   return (len + unit - 1) / unit * unit;
 }
 
-// The longest chunk a block of kMaxThreads covers at kUnitsPerThreadSplit units
-// per thread and, for a kernel caching cache_bytes per element (0: none), whose
-// cache fits in `smem` bytes.
+// The longest chunk a block of kSplitThreads covers at kUnitsPerThreadSplit
+// units per thread and, for a kernel caching cache_bytes per element (0: none),
+// whose cache fits in `smem` bytes.
 int64_t max_chunk_len(int unit, size_t cache_bytes, size_t smem) {
-  int64_t len = kMaxThreads * kUnitsPerThreadSplit * unit;
+  int64_t len = kSplitThreads * kUnitsPerThreadSplit * unit;
   if (cache_bytes > 0) {
     len = std::min(len, static_cast<int64_t>(smem / cache_bytes) - 2 * unit);
   }
@@ -476,7 +493,7 @@ void allow_smem(Kernel kernel, size_t smem) {
 
 int grid_size(int64_t blocks) {
   TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
-              "fused_gumbel: too many rows for one launch (", blocks, " blocks)");
+              "fused_gumbel: too many rows for one launch (", number(blocks), " blocks)");
   return static_cast<int>(blocks);
 }
 
@@ -509,7 +526,8 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
     }
   }
   TORCH_CHECK(plan.smem <= dev.smem, "fused_gumbel: internal error, a row cache of ",
-              plan.smem, " bytes exceeds the device's ", dev.smem);
+              number(static_cast<int64_t>(plan.smem)), " bytes exceeds the device's ",
+              number(static_cast<int64_t>(dev.smem)));
   a.s = plan.layout;
   a.s.vec = rows_keep_alignment(p.logits, p.logits_row_stride, p.rows, p.cols,
                                 sizeof(scalar_t)) &&
@@ -547,7 +565,8 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
                    aligned(p.grad_logits, p.cols);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
-  const Plan whole = segment_plan(p.rows, p.cols, 1, p.cols, U, 2, sizeof(acc_t));
+  const Plan whole =
+      segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t), kBackwardMaxThreads);
   if (should_split(whole, p.cols, dev, /*noise_twice=*/p.y_soft == nullptr)) {
     // The split kernels stream (no cache), so only the thread count bounds a chunk.
     const int64_t len = split_chunk_len(p.rows, p.cols, U,
@@ -604,7 +623,7 @@ at::Tensor st_softmax_backward_cuda(const at::Tensor& grad,
   const c10::cuda::CUDAGuard guard(grad.device());
   const auto same_device = [&](const at::Tensor& t, const char* name) {
     TORCH_CHECK(t.device() == grad.device(), "fused_gumbel: ", name, " is on ",
-                t.device(), " but grad is on ", grad.device());
+                t.device().str(), " but grad is on ", grad.device().str());
   };
   if (y_soft.has_value()) same_device(*y_soft, "y_soft");
   if (logits.has_value()) same_device(*logits, "logits");

@@ -226,7 +226,9 @@ __device__ __forceinline__ void list_insert(acc_t (&lv)[kMaxK], int64_t (&li)[kM
 }
 
 template <class scalar_t>
-__global__ void __launch_bounds__(kMaxThreads)
+// At least one block per SM, not more: without that bound ptxas holds the
+// double kernel to 80 registers (for occupancy) and spills.
+__global__ void __launch_bounds__(kMaxThreads, 1)
     topk_forward_kernel(const TopkFwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -510,7 +512,7 @@ void launch_backward(const TopkBackwardParams& p) {
 }
 
 void check_cuda_k(int64_t k) {
-  // Numbers through std::to_string, not ostream (see csrc/st_softmax.cpp's number()).
+  // Numbers through std::to_string, not ostream (see number() in csrc/st_softmax.h).
   TORCH_CHECK_VALUE(k <= kMaxK, "fused_gumbel: the CUDA gumbel_topk takes k up to ",
                     std::to_string(kMaxK), ", got k=", std::to_string(k),
                     "; use backend='triton' (any k)");
@@ -540,7 +542,7 @@ at::Tensor gumbel_topk_backward_cuda(const at::Tensor& grad, const at::Tensor& l
   const c10::cuda::CUDAGuard guard(logits.device());
   for (const at::Tensor* t : {&grad, &stats, &rng_state}) {
     TORCH_CHECK(t->device() == logits.device(), "fused_gumbel: gumbel_topk_backward's tensors "
-                "must be on ", logits.device(), ", got one on ", t->device());
+                "must be on ", logits.device().str(), ", got one on ", t->device().str());
   }
   TopkBackwardInputs b = prepare_topk_backward(grad, logits, stats, rng_state, k, tau, dim);
   check_cuda_k(k);
