@@ -19,11 +19,11 @@ the single rounding itself.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.jit import JITFunction
 
 # P in log1p(f) = f + f^2 P(f) and float32(ln 2), the exact float32 values of
 # gumbel_math.h's log_core (float.fromhex of the same hex literals).
@@ -41,7 +41,16 @@ TWO_POW_M33: tl.constexpr = tl.constexpr(float.fromhex("0x1.0p-33"))
 TWO_POW_M32: tl.constexpr = tl.constexpr(float.fromhex("0x1.0p-32"))
 SQRT_HALF_BITS: tl.constexpr = tl.constexpr(0x3F3504F3)  # bits of float32 sqrt(1/2)
 MANTISSA_MASK: tl.constexpr = tl.constexpr(0x007FFFFF)
-INTERPRETED: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+@triton.jit
+def _probe():
+    pass
+
+
+# Whether @triton.jit gives interpreted functions (TRITON_INTERPRET set to any
+# value Triton accepts): asked of Triton itself, as op.interpreting() does.
+INTERPRETED: tl.constexpr = tl.constexpr(not isinstance(_probe, JITFunction))
 
 
 @triton.jit

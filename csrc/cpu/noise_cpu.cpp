@@ -31,8 +31,19 @@ constexpr int kChains = 8;
 constexpr int kGroups = kLanes * kChains;  // Philox counters per step
 constexpr int kStep = 4 * kGroups;         // positions per step
 
+// The scalar step's FMAs are calls to fmaf unless the compiler may use the
+// instruction: a second copy compiled for FMA hardware, chosen at load time
+// (7x faster per value; the same bits either way).
+#if !defined(CPU_CAPABILITY_AVX2) && defined(__x86_64__) && defined(__GNUC__) && \
+    defined(__linux__)
+#define FG_SCALAR_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define FG_SCALAR_CLONES
+#endif
+
 // The noise of the kStep positions 4 q .. 4 q + kStep - 1, in position order,
 // with the instruction set of the build (AVX2, or scalar code).
+FG_SCALAR_CLONES
 void build_noise_step(uint64_t seed, uint64_t base, uint64_t q, float* out) {
 #if defined(CPU_CAPABILITY_AVX2)
   simd_noise_step<Avx2Ops>(seed, base, q, out);

@@ -17,8 +17,8 @@
 //                      backward alike).
 //   split rows         when the cache does not fit, or when the rows would occupy
 //                      fewer than all SMs (half of them if splitting evaluates the
-//                      noise twice): chunks of 2048 columns (4096 for 16-bit
-//                      types), 256-thread blocks, ~2 units per thread.
+//                      noise twice): chunks of 2048 to 4096 columns, ~2 units
+//                      per thread, blocks of at most 256 threads.
 //
 // Forward, cached (forward_segments_kernel): s = x + g goes to shared memory, so
 // logits are read once and the noise computed once; max and argmax, the sum of
@@ -29,8 +29,8 @@
 // recomputed from the logits, the regenerated noise and the saved (max, sum).
 // Its cached layout keeps only y on chip and reads the incoming gradient twice:
 // the second read, right after the first by the same block, comes from L2, and
-// halving the cache lets rows twice as long (32K float32 columns) skip the split
-// layout, which reads both tensors twice from memory.
+// a cache of one array (not two) keeps rows up to about 56K float32 columns out
+// of the split layout, which reads both tensors twice from memory.
 //
 // Random state: with seed=None the Philox offset comes from the device's default
 // CUDA generator as a PhiloxCudaState, unpacked inside the kernel (CUDA-graph
@@ -74,7 +74,7 @@ constexpr int64_t kChunkMin = 2048;  // columns: enough work to amortize a block
 // 1024-thread block takes a whole SM's registers and the SM idles at each of
 // its barriers (H100: 1024 x 131072 float32 hard forward, 1.48 ms against the
 // Triton kernel's 0.83 ms).
-constexpr int64_t kSplitThreads = 256;
+constexpr int kSplitThreads = 256;
 constexpr size_t kStaticSmem = 2048;  // reduction scratch, kept free of the row cache
 constexpr size_t kDefaultSmem = 48 * 1024;
 
@@ -518,7 +518,7 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
                                         max_chunk_len(U, sizeof(acc_t), dev.smem), dev.sms);
     const int64_t nchunks = (p.cols + len - 1) / len;
     if (nchunks > 1) {
-      plan = segment_plan(p.rows, p.cols, nchunks, len, U, 1, sizeof(acc_t));
+      plan = segment_plan(p.rows, p.cols, nchunks, len, U, 1, sizeof(acc_t), kSplitThreads);
       workspace = at::empty(
           {p.rows * nchunks * static_cast<int64_t>(sizeof(SoftmaxState<acc_t>))},
           options.dtype(at::kByte));
@@ -573,7 +573,8 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
                                         max_chunk_len(U, 0, dev.smem), dev.sms);
     const int64_t nchunks = (p.cols + len - 1) / len;
     if (nchunks > 1 || whole.smem > dev.smem) {
-      const Plan plan = segment_plan(p.rows, p.cols, nchunks, len, U, 0, sizeof(acc_t));
+      const Plan plan =
+          segment_plan(p.rows, p.cols, nchunks, len, U, 0, sizeof(acc_t), kSplitThreads);
       a.s = plan.layout;
       a.s.vec = vec;
       const at::Tensor workspace = at::empty(
