@@ -225,9 +225,9 @@ __device__ __forceinline__ void list_insert(acc_t (&lv)[kMaxK], int64_t (&li)[kM
   }
 }
 
-template <class scalar_t>
 // At least one block per SM, not more: without that bound ptxas holds the
 // double kernel to 80 registers (for occupancy) and spills.
+template <class scalar_t>
 __global__ void __launch_bounds__(kMaxThreads, 1)
     topk_forward_kernel(const TopkFwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
