@@ -15,7 +15,7 @@ namespace fused_gumbel {
 
 void check_k(int64_t k, int64_t cols) {
   TORCH_CHECK_VALUE(k >= 1 && k <= cols, "fused_gumbel: k must be an int in [1, ",
-                    std::to_string(cols), "] (the size of dim), got k=", std::to_string(k));
+                    number(cols), "] (the size of dim), got k=", number(k));
 }
 
 namespace {

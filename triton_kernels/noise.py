@@ -49,7 +49,7 @@ def _probe():
 
 
 # Whether @triton.jit gives interpreted functions (TRITON_INTERPRET set to any
-# value Triton accepts): asked of Triton itself, as op.interpreting() does.
+# value Triton accepts), asked of Triton itself; op.interpreting() reads it.
 INTERPRETED: tl.constexpr = tl.constexpr(not isinstance(_probe, JITFunction))
 
 

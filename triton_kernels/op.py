@@ -17,9 +17,9 @@ import math
 from typing import Any, Callable, Optional
 
 import torch
-from triton.runtime.jit import JITFunction
 
 from .._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from . import noise
 from . import st_softmax as kernels
 
 FORWARD_OP = "fused_gumbel::st_softmax_triton"
@@ -27,9 +27,9 @@ BACKWARD_OP = "fused_gumbel::st_softmax_triton_backward"
 
 
 def interpreting() -> bool:
-    """Whether the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1
-    when they were defined)."""
-    return not isinstance(kernels._forward_rows_kernel, JITFunction)
+    """Whether the kernels run in Triton's CPU interpreter (TRITON_INTERPRET
+    set when they were defined)."""
+    return bool(noise.INTERPRETED)
 
 
 def is_available() -> tuple[bool, str]:

@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kMergeThreads)
 
 int grid_size(int64_t blocks) {
   TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
-              "fused_gumbel: too many rows for one launch (", std::to_string(blocks), " blocks)");
+              "fused_gumbel: too many rows for one launch (", number(blocks), " blocks)");
   return static_cast<int>(std::max<int64_t>(blocks, 1));
 }
 

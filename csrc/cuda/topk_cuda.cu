@@ -512,9 +512,8 @@ void launch_backward(const TopkBackwardParams& p) {
 }
 
 void check_cuda_k(int64_t k) {
-  // Numbers through std::to_string, not ostream (see number() in csrc/st_softmax.h).
   TORCH_CHECK_VALUE(k <= kMaxK, "fused_gumbel: the CUDA gumbel_topk takes k up to ",
-                    std::to_string(kMaxK), ", got k=", std::to_string(k),
+                    number(static_cast<int64_t>(kMaxK)), ", got k=", number(k),
                     "; use backend='triton' (any k)");
 }
 
