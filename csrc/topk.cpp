@@ -126,6 +126,15 @@ TORCH_LIBRARY_FRAGMENT(fused_gumbel, m) {
   m.def(
       "gumbel_topk_backward(Tensor grad, Tensor logits, Tensor stats, Tensor rng_state, "
       "int k, float tau, int dim) -> Tensor");
+  // The same with tau a one-element CPU tensor: under torch.compile a float
+  // argument is a constant of the graph, a tensor an input (see st_softmax.cpp).
+  m.def(
+      "gumbel_topk_tau_tensor(Tensor logits, int k, Tensor tau, bool hard, int dim, "
+      "int? seed) -> (Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::nondeterministic_seeded});
+  m.def(
+      "gumbel_topk_backward_tau_tensor(Tensor grad, Tensor logits, Tensor stats, "
+      "Tensor rng_state, int k, Tensor tau, int dim) -> Tensor");
 }
 
 }  // namespace fused_gumbel

@@ -19,8 +19,11 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <optional>
+
+#include "st_softmax.h"
 
 namespace fused_gumbel {
 
@@ -81,5 +84,23 @@ struct TopkBackwardInputs {
 TopkBackwardInputs prepare_topk_backward(const at::Tensor& grad, const at::Tensor& logits,
                                          const at::Tensor& stats, const at::Tensor& rng_state,
                                          int64_t k, double tau, int64_t dim);
+
+// Registers a backend's gumbel_topk_tau_tensor and gumbel_topk_backward_tau_tensor
+// (tau a one-element CPU tensor: what torch.compile passes, see st_softmax.h's
+// register_tau_tensor_siblings) as its gumbel_topk and gumbel_topk_backward
+// kernels, Forward and Backward, called with tau as a double.
+template <auto Forward, auto Backward>
+void register_topk_tau_tensor_siblings(torch::Library& m) {
+  m.impl("gumbel_topk_tau_tensor",
+         [](const at::Tensor& logits, int64_t k, const at::Tensor& tau, bool hard, int64_t dim,
+            std::optional<int64_t> seed) {
+           return Forward(logits, k, tensor_tau(tau), hard, dim, seed);
+         });
+  m.impl("gumbel_topk_backward_tau_tensor",
+         [](const at::Tensor& grad, const at::Tensor& logits, const at::Tensor& stats,
+            const at::Tensor& rng_state, int64_t k, const at::Tensor& tau, int64_t dim) {
+           return Backward(grad, logits, stats, rng_state, k, tensor_tau(tau), dim);
+         });
+}
 
 }  // namespace fused_gumbel

@@ -6,10 +6,30 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tau(tau: float, tau_name: str = "tau") -> None:
+    """Raises the contract's ValueError unless tau is a positive finite number
+    (a TypeError for a tensor)."""
+    if isinstance(tau, torch.Tensor):
+        raise TypeError(f"fused_gumbel: {tau_name} must be a Python number, not a tensor")
+    if torch.compiler.is_compiling():
+        # tau may be symbolic (a temperature that changes between calls):
+        # comparisons, which dynamo turns into guards rather than a
+        # specialization on the value, so a new temperature does not recompile.
+        # The upper bound is the largest finite float, not inf: a symbolic
+        # float is assumed finite, so `tau < inf` would hold without a guard.
+        if not 0.0 < tau <= sys.float_info.max:
+            raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number")
+    else:
+        tau = float(tau)
+        if not (math.isfinite(tau) and tau > 0.0):
+            raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number, got {tau_name}={tau}")
 
 
 def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "tau") -> int:
@@ -22,18 +42,7 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
             "fused_gumbel: logits must be float16, bfloat16, float32 or float64, "
             f"got {logits.dtype}"
         )
-    if isinstance(tau, torch.Tensor):
-        raise TypeError(f"fused_gumbel: {tau_name} must be a Python number, not a tensor")
-    if torch.compiler.is_compiling():
-        # tau may be symbolic (a temperature that changes between calls): a
-        # comparison, which dynamo turns into a guard (tau > 0) rather than a
-        # specialization on the value, so a new temperature does not recompile.
-        if not tau > 0.0:
-            raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number")
-    else:
-        tau = float(tau)
-        if not (math.isfinite(tau) and tau > 0.0):
-            raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number, got {tau_name}={tau}")
+    check_tau(tau, tau_name)
     ndim = max(logits.dim(), 1)
     if not (-ndim <= dim < ndim):
         raise IndexError(
@@ -43,15 +52,24 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
     return dim % ndim
 
 
-def op_tau(tau: float) -> float | torch.Tensor:
+def op_tau(tau: float, device: torch.device | str = "cpu", check: bool = False
+           ) -> float | torch.Tensor:
     """The temperature as the operators take it: a Python float, or under
-    torch.compile a float64 CPU tensor, for the ops' *_tau_tensor siblings. A
-    float argument of a custom op becomes a constant of the compiled graph, so
-    every new temperature of an annealing schedule would compile a new graph; a
-    tensor made from it is a graph input. (torch.scalar_tensor(tau) would be a
-    constant again: dynamo specializes that float.)"""
+    torch.compile a 0-d float64 tensor on `device`, for the ops' *_tau_tensor
+    siblings (the C++ ones read it on the CPU, the Triton ones on the logits'
+    device). A float argument of a custom op becomes a constant of the compiled
+    graph, so every new temperature of an annealing schedule would compile a
+    new graph; a tensor made from it is a graph input. (torch.scalar_tensor(tau)
+    would be a constant again: dynamo specializes that float.)
+
+    check: under torch.compile, check tau here (as guards), for ops that take
+    a tensor tau unchecked. Here, not in the caller: dynamo may trace this
+    function as a frame of its own, its caller running eagerly. (Eagerly the
+    ops check the float themselves.)"""
     if torch.compiler.is_compiling():
-        return torch.ones((), dtype=torch.float64) * tau
+        if check:
+            check_tau(tau)
+        return torch.ones((), dtype=torch.float64, device=device) * tau
     return float(tau)
 
 

@@ -222,7 +222,9 @@ def gumbel_softmax(
     if name == "reference":
         return gumbel_softmax_reference(logits, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":
-        y, index = _triton_module().st_softmax_triton(logits, float(tau), bool(hard), int(dim), seed)[:2]
+        # The Triton kernels take a tensor tau unchecked (they cannot raise).
+        tau = op_tau(tau, logits.device, check=True)
+        y, index = _triton_module().st_softmax_triton(logits, tau, bool(hard), int(dim), seed)[:2]
     else:
         require_extension()
         tau = op_tau(tau)

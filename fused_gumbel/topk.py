@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed, output_layouts
+from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed, op_tau, output_layouts
 from ._extension import extension_loaded, has_kernel, require_extension
 from .ops import _resolve_backend, _sample_like, _triton_module, backend_status
 from .reference import gumbel_topk_reference
@@ -54,23 +54,37 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
         dim, k = _check(logits, k, tau, dim)
         return _sample_like(logits, dim)
 
+    # The *_tau_tensor siblings (tau a CPU tensor, under torch.compile): tau's
+    # range is checked by the kernel, at run time.
+    @torch.library.register_fake("fused_gumbel::gumbel_topk_tau_tensor")
+    def _gumbel_topk_tau_tensor_fake(logits, k, tau, hard, dim, seed):
+        return _gumbel_topk_fake(logits, k, 1.0, hard, dim, seed)
+
+    @torch.library.register_fake("fused_gumbel::gumbel_topk_backward_tau_tensor")
+    def _gumbel_topk_backward_tau_tensor_fake(grad, logits, stats, rng_state, k, tau, dim):
+        return _gumbel_topk_backward_fake(grad, logits, stats, rng_state, k, 1.0, dim)
+
     def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         logits, k, tau, _hard, dim, _seed = inputs
         _y, _index, stats, rng_state = output
         # The logits (kept by the caller anyway), the k per-step (max, rest-sum)
         # per row and the Philox state: the backward regenerates the noise and
-        # every step's softmax from them, as FlashAttention does.
-        ctx.save_for_backward(logits, stats, rng_state)
-        ctx.k, ctx.tau, ctx.dim = k, tau, dim
+        # every step's softmax from them, as FlashAttention does. A tensor tau
+        # is saved as a tensor.
+        ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
+        ctx.save_for_backward(logits, stats, rng_state, *([tau] if ctx.tau_is_tensor else []))
+        ctx.k, ctx.tau, ctx.dim = k, (None if ctx.tau_is_tensor else tau), dim
 
     def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng):
-        logits, stats, rng_state = ctx.saved_tensors
-        grad = torch.ops.fused_gumbel.gumbel_topk_backward(
-            grad_y, logits, stats, rng_state, ctx.k, ctx.tau, ctx.dim)
+        logits, stats, rng_state, *tau_tensor = ctx.saved_tensors
+        tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
+        op = (torch.ops.fused_gumbel.gumbel_topk_backward_tau_tensor if ctx.tau_is_tensor
+              else torch.ops.fused_gumbel.gumbel_topk_backward)
+        grad = op(grad_y, logits, stats, rng_state, ctx.k, tau, ctx.dim)
         return grad, None, None, None, None, None
 
-    torch.library.register_autograd(
-        "fused_gumbel::gumbel_topk", _backward, setup_context=_setup_context)
+    for _name in ("fused_gumbel::gumbel_topk", "fused_gumbel::gumbel_topk_tau_tensor"):
+        torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
 
 
 def _resolve(backend: str, device: torch.device, k: int) -> str:
@@ -145,8 +159,13 @@ def gumbel_topk(
     if name == "reference":
         return gumbel_topk_reference(logits, k, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":
-        y, index = _triton_module().gumbel_topk_triton(logits, k, float(tau), bool(hard), dim, seed)[:2]
+        # The Triton kernels take a tensor tau unchecked (they cannot raise).
+        tau = op_tau(tau, logits.device, check=True)
+        y, index = _triton_module().gumbel_topk_triton(logits, k, tau, bool(hard), dim, seed)[:2]
     else:
         require_extension()
-        y, index = torch.ops.fused_gumbel.gumbel_topk(logits, k, float(tau), bool(hard), dim, seed)[:2]
+        tau = op_tau(tau)
+        op = (torch.ops.fused_gumbel.gumbel_topk_tau_tensor if isinstance(tau, torch.Tensor)
+              else torch.ops.fused_gumbel.gumbel_topk)
+        y, index = op(logits, k, tau, bool(hard), dim, seed)[:2]
     return (y, index) if return_index else y

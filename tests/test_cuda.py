@@ -75,6 +75,16 @@ def test_every_row_layout_matches_reference(dtype, shape, hard):
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("dtype,cols", [(torch.float32, 12288), (torch.float32, 12200),
+                                        (torch.bfloat16, 12288), (torch.float64, 6144)], ids=str)
+def test_row_caches_at_the_48_kb_default_limit(dtype, cols, hard):
+    """Row caches of up to 48 KB, with enough rows (256) not to be split:
+    without the opt-in, the kernels' static shared memory counts against the
+    default 48 KB and the launch fails (a reviewer found it by reading)."""
+    _check_against_reference(_logits((256, cols), dtype, seed=cols), 0.7, hard, -1, 99)
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape,dim,contiguous", [
     ((64, 33), 0, True),          # dim 0: the wrapper moves it last

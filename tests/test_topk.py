@@ -20,7 +20,8 @@ import torch
 import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
-from utils import Case, DTYPES, assert_compiled_matches_eager, backend_param, device_of, tolerance
+from utils import (Case, DTYPES, assert_annealing_reuses_the_graph, assert_compiled_matches_eager,
+                   backend_param, device_of, tolerance)
 
 ON_GPU = torch.cuda.is_available()
 # The interpreter evaluates masked lanes too (inf - inf in padding rows).
@@ -227,6 +228,25 @@ def test_opcheck_triton_op(hard):
     _, _, stats, rng = torch.ops.fused_gumbel.gumbel_topk_triton(x.detach(), 2, 0.7, hard, 1, 42)
     torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton_backward,
                           (torch.randn_like(x), x.detach(), stats, rng, 2, 0.7, 1))
+    tau = torch.tensor(0.7, dtype=torch.float64, device=device)
+    torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton_tau_tensor, (x, 2, tau, hard, 1, 42))
+    torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton_backward_tau_tensor,
+                          (torch.randn_like(x), x.detach(), stats, rng, 2, tau, 1))
+
+
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+def test_opcheck_tau_tensor_ops(backend):
+    device = device_of(backend)
+    x = torch.randn(4, 7, dtype=torch.float64, device=device, requires_grad=True)
+    tau = torch.tensor(0.7, dtype=torch.float64)
+    for hard in (False, True):
+        torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_tau_tensor, (x, 3, tau, hard, -1, 42))
+    _, _, stats, rng = torch.ops.fused_gumbel.gumbel_topk_tau_tensor(x.detach(), 3, tau, False, -1, 4)
+    torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_backward_tau_tensor,
+                          (torch.randn_like(x), x.detach(), stats, rng, 3, tau, -1))
+    with pytest.raises(ValueError, match="tau"):
+        torch.ops.fused_gumbel.gumbel_topk_tau_tensor(x, 3, torch.tensor(float("inf"), dtype=torch.float64),
+                                                      True, -1, 1)
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
@@ -244,6 +264,15 @@ def test_torch_compile_fullgraph(backend, hard):
     assert_compiled_matches_eager(
         lambda logits: fg.gumbel_topk(logits, 3, tau=0.5, hard=hard, seed=7, backend=backend),
         device_of(backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS + [backend_param("reference")])
+def test_a_new_tau_reuses_the_compiled_graph(backend):
+    """As gumbel_softmax's: under torch.compile the temperature reaches the
+    ops as a tensor (the *_tau_tensor siblings)."""
+    assert_annealing_reuses_the_graph(
+        lambda x, tau: fg.gumbel_topk(x, 2, tau, True, seed=3, backend=backend),
+        device_of(backend), (6, 9), steps=10)
 
 
 # ----------------------------------------------------------------------------
@@ -452,7 +481,7 @@ _COMPILE_SCRIPT = textwrap.dedent("""
         acc = "fp64" if dt == "fp64" else "fp32"
         types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
                      index_ptr="*i64", rng_state_ptr="*i64", stats_ptr="*" + acc, seed="i64",
-                     tau="fp64", x_row_stride="i64", grad_row_stride="i64")
+                     tau="fp64", tau_ptr="*fp64", x_row_stride="i64", grad_row_stride="i64")
         sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
         return triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32),
                               options=dict(num_warps=num_warps, enable_fp_fusion=False))
@@ -473,8 +502,9 @@ _COMPILE_SCRIPT = textwrap.dedent("""
         p = K.plan(rows, cols)
         c = dict(ROWS=p.rows_per_program, BLOCK=p.block, KP=triton.next_power_of_2(k),
                  ALIGNED=p.aligned, SINGLE=p.single)
-        fwd = build(K._topk_forward_kernel, dt, dict(HARD=hard, SEED_IN_STATE=seed_in, **c), p.num_warps)
-        bwd = build(K._topk_backward_kernel, dt, c, p.num_warps)
+        fwd = build(K._topk_forward_kernel, dt, dict(HARD=hard, SEED_IN_STATE=seed_in,
+                    TAU_IN_MEMORY=hard, **c), p.num_warps)
+        bwd = build(K._topk_backward_kernel, dt, dict(TAU_IN_MEMORY=not hard, **c), p.num_warps)
         print(rows, cols, k, dt, int(p.single), spill_bytes(fwd), spill_bytes(bwd))
 """)
 

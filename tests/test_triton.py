@@ -408,6 +408,40 @@ def test_opcheck():
         torch.library.opcheck(OP.default, (x, 0.5, hard, -1, 3))
 
 
+TAU_TENSOR_OP = torch.ops.fused_gumbel.st_softmax_triton_tau_tensor
+
+
+@pytest.mark.parametrize("programs", [None, 1, 8], ids=["rows", "looped", "split"])
+@pytest.mark.parametrize("hard", [False, True])
+def test_tau_tensor_op_matches_float_op(looped, monkeypatch, programs, hard):
+    """The sibling torch.compile calls (tau a 0-d float64 tensor the kernels
+    load) gives the float op's bits, forward and backward, on every path."""
+    if programs is None:
+        monkeypatch.undo()
+    else:
+        looped(programs)
+    x = sample_inputs((3, 300), torch.float32).requires_grad_()
+    tau = torch.tensor(0.37, dtype=torch.float64, device=DEVICE)
+    by_value = OP(x, 0.37, hard, -1, 8)
+    by_tensor = TAU_TENSOR_OP(x, tau, hard, -1, 8)
+    for a, b in zip(by_value, by_tensor):
+        assert torch.equal(a, b)
+    w = torch.randn(3, 300, device=DEVICE)
+    (grad_value,) = torch.autograd.grad((by_value[0] * w).sum(), x)
+    (grad_tensor,) = torch.autograd.grad((by_tensor[0] * w).sum(), x)
+    assert torch.equal(grad_value, grad_tensor)
+
+
+def test_tau_tensor_op_opcheck_and_errors():
+    x = sample_inputs((3, 9), torch.float64).requires_grad_()
+    tau = torch.tensor(0.5, dtype=torch.float64, device=DEVICE)
+    for hard in (False, True):
+        torch.library.opcheck(TAU_TENSOR_OP.default, (x, tau, hard, -1, 3))
+    for bad in (tau.float(), tau.reshape(1), torch.tensor(0.5, dtype=torch.float64, device="meta")):
+        with pytest.raises(RuntimeError, match="0-d float64 tensor"):
+            TAU_TENSOR_OP(x, bad, False, -1, 3)
+
+
 # ----------------------------------------------------------------------------
 # seed=None, torch.compile, errors
 # ----------------------------------------------------------------------------
@@ -497,7 +531,7 @@ _COMPILE_SCRIPT = textwrap.dedent("""
         acc = "fp64" if dt == "fp64" else "fp32"
         types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
                      index_ptr="*i64", part_arg_ptr="*i64", rng_state_ptr="*i64",
-                     stats_ptr="*" + acc, part_ptr="*" + acc, seed="i64", tau="fp64",
+                     stats_ptr="*" + acc, part_ptr="*" + acc, seed="i64", tau="fp64", tau_ptr="*fp64",
                      x_row_stride="i64", y_row_stride="i64", grad_row_stride="i64")
         sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
         return triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32),
@@ -510,14 +544,14 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     loop = dict(BLOCK=K.LOOP_BLOCK)
     for dt, hard, aligned in (("bf16", False, False), ("fp16", True, True), ("fp64", False, True)):
         build(K._forward_rows_kernel, dt, dict(HARD=hard, SEED_IN_STATE=hard, ALIGNED=aligned,
-              **rows), short.num_warps)
-        build(K._backward_rows_kernel, dt, dict(FROM_LOGITS=not hard, ALIGNED=aligned, **rows),
-              short.num_warps)
+              TAU_IN_MEMORY=hard, **rows), short.num_warps)
+        build(K._backward_rows_kernel, dt, dict(FROM_LOGITS=not hard, ALIGNED=aligned,
+              TAU_IN_MEMORY=not hard, **rows), short.num_warps)
     for phase, flag, aligned in ((0, False, False), (1, True, True), (2, False, True), (2, True, False)):
         build(K._forward_long_kernel, "bf16", dict(HARD=flag, SEED_IN_STATE=not flag,
-              ALIGNED=aligned, PHASE=phase, **loop), 8)
+              ALIGNED=aligned, TAU_IN_MEMORY=flag, PHASE=phase, **loop), 8)
         build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=not flag, ALIGNED=aligned,
-              PHASE=phase, **loop), 8)
+              TAU_IN_MEMORY=not flag, PHASE=phase, **loop), 8)
     ptx = build(noise.fill_noise_kernel, "fp32", dict(BLOCK=1024), 4).asm["ptx"]
     print("fma", len(re.findall(r"\\bfma\\.[a-z.]*f32", ptx)),
           "mad", len(re.findall(r"\\bmad\\.[a-z.]*f32", ptx)),

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch._dynamo.testing
 
 import fused_gumbel as fg
 from fused_gumbel.ops import backend_status
@@ -108,3 +109,22 @@ def assert_compiled_matches_eager(sample, device: str) -> None:
     (grad_eager,) = torch.autograd.grad(loss_eager, w)
     torch.testing.assert_close(loss, loss_eager)
     torch.testing.assert_close(grad, grad_eager)
+
+
+def assert_annealing_reuses_the_graph(sample, device: str, shape: tuple[int, ...], steps: int = 12) -> None:
+    """torch.compile(fullgraph=True) of `sample` (logits, tau -> y) over an
+    annealing schedule: every step's forward and gradient equal eager's, and
+    at most two graphs are compiled (dynamo makes the float tau symbolic at its
+    first change). One graph per temperature would hit the recompile limit, an
+    error with fullgraph=True, after 8 steps."""
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    compiled = torch.compile(sample, backend=counter, fullgraph=True)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    g = torch.randn(shape, device=device)
+    for step in range(steps):
+        tau = 0.9 ** step
+        y, eager = compiled(x, tau), sample(x, tau)
+        torch.testing.assert_close(y, eager, rtol=0, atol=0)
+        torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(eager, x, g)[0])
+    assert counter.frame_count <= 2, counter.frame_count

@@ -2,7 +2,9 @@
 
 Importing it registers torch.ops.fused_gumbel.st_softmax_triton,
 st_softmax_triton_backward, sample_triton, st_softmax_shard_triton,
-gumbel_topk_triton and gumbel_topk_triton_backward when triton is importable.
+gumbel_topk_triton and gumbel_topk_triton_backward when triton is importable,
+and the *_tau_tensor siblings of the st_softmax and gumbel_topk ones (tau as a
+tensor, for torch.compile).
 The public API calls
 ``st_softmax_triton(logits, tau, hard, dim, seed)`` after checking
 ``is_available()``.

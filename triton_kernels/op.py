@@ -24,6 +24,11 @@ from . import st_softmax as kernels
 
 FORWARD_OP = "fused_gumbel::st_softmax_triton"
 BACKWARD_OP = "fused_gumbel::st_softmax_triton_backward"
+# Siblings taking tau as a 0-d float64 tensor on the logits' device, for
+# torch.compile: a float argument of an op is a constant of the compiled graph
+# (one graph per temperature of an annealing schedule), a tensor is an input.
+FORWARD_TAU_TENSOR_OP = "fused_gumbel::st_softmax_triton_tau_tensor"
+BACKWARD_TAU_TENSOR_OP = "fused_gumbel::st_softmax_triton_backward_tau_tensor"
 
 
 def interpreting() -> bool:
@@ -76,10 +81,24 @@ def _unmoved(rows: torch.Tensor, moved: list[int], dim: int, ndim: int) -> torch
     return out if dim == ndim - 1 else out.movedim(-1, dim).contiguous()
 
 
-def _forward(logits: torch.Tensor, tau: float, hard: bool, dim: int, seed: Optional[int],
-             launch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _check_tau(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> int:
+    """check_inputs; a tensor tau (the *_tau_tensor ops) must be a 0-d float64
+    tensor on t's device, its value having been checked by the caller (under
+    torch.compile, a guard of fused_gumbel.gumbel_softmax)."""
+    if not isinstance(tau, torch.Tensor):
+        return check_inputs(t, tau, dim)
+    if tau.dim() != 0 or tau.dtype != torch.float64 or tau.device != t.device:
+        raise RuntimeError(
+            "fused_gumbel: a tensor tau must be a 0-d float64 tensor on the logits' device "
+            f"({t.device}), got shape {tuple(tau.shape)}, {tau.dtype} on {tau.device}")
+    return check_inputs(t, 1.0, dim)
+
+
+def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: int,
+             seed: Optional[int], launch: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Allocates the outputs and (if launch) runs the forward kernels."""
-    dim = check_inputs(logits, tau, dim)
+    dim = _check_tau(logits, tau, dim)
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
@@ -104,14 +123,14 @@ def _forward(logits: torch.Tensor, tau: float, hard: bool, dim: int, seed: Optio
 
 
 def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
-              stats: torch.Tensor, rng_state: torch.Tensor, tau: float, dim: int,
+              stats: torch.Tensor, rng_state: torch.Tensor, tau: float | torch.Tensor, dim: int,
               launch: bool) -> torch.Tensor:
     """Allocates grad_logits and (if launch) runs the backward kernels."""
     if (y_soft is None) == (logits is None):
         raise RuntimeError("fused_gumbel: st_softmax_triton_backward takes exactly one of "
                            "y_soft (hard=False) and logits (hard=True)")
     saved = y_soft if y_soft is not None else logits
-    dim = check_inputs(saved, tau, dim)
+    dim = _check_tau(saved, tau, dim)
     _check_device(saved)
     if grad.shape != saved.shape:
         raise RuntimeError(f"fused_gumbel: grad has shape {tuple(grad.shape)} but the sample "
@@ -136,6 +155,13 @@ def st_softmax_triton_impl(
     return _forward(logits, tau, hard, dim, seed, launch=True)
 
 
+def st_softmax_triton_tau_tensor_impl(
+    logits: torch.Tensor, tau: torch.Tensor, hard: bool, dim: int, seed: Optional[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """st_softmax_triton with tau a 0-d float64 tensor on the logits' device."""
+    return _forward(logits, tau, hard, dim, seed, launch=True)
+
+
 def st_softmax_triton_backward_impl(
     grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
     stats: torch.Tensor, rng_state: torch.Tensor, tau: float, dim: int
@@ -144,26 +170,43 @@ def st_softmax_triton_backward_impl(
     return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=True)
 
 
-if interpreting():
-    _forward_op = torch.library.custom_op(
-        FORWARD_OP, mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))(
-            st_softmax_triton_impl)
-    _backward_op = torch.library.custom_op(BACKWARD_OP, mutates_args=())(
-        st_softmax_triton_backward_impl)
+def st_softmax_triton_backward_tau_tensor_impl(
+    grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
+    stats: torch.Tensor, rng_state: torch.Tensor, tau: torch.Tensor, dim: int
+) -> torch.Tensor:
+    """st_softmax_triton_backward with tau a 0-d float64 tensor on the device."""
+    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=True)
 
-    @_forward_op.register_fake
-    def _forward_fake(logits, tau, hard, dim, seed):
-        return _forward(logits, tau, hard, dim, seed, launch=False)
 
-    @_backward_op.register_fake
-    def _backward_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
-        return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=False)
-else:
-    # triton_op registers the function itself as the fake kernel (the
-    # wrap_triton launches are traced, not run, on fake tensors).
-    _forward_op = torch.library.triton_op(FORWARD_OP, mutates_args=())(st_softmax_triton_impl)
-    _backward_op = torch.library.triton_op(BACKWARD_OP, mutates_args=())(
-        st_softmax_triton_backward_impl)
+def _register(name: str, impl: Callable, fake: Callable, tags: tuple = ()) -> Any:
+    """A triton_op on a GPU (the function is its own fake kernel: its
+    wrap_triton launches are traced, not run, on fake tensors). Under
+    TRITON_INTERPRET=1 an opaque custom_op with `fake` as its fake kernel."""
+    if not interpreting():
+        return torch.library.triton_op(name, mutates_args=())(impl)
+    op = torch.library.custom_op(name, mutates_args=(), tags=tags)(impl)
+    op.register_fake(fake)
+    return op
+
+
+def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
+                 forward_fake: Callable, backward_fake: Callable, setup_context: Callable,
+                 autograd_backward: Callable) -> None:
+    """Registers the backward ops, then the forward ops (random: tagged
+    nondeterministic_seeded) with their autograd; name -> implementation."""
+    for name, impl in backward.items():
+        _register(name, impl, backward_fake)
+    for name, impl in forward.items():
+        op = _register(name, impl, forward_fake, (torch.Tag.nondeterministic_seeded,))
+        op.register_autograd(autograd_backward, setup_context=setup_context)
+
+
+def _forward_fake(logits, tau, hard, dim, seed):
+    return _forward(logits, tau, hard, dim, seed, launch=False)
+
+
+def _backward_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
+    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=False)
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -171,33 +214,45 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     logits, tau, hard, dim, _seed = inputs
     y, index, stats, rng_state = output
     # hard=False saves the sample (it is y_soft); hard=True the logits, the
-    # noise being regenerated from rng_state in the backward.
-    ctx.save_for_backward(logits if hard else y, stats, rng_state)
-    ctx.tau, ctx.hard, ctx.dim = tau, hard, dim
+    # noise being regenerated from rng_state in the backward. A tensor tau is
+    # saved as a tensor.
+    ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
+    ctx.save_for_backward(logits if hard else y, stats, rng_state,
+                          *([tau] if ctx.tau_is_tensor else []))
+    ctx.tau, ctx.hard, ctx.dim = (None if ctx.tau_is_tensor else tau), hard, dim
     ctx.mark_non_differentiable(index, stats, rng_state)
 
 
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the soft sample (straight-through for hard=True)."""
-    saved, stats, rng_state = ctx.saved_tensors
+    saved, stats, rng_state, *tau_tensor = ctx.saved_tensors
+    tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
     y_soft, logits = (None, saved) if ctx.hard else (saved, None)
-    grad = torch.ops.fused_gumbel.st_softmax_triton_backward(
-        grad_y, y_soft, logits, stats, rng_state, ctx.tau, ctx.dim)
+    op = (torch.ops.fused_gumbel.st_softmax_triton_backward_tau_tensor if ctx.tau_is_tensor
+          else torch.ops.fused_gumbel.st_softmax_triton_backward)
+    grad = op(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim)
     return grad, None, None, None, None
 
 
-_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+register_ops({FORWARD_OP: st_softmax_triton_impl,
+              FORWARD_TAU_TENSOR_OP: st_softmax_triton_tau_tensor_impl},
+             {BACKWARD_OP: st_softmax_triton_backward_impl,
+              BACKWARD_TAU_TENSOR_OP: st_softmax_triton_backward_tau_tensor_impl},
+             _forward_fake, _backward_fake, _setup_context, _autograd_backward)
 
 
-def st_softmax_triton(logits: torch.Tensor, tau: float, hard: bool, dim: int,
+def st_softmax_triton(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: int,
                       seed: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                     torch.Tensor]:
-    """torch.ops.fused_gumbel.st_softmax_triton, any Python int seed (taken
-    modulo 2**64, as the other backends do).
+    """torch.ops.fused_gumbel.st_softmax_triton (or, for a tensor tau, its
+    st_softmax_triton_tau_tensor sibling), any Python int seed (taken modulo
+    2**64, as the other backends do).
 
     Returns (y, index, stats, rng_state): the sample (logits' shape and dtype),
     the int64 argmax (logits' shape without dim), per-row (max, sum) [..., 2]
     in the accumulation dtype and the int64 [2] (seed, base) of the noise.
     """
-    return torch.ops.fused_gumbel.st_softmax_triton(logits, tau, hard, dim, normalize_seed(seed))
+    op = (torch.ops.fused_gumbel.st_softmax_triton_tau_tensor if isinstance(tau, torch.Tensor)
+          else torch.ops.fused_gumbel.st_softmax_triton)
+    return op(logits, tau, hard, dim, normalize_seed(seed))

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .._checks import check_inputs, normalize_seed, output_layouts
 from .noise import gumbel_window
-from .op import _as_rows, _check_device, _launcher, _on_device, interpreting
+from .op import _as_rows, _check_device, _launcher, _on_device, _register
 from .st_softmax import _NO_INDEX, _argmax_better, _programs_wanted, seed_and_base
 
 OP = "fused_gumbel::sample_triton"
@@ -147,15 +147,11 @@ def sample_triton_impl(logits: torch.Tensor, temperature: float, dim: int,
     return _sample(logits, temperature, dim, seed, launch=True)
 
 
-if interpreting():
-    _op = torch.library.custom_op(OP, mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))(
-        sample_triton_impl)
+def _sample_fake(logits, temperature, dim, seed):
+    return _sample(logits, temperature, dim, seed, launch=False)
 
-    @_op.register_fake
-    def _sample_fake(logits, temperature, dim, seed):
-        return _sample(logits, temperature, dim, seed, launch=False)
-else:
-    _op = torch.library.triton_op(OP, mutates_args=())(sample_triton_impl)
+
+_register(OP, sample_triton_impl, _sample_fake, (torch.Tag.nondeterministic_seeded,))
 
 
 def sample_triton(logits: torch.Tensor, temperature: float, dim: int,

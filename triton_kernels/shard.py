@@ -13,7 +13,7 @@ import torch
 
 from .._checks import accumulation_dtype, check_shard
 from . import st_softmax as kernels
-from .op import _as_rows, _check_device, _launcher, _on_device, interpreting
+from .op import _as_rows, _check_device, _launcher, _on_device, _register
 
 OP = "fused_gumbel::st_softmax_shard_triton"
 
@@ -44,14 +44,11 @@ def st_softmax_shard_triton_impl(logits: torch.Tensor, tau: float, seed: int, vo
     return _shard(logits, tau, seed, vocab_start, vocab_size, launch=True)
 
 
-if interpreting():
-    _op = torch.library.custom_op(OP, mutates_args=())(st_softmax_shard_triton_impl)
+def _shard_fake(logits, tau, seed, vocab_start, vocab_size):
+    return _shard(logits, tau, seed, vocab_start, vocab_size, launch=False)
 
-    @_op.register_fake
-    def _shard_fake(logits, tau, seed, vocab_start, vocab_size):
-        return _shard(logits, tau, seed, vocab_start, vocab_size, launch=False)
-else:
-    _op = torch.library.triton_op(OP, mutates_args=())(st_softmax_shard_triton_impl)
+
+_register(OP, st_softmax_shard_triton_impl, _shard_fake)
 
 
 def st_softmax_shard_triton(logits: torch.Tensor, tau: float, seed: int, vocab_start: int,

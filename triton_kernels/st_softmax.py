@@ -164,6 +164,16 @@ def _inverse_temperature(tau, acc_ty: tl.constexpr):
 
 
 @triton.jit
+def _temperature(tau, tau_ptr, TAU_IN_MEMORY: tl.constexpr):
+    """tau: the float64 argument, or (TAU_IN_MEMORY: under torch.compile,
+    where a float argument would be a constant of the graph) the float64 the
+    0-d tensor at tau_ptr holds."""
+    if TAU_IN_MEMORY:
+        tau = tl.load(tau_ptr)
+    return tau
+
+
+@triton.jit
 def _row_is_valid(m, l):
     """A row has a sample iff m is finite and 0 < l < inf (else NaN output)."""
     return (m == m) & (m > float("-inf")) & (m < float("inf")) & (l > 0.0) & (l < float("inf"))
@@ -208,14 +218,14 @@ def _philox_key(rng_state_ptr, seed, SEED_IN_STATE: tl.constexpr):
 @triton.jit(do_not_specialize=["seed"])
 def _forward_rows_kernel(
     x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
-    rows, cols, seed: tl.int64, tau: tl.float64, noise_stride, noise_offset,
+    rows, cols, seed: tl.int64, tau: tl.float64, tau_ptr, noise_stride, noise_offset,
     HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+    TAU_IN_MEMORY: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """ROWS whole rows per program, each row one BLOCK-wide window. Row r's
     noise starts at position r * noise_stride + noise_offset."""
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(tau, acc_ty)
+    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
     # 1. s = x + g for the rows of this program ([ROWS, BLOCK]).
     row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
@@ -248,9 +258,10 @@ def _forward_rows_kernel(
 def _forward_long_kernel(
     x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
     part_ptr, part_arg_ptr,
-    rows, cols, seed: tl.int64, tau: tl.float64, blocks_per_split, n_splits,
+    rows, cols, seed: tl.int64, tau: tl.float64, tau_ptr, blocks_per_split, n_splits,
     noise_stride, noise_offset,
     HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    TAU_IN_MEMORY: tl.constexpr,
     PHASE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """One row (PHASE 0) or one chunk of a row (PHASES 1, 2) per program.
@@ -260,7 +271,7 @@ def _forward_long_kernel(
     part (m, l) / part_arg. PHASE 2: merge the row's partials, then pass 2.
     """
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(tau, acc_ty)
+    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
     # The row's state is kept as [1] tensors, the shape of a [1, BLOCK]
     # piece's reductions; `one` turns scalar offsets into [1] offsets.
@@ -367,13 +378,13 @@ def _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base
 @triton.jit
 def _backward_rows_kernel(
     grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
-    stats_ptr, rng_state_ptr, out_ptr, rows, cols, tau: tl.float64,
-    FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr,
+    stats_ptr, rng_state_ptr, out_ptr, rows, cols, tau: tl.float64, tau_ptr,
+    FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr, TAU_IN_MEMORY: tl.constexpr,
     ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """grad_x = inv_tau * y * (grad - sum(grad * y)) for ROWS whole rows."""
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(tau, acc_ty)
+    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
     row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
     row_ok = row < rows
@@ -395,15 +406,15 @@ def _backward_rows_kernel(
 def _backward_long_kernel(
     grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
     stats_ptr, rng_state_ptr, out_ptr, part_ptr,
-    rows, cols, tau: tl.float64, blocks_per_split, n_splits,
-    FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr,
+    rows, cols, tau: tl.float64, tau_ptr, blocks_per_split, n_splits,
+    FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr, TAU_IN_MEMORY: tl.constexpr,
     PHASE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Looped backward, phases as in _forward_long_kernel: pass 1 sums
     grad * y_soft over the blocks (PHASE 1 stores the chunk's sum, PHASE 2
     adds the row's chunk sums in order), pass 2 writes grad_x."""
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(tau, acc_ty)
+    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
     one = tl.zeros([1], tl.int64)  # as in _forward_long_kernel: [1] row state
     row = tl.program_id(0).to(tl.int64) + one[:, None]
@@ -504,12 +515,22 @@ def plan(rows: int, cols: int, device: torch.device, noise_stride: int | None = 
     return Plan(aligned, True, LOOP_BLOCK, 1, 8, n_splits, blocks_per_split)
 
 
+def _tau_args(tau: float | torch.Tensor, stand_in: torch.Tensor) -> tuple[float, torch.Tensor, bool]:
+    """(tau, tau_ptr, TAU_IN_MEMORY) of a launch. A float goes by value (the
+    kernel is not specialized on it); a 0-d tensor, the temperature under
+    torch.compile, by pointer, with any valid pointer standing in otherwise."""
+    if isinstance(tau, torch.Tensor):
+        return 1.0, tau, True
+    return tau, stand_in, False
+
+
 def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, index: torch.Tensor,
                    stats: torch.Tensor, rng_state: torch.Tensor, seed: int | None,
-                   tau: float, hard: bool, noise_stride: int | None = None,
+                   tau: float | torch.Tensor, hard: bool, noise_stride: int | None = None,
                    noise_offset: int = 0) -> None:
     """Fills y_rows [rows, cols], index [rows], stats [rows, 2] and (explicit
     seed) rng_state. With seed None, rng_state already holds (seed, base).
+    tau: a float, or a 0-d float64 tensor on the device (see _tau_args).
     Row r's noise starts at position r * noise_stride + noise_offset
     (noise_stride None: cols; a vocabulary shard passes the vocabulary size and
     its first column).
@@ -521,34 +542,35 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
     stride = cols if noise_stride is None else noise_stride
     seed_in_state = seed is None
     seed_arg = 0 if seed is None else seed
+    tau, tau_ptr, tau_in_memory = _tau_args(tau, stats)
     flags = dict(HARD=hard, SEED_IN_STATE=seed_in_state, ALIGNED=p.aligned,
-                 num_warps=p.num_warps, enable_fp_fusion=False)
+                 TAU_IN_MEMORY=tau_in_memory, num_warps=p.num_warps, enable_fp_fusion=False)
     if not p.looped:
         # At least one program, so that rng_state is written for 0 rows too.
         grid = (max(1, triton.cdiv(rows, p.rows_per_program)),)
         wrap(_forward_rows_kernel)[grid](
             x_rows, x_rows.stride(0), y_rows, index, stats, rng_state,
-            rows, cols, seed_arg, tau, stride, noise_offset, ROWS=p.rows_per_program,
+            rows, cols, seed_arg, tau, tau_ptr, stride, noise_offset, ROWS=p.rows_per_program,
             BLOCK=p.block, **flags)
         return
     args = (x_rows, x_rows.stride(0), y_rows, index, stats, rng_state)
     if p.n_splits == 1:
         # PHASE 0 has no workspace: stats and index stand in for its pointers.
         wrap(_forward_long_kernel)[(rows, 1)](
-            *args, stats, index, rows, cols, seed_arg, tau, p.blocks_per_split, 1,
+            *args, stats, index, rows, cols, seed_arg, tau, tau_ptr, p.blocks_per_split, 1,
             stride, noise_offset, PHASE=0, BLOCK=p.block, **flags)
         return
     part = torch.empty((rows, p.n_splits, 2), dtype=stats.dtype, device=x_rows.device)
     part_arg = torch.empty((rows, p.n_splits), dtype=torch.int64, device=x_rows.device)
     for phase in (1, 2):
         wrap(_forward_long_kernel)[(rows, p.n_splits)](
-            *args, part, part_arg, rows, cols, seed_arg, tau, p.blocks_per_split,
+            *args, part, part_arg, rows, cols, seed_arg, tau, tau_ptr, p.blocks_per_split,
             p.n_splits, stride, noise_offset, PHASE=phase, BLOCK=p.block, **flags)
 
 
 def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tensor | None,
                     x_rows: torch.Tensor | None, stats: torch.Tensor, rng_state: torch.Tensor,
-                    out_rows: torch.Tensor, tau: float) -> None:
+                    out_rows: torch.Tensor, tau: float | torch.Tensor) -> None:
     """Fills out_rows [rows, cols] with the gradient of the logits.
 
     Exactly one of y_rows (the soft sample) and x_rows (the logits, hard=True)
@@ -562,22 +584,23 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
     # The unused one of (y, x) is passed as the other so every pointer is valid.
     y_arg = y_rows if y_rows is not None else x_rows
     x_arg = x_rows if x_rows is not None else y_rows
-    flags = dict(FROM_LOGITS=from_logits, ALIGNED=p.aligned, num_warps=p.num_warps,
-                 enable_fp_fusion=False)
+    tau, tau_ptr, tau_in_memory = _tau_args(tau, stats)
+    flags = dict(FROM_LOGITS=from_logits, ALIGNED=p.aligned, TAU_IN_MEMORY=tau_in_memory,
+                 num_warps=p.num_warps, enable_fp_fusion=False)
     args = (grad_rows, grad_rows.stride(0), y_arg, y_arg.stride(0), x_arg, x_arg.stride(0),
             stats, rng_state, out_rows)
     if not p.looped:
         wrap(_backward_rows_kernel)[(triton.cdiv(rows, p.rows_per_program),)](
-            *args, rows, cols, tau, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
+            *args, rows, cols, tau, tau_ptr, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
         return
     if p.n_splits == 1:
         # PHASE 0 has no workspace: stats stands in for its pointer.
         wrap(_backward_long_kernel)[(rows, 1)](
-            *args, stats, rows, cols, tau, p.blocks_per_split, 1,
+            *args, stats, rows, cols, tau, tau_ptr, p.blocks_per_split, 1,
             PHASE=0, BLOCK=p.block, **flags)
         return
     part = torch.empty((rows, p.n_splits), dtype=stats.dtype, device=out_rows.device)
     for phase in (1, 2):
         wrap(_backward_long_kernel)[(rows, p.n_splits)](
-            *args, part, rows, cols, tau, p.blocks_per_split, p.n_splits,
+            *args, part, rows, cols, tau, tau_ptr, p.blocks_per_split, p.n_splits,
             PHASE=phase, BLOCK=p.block, **flags)

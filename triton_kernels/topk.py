@@ -44,6 +44,8 @@ from .st_softmax import (
     _noisy_logits,
     _philox_key,
     _rescale,
+    _tau_args,
+    _temperature,
     seed_and_base,
 )
 
@@ -165,12 +167,12 @@ def _select_piece(s, col, valid, pv, pi):
 @triton.jit(do_not_specialize=["seed"])
 def _topk_forward_kernel(
     x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
-    rows, cols, k, n_blocks, seed: tl.int64, tau: tl.float64,
+    rows, cols, k, n_blocks, seed: tl.int64, tau: tl.float64, tau_ptr,
     HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr, SINGLE: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK: tl.constexpr, KP: tl.constexpr,
+    TAU_IN_MEMORY: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, KP: tl.constexpr,
 ):
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(tau, acc_ty)
+    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     tiny = _tiny(acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
     row, row_ok, lead, s_single = _program_rows(x_ptr, x_row_stride, rows, cols, key, base,
@@ -287,12 +289,12 @@ def _chain(s, gy, stats_ptr, row, row_ok, k, j, ds, kk, inv, tiny):
 @triton.jit
 def _topk_backward_kernel(
     grad_ptr, grad_row_stride, x_ptr, x_row_stride, stats_ptr, rng_state_ptr, out_ptr,
-    rows, cols, k, n_blocks, tau: tl.float64,
-    ALIGNED: tl.constexpr, SINGLE: tl.constexpr,
+    rows, cols, k, n_blocks, tau: tl.float64, tau_ptr,
+    ALIGNED: tl.constexpr, SINGLE: tl.constexpr, TAU_IN_MEMORY: tl.constexpr,
     ROWS: tl.constexpr, BLOCK: tl.constexpr, KP: tl.constexpr,
 ):
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(tau, acc_ty)
+    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     tiny = _tiny(acc_ty)
     key, base = seed_and_base(rng_state_ptr, 0, True)
     row, row_ok, lead, s_single = _program_rows(x_ptr, x_row_stride, rows, cols, key, base,
@@ -347,31 +349,34 @@ def plan(rows: int, cols: int) -> Plan:
 
 def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, index: torch.Tensor,
                    stats: torch.Tensor, rng_state: torch.Tensor, k: int, seed: int | None,
-                   tau: float, hard: bool) -> None:
+                   tau: float | torch.Tensor, hard: bool) -> None:
     """Fills y_rows [rows, cols], index [rows, k], stats [rows, k, 2] and
-    (explicit seed) rng_state; with seed None, rng_state holds (seed, base)."""
+    (explicit seed) rng_state; with seed None, rng_state holds (seed, base).
+    tau: a float, or a 0-d float64 tensor on the device."""
     rows, cols = x_rows.shape
     p = plan(rows, cols)
+    tau, tau_ptr, tau_in_memory = _tau_args(tau, stats)
     # At least one program, so that rng_state is written for 0 rows too.
     grid = (max(1, triton.cdiv(rows, p.rows_per_program)),)
     wrap(_topk_forward_kernel)[grid](
         x_rows, x_rows.stride(0), y_rows, index, stats, rng_state,
-        rows, cols, k, p.n_blocks, 0 if seed is None else seed, tau,
+        rows, cols, k, p.n_blocks, 0 if seed is None else seed, tau, tau_ptr,
         HARD=hard, SEED_IN_STATE=seed is None, ALIGNED=p.aligned, SINGLE=p.single,
-        ROWS=p.rows_per_program, BLOCK=p.block, KP=triton.next_power_of_2(k),
+        TAU_IN_MEMORY=tau_in_memory, ROWS=p.rows_per_program, BLOCK=p.block, KP=triton.next_power_of_2(k),
         num_warps=p.num_warps, enable_fp_fusion=False)
 
 
 def launch_backward(wrap: Callable, grad_rows: torch.Tensor, x_rows: torch.Tensor,
                     stats: torch.Tensor, rng_state: torch.Tensor, out_rows: torch.Tensor,
-                    k: int, tau: float) -> None:
+                    k: int, tau: float | torch.Tensor) -> None:
     """Fills out_rows [rows, cols] with the gradient of the logits."""
     rows, cols = out_rows.shape
     if rows == 0:
         return
     p = plan(rows, cols)
+    tau, tau_ptr, tau_in_memory = _tau_args(tau, stats)
     wrap(_topk_backward_kernel)[(triton.cdiv(rows, p.rows_per_program),)](
         grad_rows, grad_rows.stride(0), x_rows, x_rows.stride(0), stats, rng_state, out_rows,
-        rows, cols, k, p.n_blocks, tau,
-        ALIGNED=p.aligned, SINGLE=p.single, ROWS=p.rows_per_program, BLOCK=p.block,
+        rows, cols, k, p.n_blocks, tau, tau_ptr,
+        ALIGNED=p.aligned, SINGLE=p.single, TAU_IN_MEMORY=tau_in_memory, ROWS=p.rows_per_program, BLOCK=p.block,
         KP=triton.next_power_of_2(k), num_warps=p.num_warps, enable_fp_fusion=False)

@@ -11,18 +11,22 @@ from typing import Any, Optional
 
 import torch
 
-from .._checks import accumulation_dtype, check_inputs, check_k, normalize_seed, output_layouts
+from .._checks import accumulation_dtype, check_k, normalize_seed, output_layouts
 from . import topk as kernels
-from .op import _as_rows, _check_device, _launcher, _on_device, interpreting
+from .op import _as_rows, _check_device, _check_tau, _launcher, _on_device, register_ops
 
 FORWARD_OP = "fused_gumbel::gumbel_topk_triton"
 BACKWARD_OP = "fused_gumbel::gumbel_topk_triton_backward"
+# tau as a 0-d float64 tensor on the device, for torch.compile (see op.py).
+FORWARD_TAU_TENSOR_OP = "fused_gumbel::gumbel_topk_triton_tau_tensor"
+BACKWARD_TAU_TENSOR_OP = "fused_gumbel::gumbel_topk_triton_backward_tau_tensor"
 
 
-def _forward(logits: torch.Tensor, k: int, tau: float, hard: bool, dim: int, seed: Optional[int],
-             launch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool, dim: int,
+             seed: Optional[int], launch: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Allocates the outputs and (if launch) runs the forward kernel."""
-    dim = check_inputs(logits, tau, dim)
+    dim = _check_tau(logits, tau, dim)
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
@@ -47,9 +51,9 @@ def _forward(logits: torch.Tensor, k: int, tau: float, hard: bool, dim: int, see
 
 
 def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng_state: torch.Tensor,
-              k: int, tau: float, dim: int, launch: bool) -> torch.Tensor:
+              k: int, tau: float | torch.Tensor, dim: int, launch: bool) -> torch.Tensor:
     """Allocates grad_logits and (if launch) runs the backward kernel."""
-    dim = check_inputs(logits, tau, dim)
+    dim = _check_tau(logits, tau, dim)
     _check_device(logits)
     if grad.shape != logits.shape:
         raise RuntimeError(f"fused_gumbel: grad has shape {tuple(grad.shape)} but the logits "
@@ -74,6 +78,13 @@ def gumbel_topk_triton_impl(
     return _forward(logits, k, tau, hard, dim, seed, launch=True)
 
 
+def gumbel_topk_triton_tau_tensor_impl(
+    logits: torch.Tensor, k: int, tau: torch.Tensor, hard: bool, dim: int, seed: Optional[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gumbel_topk_triton with tau a 0-d float64 tensor on the logits' device."""
+    return _forward(logits, k, tau, hard, dim, seed, launch=True)
+
+
 def gumbel_topk_triton_backward_impl(
     grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng_state: torch.Tensor,
     k: int, tau: float, dim: int
@@ -82,47 +93,57 @@ def gumbel_topk_triton_backward_impl(
     return _backward(grad, logits, stats, rng_state, k, tau, dim, launch=True)
 
 
-if interpreting():
-    _forward_op = torch.library.custom_op(
-        FORWARD_OP, mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))(gumbel_topk_triton_impl)
-    _backward_op = torch.library.custom_op(BACKWARD_OP, mutates_args=())(gumbel_topk_triton_backward_impl)
+def gumbel_topk_triton_backward_tau_tensor_impl(
+    grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng_state: torch.Tensor,
+    k: int, tau: torch.Tensor, dim: int
+) -> torch.Tensor:
+    """gumbel_topk_triton_backward with tau a 0-d float64 tensor on the device."""
+    return _backward(grad, logits, stats, rng_state, k, tau, dim, launch=True)
 
-    @_forward_op.register_fake
-    def _forward_fake(logits, k, tau, hard, dim, seed):
-        return _forward(logits, k, tau, hard, dim, seed, launch=False)
 
-    @_backward_op.register_fake
-    def _backward_fake(grad, logits, stats, rng_state, k, tau, dim):
-        return _backward(grad, logits, stats, rng_state, k, tau, dim, launch=False)
-else:
-    _forward_op = torch.library.triton_op(FORWARD_OP, mutates_args=())(gumbel_topk_triton_impl)
-    _backward_op = torch.library.triton_op(BACKWARD_OP, mutates_args=())(gumbel_topk_triton_backward_impl)
+def _forward_fake(logits, k, tau, hard, dim, seed):
+    return _forward(logits, k, tau, hard, dim, seed, launch=False)
+
+
+def _backward_fake(grad, logits, stats, rng_state, k, tau, dim):
+    return _backward(grad, logits, stats, rng_state, k, tau, dim, launch=False)
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-    """Saves the logits, the per-step statistics and the Philox state."""
+    """Saves the logits, the per-step statistics, the Philox state (and a
+    tensor tau)."""
     logits, k, tau, _hard, dim, _seed = inputs
     _y, index, stats, rng_state = output
-    ctx.save_for_backward(logits, stats, rng_state)
-    ctx.k, ctx.tau, ctx.dim = k, tau, dim
+    ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
+    ctx.save_for_backward(logits, stats, rng_state, *([tau] if ctx.tau_is_tensor else []))
+    ctx.k, ctx.tau, ctx.dim = k, (None if ctx.tau_is_tensor else tau), dim
     ctx.mark_non_differentiable(index, stats, rng_state)
 
 
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the relaxed subset (straight-through for hard=True)."""
-    logits, stats, rng_state = ctx.saved_tensors
-    grad = torch.ops.fused_gumbel.gumbel_topk_triton_backward(
-        grad_y, logits, stats, rng_state, ctx.k, ctx.tau, ctx.dim)
+    logits, stats, rng_state, *tau_tensor = ctx.saved_tensors
+    tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
+    op = (torch.ops.fused_gumbel.gumbel_topk_triton_backward_tau_tensor if ctx.tau_is_tensor
+          else torch.ops.fused_gumbel.gumbel_topk_triton_backward)
+    grad = op(grad_y, logits, stats, rng_state, ctx.k, tau, ctx.dim)
     return grad, None, None, None, None, None
 
 
-_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+register_ops({FORWARD_OP: gumbel_topk_triton_impl,
+              FORWARD_TAU_TENSOR_OP: gumbel_topk_triton_tau_tensor_impl},
+             {BACKWARD_OP: gumbel_topk_triton_backward_impl,
+              BACKWARD_TAU_TENSOR_OP: gumbel_topk_triton_backward_tau_tensor_impl},
+             _forward_fake, _backward_fake, _setup_context, _autograd_backward)
 
 
-def gumbel_topk_triton(logits: torch.Tensor, k: int, tau: float, hard: bool, dim: int,
-                       seed: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                     torch.Tensor]:
-    """torch.ops.fused_gumbel.gumbel_topk_triton, any Python int seed (taken
-    modulo 2**64). Returns (y, index, stats, rng_state)."""
-    return torch.ops.fused_gumbel.gumbel_topk_triton(logits, k, tau, hard, dim, normalize_seed(seed))
+def gumbel_topk_triton(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool,
+                       dim: int, seed: Optional[int]) -> tuple[torch.Tensor, torch.Tensor,
+                                                              torch.Tensor, torch.Tensor]:
+    """torch.ops.fused_gumbel.gumbel_topk_triton (or, for a tensor tau, its
+    *_tau_tensor sibling), any Python int seed (taken modulo 2**64). Returns
+    (y, index, stats, rng_state)."""
+    op = (torch.ops.fused_gumbel.gumbel_topk_triton_tau_tensor if isinstance(tau, torch.Tensor)
+          else torch.ops.fused_gumbel.gumbel_topk_triton)
+    return op(logits, k, tau, hard, dim, normalize_seed(seed))

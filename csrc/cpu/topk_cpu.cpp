@@ -516,6 +516,7 @@ at::Tensor gumbel_topk_backward_cpu(const at::Tensor& grad, const at::Tensor& lo
 TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) {
   m.impl("gumbel_topk", &gumbel_topk_cpu);
   m.impl("gumbel_topk_backward", &gumbel_topk_backward_cpu);
+  register_topk_tau_tensor_siblings<&gumbel_topk_cpu, &gumbel_topk_backward_cpu>(m);
 }
 
 }  // namespace fused_gumbel

@@ -17,8 +17,9 @@
 //                      backward alike).
 //   split rows         when the cache does not fit, or when the rows would occupy
 //                      fewer than all SMs (half of them if splitting evaluates the
-//                      noise twice): chunks of 2048 to 4096 columns, ~2 units
-//                      per thread, blocks of at most 256 threads.
+//                      noise twice): chunks of at most 2048 columns (4096 for
+//                      16-bit types), ~2 units per thread, blocks of at most 256
+//                      threads.
 //
 // Forward, cached (forward_segments_kernel): s = x + g goes to shared memory, so
 // logits are read once and the noise computed once; max and argmax, the sum of
@@ -483,9 +484,12 @@ bool should_split(const Plan& whole, int64_t cols, const DeviceLimits& dev,
   return whole.smem > dev.smem || (whole.blocks < busy && cols >= 2 * kChunkMin);
 }
 
+// Without the opt-in a kernel's dynamic shared memory may not exceed 48 KB less
+// its static shared memory (the reduction scratch, at most kStaticSmem): a
+// 48 KB row cache (12288 float32 columns) would fail to launch.
 template <class Kernel>
 void allow_smem(Kernel kernel, size_t smem) {
-  if (smem > kDefaultSmem) {
+  if (smem + kStaticSmem > kDefaultSmem) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }

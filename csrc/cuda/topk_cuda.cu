@@ -557,6 +557,7 @@ at::Tensor gumbel_topk_backward_cuda(const at::Tensor& grad, const at::Tensor& l
 TORCH_LIBRARY_IMPL(fused_gumbel, CUDA, m) {
   m.impl("gumbel_topk", &gumbel_topk_cuda);
   m.impl("gumbel_topk_backward", &gumbel_topk_backward_cuda);
+  register_topk_tau_tensor_siblings<&gumbel_topk_cuda, &gumbel_topk_backward_cuda>(m);
 }
 
 }  // namespace fused_gumbel
