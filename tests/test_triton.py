@@ -505,6 +505,15 @@ def test_input_errors():
         OP(x, 1.0, False, 2, 1)
 
 
+def test_host_integer_helpers_match_triton():
+    from fused_gumbel.triton_kernels import host_ints
+
+    for n in list(range(0, 300)) + [2**20 - 1, 2**20, 2**20 + 1, 2**40 + 3]:
+        assert host_ints.next_power_of_2(n) == triton.next_power_of_2(n), n
+        for d in (1, 3, 4, 128, 2048):
+            assert host_ints.cdiv(n, d) == triton.cdiv(n, d), (n, d)
+
+
 def test_plan_table():
     cpu = torch.device("cpu")
     assert kernels.plan(4096, 1000, cpu) == kernels.Plan(True, False, 1024, 2, 8, 1, 0)

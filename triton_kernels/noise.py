@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from triton.runtime.jit import JITFunction
 
+from .host_ints import cdiv
+
 # P in log1p(f) = f + f^2 P(f) and float32(ln 2), the exact float32 values of
 # gumbel_math.h's log_core (float.fromhex of the same hex literals).
 P0: tl.constexpr = tl.constexpr(float.fromhex("-0x1.0p-1"))
@@ -202,7 +204,7 @@ def fill_gumbel_noise(out: torch.Tensor, seed: int, base: int = 0) -> None:
         return
     state = [v - 2**64 if v >= 2**63 else v for v in (seed % 2**64, base % 2**64)]
     rng_state = torch.tensor(state, dtype=torch.int64, device=out.device)
-    grid = (triton.cdiv(out.numel(), NOISE_BLOCK),)
+    grid = (cdiv(out.numel(), NOISE_BLOCK),)
     with torch.cuda.device(out.device) if out.device.type == "cuda" else contextlib.nullcontext():
         fill_noise_kernel[grid](out, out.numel(), rng_state, BLOCK=NOISE_BLOCK,
                                 enable_fp_fusion=False)

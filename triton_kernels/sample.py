@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .._checks import check_inputs, normalize_seed, output_layouts
+from .host_ints import cdiv, next_power_of_2
 from .noise import gumbel_window
 from .op import _as_rows, _check_device, _launcher, _on_device, _register
 from .st_softmax import _NO_INDEX, _argmax_better, _programs_wanted, seed_and_base
@@ -99,12 +100,12 @@ def _plan(rows: int, cols: int, device: torch.device) -> tuple[int, int, int]:
     rows split into chunks when there are fewer rows than the programs that
     fill the device."""
     width = cols if cols % 4 == 0 else cols + 3
-    block = max(16, min(MAX_BLOCK, triton.next_power_of_2(max(width, 1))))
-    n_blocks = triton.cdiv(width, block)
+    block = max(16, min(MAX_BLOCK, next_power_of_2(max(width, 1))))
+    n_blocks = cdiv(width, block)
     wanted = _programs_wanted(device)
-    n_splits = 1 if rows >= wanted else min(n_blocks, triton.cdiv(wanted, max(rows, 1)))
-    per_split = triton.cdiv(n_blocks, n_splits)
-    return block, triton.cdiv(n_blocks, per_split), per_split
+    n_splits = 1 if rows >= wanted else min(n_blocks, cdiv(wanted, max(rows, 1)))
+    per_split = cdiv(n_blocks, n_splits)
+    return block, cdiv(n_blocks, per_split), per_split
 
 
 def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[int],
@@ -137,7 +138,7 @@ def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[i
         if n_splits > 1:
             _launcher(_merge_kernel)[(rows,)](
                 part_m, part_i, index, n_splits,
-                SPLITS=max(16, triton.next_power_of_2(n_splits)))
+                SPLITS=max(16, next_power_of_2(n_splits)))
     return index
 
 

@@ -52,6 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .host_ints import cdiv, next_power_of_2
 from .noise import gumbel_window
 
 # The plan table (module constants so that tests can shrink them to reach the
@@ -500,18 +501,18 @@ def plan(rows: int, cols: int, device: torch.device, noise_stride: int | None = 
         # One fully masked program: it still records (seed, 0) in rng_state.
         return Plan(aligned, False, 16, 1, 4, 1, 0)
     width = cols if aligned else cols + 3  # columns a row's windows must cover
-    padded = max(16, triton.next_power_of_2(max(width, 1)))
+    padded = max(16, next_power_of_2(max(width, 1)))
     if padded <= SINGLE_BLOCK_MAX:
         rows_per_program = max(1, min(ROWS_ELEMENTS // padded, MAX_ROWS,
-                                      triton.next_power_of_2(max(rows, 1))))
+                                      next_power_of_2(max(rows, 1))))
         elements = rows_per_program * padded
         num_warps = min(16, max(4, elements // 256))
         return Plan(aligned, False, padded, rows_per_program, num_warps, 1, 0)
-    n_blocks = triton.cdiv(width, LOOP_BLOCK)
+    n_blocks = cdiv(width, LOOP_BLOCK)
     wanted = _programs_wanted(device)
-    n_splits = 1 if rows >= wanted else min(n_blocks, triton.cdiv(wanted, max(rows, 1)))
-    blocks_per_split = triton.cdiv(n_blocks, n_splits)
-    n_splits = triton.cdiv(n_blocks, blocks_per_split)
+    n_splits = 1 if rows >= wanted else min(n_blocks, cdiv(wanted, max(rows, 1)))
+    blocks_per_split = cdiv(n_blocks, n_splits)
+    n_splits = cdiv(n_blocks, blocks_per_split)
     return Plan(aligned, True, LOOP_BLOCK, 1, 8, n_splits, blocks_per_split)
 
 
@@ -547,7 +548,7 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
                  TAU_IN_MEMORY=tau_in_memory, num_warps=p.num_warps, enable_fp_fusion=False)
     if not p.looped:
         # At least one program, so that rng_state is written for 0 rows too.
-        grid = (max(1, triton.cdiv(rows, p.rows_per_program)),)
+        grid = (max(1, cdiv(rows, p.rows_per_program)),)
         wrap(_forward_rows_kernel)[grid](
             x_rows, x_rows.stride(0), y_rows, index, stats, rng_state,
             rows, cols, seed_arg, tau, tau_ptr, stride, noise_offset, ROWS=p.rows_per_program,
@@ -590,7 +591,7 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
     args = (grad_rows, grad_rows.stride(0), y_arg, y_arg.stride(0), x_arg, x_arg.stride(0),
             stats, rng_state, out_rows)
     if not p.looped:
-        wrap(_backward_rows_kernel)[(triton.cdiv(rows, p.rows_per_program),)](
+        wrap(_backward_rows_kernel)[(cdiv(rows, p.rows_per_program),)](
             *args, rows, cols, tau, tau_ptr, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
         return
     if p.n_splits == 1:

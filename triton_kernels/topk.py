@@ -38,6 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .host_ints import cdiv, next_power_of_2
 from .st_softmax import (
     _argmax_better,
     _inverse_temperature,
@@ -339,10 +340,10 @@ def plan(rows: int, cols: int) -> Plan:
     """The launch plan for [rows, cols] rows (a fixed table, no autotuning)."""
     aligned = cols % 4 == 0
     width = cols if aligned else cols + 3  # columns a row's windows must cover
-    padded = max(16, triton.next_power_of_2(max(width, 1)))
+    padded = max(16, next_power_of_2(max(width, 1)))
     if padded > SINGLE_BLOCK_MAX:
-        return Plan(aligned, False, LOOP_BLOCK, triton.cdiv(width, LOOP_BLOCK), 1, 8)
-    rows_per_program = max(1, min(ROWS_ELEMENTS // padded, MAX_ROWS, triton.next_power_of_2(max(rows, 1))))
+        return Plan(aligned, False, LOOP_BLOCK, cdiv(width, LOOP_BLOCK), 1, 8)
+    rows_per_program = max(1, min(ROWS_ELEMENTS // padded, MAX_ROWS, next_power_of_2(max(rows, 1))))
     num_warps = min(8, max(4, rows_per_program * padded // 256))
     return Plan(aligned, True, padded, 1, rows_per_program, num_warps)
 
@@ -357,12 +358,12 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
     p = plan(rows, cols)
     tau, tau_ptr, tau_in_memory = _tau_args(tau, stats)
     # At least one program, so that rng_state is written for 0 rows too.
-    grid = (max(1, triton.cdiv(rows, p.rows_per_program)),)
+    grid = (max(1, cdiv(rows, p.rows_per_program)),)
     wrap(_topk_forward_kernel)[grid](
         x_rows, x_rows.stride(0), y_rows, index, stats, rng_state,
         rows, cols, k, p.n_blocks, 0 if seed is None else seed, tau, tau_ptr,
         HARD=hard, SEED_IN_STATE=seed is None, ALIGNED=p.aligned, SINGLE=p.single,
-        TAU_IN_MEMORY=tau_in_memory, ROWS=p.rows_per_program, BLOCK=p.block, KP=triton.next_power_of_2(k),
+        TAU_IN_MEMORY=tau_in_memory, ROWS=p.rows_per_program, BLOCK=p.block, KP=next_power_of_2(k),
         num_warps=p.num_warps, enable_fp_fusion=False)
 
 
@@ -375,8 +376,8 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, x_rows: torch.Tenso
         return
     p = plan(rows, cols)
     tau, tau_ptr, tau_in_memory = _tau_args(tau, stats)
-    wrap(_topk_backward_kernel)[(triton.cdiv(rows, p.rows_per_program),)](
+    wrap(_topk_backward_kernel)[(cdiv(rows, p.rows_per_program),)](
         grad_rows, grad_rows.stride(0), x_rows, x_rows.stride(0), stats, rng_state, out_rows,
         rows, cols, k, p.n_blocks, tau, tau_ptr,
         ALIGNED=p.aligned, SINGLE=p.single, TAU_IN_MEMORY=tau_in_memory, ROWS=p.rows_per_program, BLOCK=p.block,
-        KP=triton.next_power_of_2(k), num_warps=p.num_warps, enable_fp_fusion=False)
+        KP=next_power_of_2(k), num_warps=p.num_warps, enable_fp_fusion=False)
