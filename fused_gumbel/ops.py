@@ -14,17 +14,6 @@ from .reference import gumbel_softmax_reference
 
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
 
-# "auto" on a CUDA device runs the CUDA kernel, but the Triton one for rows of
-# at least this many classes: the CUDA kernel splits such rows over blocks (its
-# shared-memory row cache holds about 56K float32 columns on an H100), and on
-# an H100 the Triton kernel was faster at 1024 x 131072 in all eight cases
-# measured (float32 and bfloat16, soft and hard, forward and forward+backward:
-# 0.71-0.83 ms against 0.85-1.10 ms for the hard forward, 1.54-2.04 ms against
-# 1.71-2.40 ms for the soft forward+backward; bench/results/
-# cuda_h100_issue_shapes.json). At 32768 columns (cached) the CUDA kernel was
-# as fast or faster.
-AUTO_TRITON_MIN_CLASSES = 65536
-
 
 def _check_nonempty_dim(logits: torch.Tensor, dim: int) -> None:
     moved, index_shape = output_layouts(logits, dim)
@@ -184,16 +173,6 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _auto_prefers_triton(logits: torch.Tensor, dim: int) -> bool:
-    """Whether "auto", having found the CUDA kernel, runs the Triton one
-    instead (see AUTO_TRITON_MIN_CLASSES)."""
-    ndim = max(logits.dim(), 1)
-    if not -ndim <= dim < ndim or logits.dim() == 0:
-        return False  # the op raises the contract's error for the dim
-    return (logits.shape[dim] >= AUTO_TRITON_MIN_CLASSES
-            and backend_status("triton", logits.device)[0])
-
-
 def gumbel_softmax(
     logits: torch.Tensor,
     tau: float = 1.0,
@@ -222,10 +201,7 @@ def gumbel_softmax(
             (``torch.manual_seed`` reproduces it); an int makes the noise a pure
             function of (seed, position), identical on every backend.
         return_index: also return the int64 argmax along ``dim``.
-        backend: "auto", "cuda", "triton", "cpu" or "reference". "auto": the
-            CPU kernel for CPU tensors; for CUDA tensors the CUDA kernel, or
-            the Triton one for rows of AUTO_TRITON_MIN_CLASSES classes or more
-            (faster there); the reference where neither is available.
+        backend: "auto", "cuda", "triton", "cpu" or "reference".
 
     Returns:
         y, or (y, index) with ``return_index``; ``index`` has the shape of
@@ -243,8 +219,6 @@ def gumbel_softmax(
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     seed = normalize_seed(seed)
     name = _resolve_backend(backend, logits.device)
-    if backend == "auto" and name == "cuda" and _auto_prefers_triton(logits, dim):
-        name = "triton"
     if name == "reference":
         return gumbel_softmax_reference(logits, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":

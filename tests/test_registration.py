@@ -129,31 +129,3 @@ def test_only_the_sample_is_differentiable():
     assert not any(t.requires_grad for t in (index, stats, rng_state, y_soft))
     (grad,) = torch.autograd.grad((y * torch.arange(300.0)).sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-
-
-def test_auto_runs_triton_for_rows_of_many_classes_on_cuda(monkeypatch):
-    """On a CUDA device "auto" runs the Triton kernel for rows of at least
-    AUTO_TRITON_MIN_CLASSES classes and the CUDA one below; an explicit
-    backend is never switched. Simulated here: "auto" resolving to "cuda", a
-    lowered threshold, the Triton interpreter (CPU tensors go to the CPU
-    kernel when the "cuda" op runs on them)."""
-    ok, why = fg.ops.backend_status("triton", "cpu")
-    if not ok:
-        pytest.skip(why)
-    triton_kernels = fg.ops._triton_module()
-    real, calls = triton_kernels.st_softmax_triton, []
-
-    def spy(logits, *args):
-        calls.append(tuple(logits.shape))
-        return real(logits, *args)
-
-    monkeypatch.setattr(triton_kernels, "st_softmax_triton", spy)
-    monkeypatch.setattr(fg.ops, "_resolve_backend", lambda backend, device: "cuda")
-    monkeypatch.setattr(fg.ops, "AUTO_TRITON_MIN_CLASSES", 16)
-    x = torch.randn(3, 16)
-    y = fg.gumbel_softmax(x, 0.5, seed=2)
-    assert calls == [(3, 16)]
-    torch.testing.assert_close(y, fg.gumbel_softmax(x, 0.5, seed=2, backend="reference"))
-    fg.gumbel_softmax(x, 0.5, seed=2, dim=0)  # 3 classes
-    fg.gumbel_softmax(x, 0.5, seed=2, backend="cuda")
-    assert calls == [(3, 16)]

@@ -514,6 +514,24 @@ def test_host_integer_helpers_match_triton():
             assert host_ints.cdiv(n, d) == triton.cdiv(n, d), (n, d)
 
 
+def test_plans_keep_a_symbolic_row_count_symbolic():
+    """Under torch.compile with dynamic shapes, a triton_op's body (and so
+    plan()) sees the row count as a SymInt: the plan may guard on a range of
+    it, never on its value (a graph per row count)."""
+    from torch._dynamo.source import ConstantSource
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
+
+    from fused_gumbel.triton_kernels import topk
+
+    for make_plan in (lambda rows: kernels.plan(rows, 1000, torch.device("cpu")),
+                      lambda rows: kernels.plan(rows, 100000, torch.device("cpu")),
+                      lambda rows: topk.plan(rows, 1000)):
+        env = ShapeEnv()
+        symbol = env.create_symbol(3000, ConstantSource("rows"), dynamic_dim=DimDynamic.DYNAMIC)
+        make_plan(env.create_symintnode(symbol, hint=3000))
+        assert not [g for g in env.guards if "Eq(" in str(g.expr)], env.guards
+
+
 def test_plan_table():
     cpu = torch.device("cpu")
     assert kernels.plan(4096, 1000, cpu) == kernels.Plan(True, False, 1024, 2, 8, 1, 0)

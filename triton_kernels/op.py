@@ -192,8 +192,10 @@ def _register(name: str, impl: Callable, fake: Callable, tags: tuple = ()) -> An
 def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
                  forward_fake: Callable, backward_fake: Callable, setup_context: Callable,
                  autograd_backward: Callable) -> None:
-    """Registers the backward ops, then the forward ops (random: tagged
-    nondeterministic_seeded) with their autograd; name -> implementation."""
+    """Registers the backward ops, then the forward ops with their autograd;
+    name -> implementation. The forward ops draw random numbers: the
+    interpreter's custom_ops are tagged nondeterministic_seeded, while a
+    triton_op takes no tags (there the traced torch.randint carries it)."""
     for name, impl in backward.items():
         _register(name, impl, backward_fake)
     for name, impl in forward.items():
