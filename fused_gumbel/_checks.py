@@ -52,25 +52,38 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
     return dim % ndim
 
 
-def op_tau(tau: float, device: torch.device | str = "cpu", check: bool = False
-           ) -> float | torch.Tensor:
+def op_tau(tau: float, device: torch.device | str | None = None) -> float | torch.Tensor:
     """The temperature as the operators take it: a Python float, or under
-    torch.compile a 0-d float64 tensor on `device`, for the ops' *_tau_tensor
-    siblings (the C++ ones read it on the CPU, the Triton ones on the logits'
-    device). A float argument of a custom op becomes a constant of the compiled
-    graph, so every new temperature of an annealing schedule would compile a
-    new graph; a tensor made from it is a graph input. (torch.scalar_tensor(tau)
-    would be a constant again: dynamo specializes that float.)
+    torch.compile a 0-d float64 tensor, for the ops' *_tau_tensor siblings. A
+    float argument of a custom op becomes a constant of the compiled graph, so
+    every new temperature of an annealing schedule would compile a new graph; a
+    tensor made from it is a graph input. (torch.scalar_tensor(tau) would be a
+    constant again: dynamo specializes that float.)
 
-    check: under torch.compile, check tau here (as guards), for ops that take
-    a tensor tau unchecked. Here, not in the caller: dynamo may trace this
-    function as a frame of its own, its caller running eagerly. (Eagerly the
-    ops check the float themselves.)"""
+    device None: a CPU tensor, which the C++ kernels read and check on the
+    host. A device: the tensor on it, for the Triton kernels (which read it
+    there and cannot raise), checked first at run time by checked_tau, so a
+    bad value raises the contract's ValueError from the compiled graph as it
+    does in eager mode. (Checks while tracing could only be guards, and an
+    error raised while tracing reaches the caller wrapped by dynamo.)"""
     if torch.compiler.is_compiling():
-        if check:
-            check_tau(tau)
-        return torch.ones((), dtype=torch.float64, device=device) * tau
+        cpu = torch.ones((), dtype=torch.float64) * tau
+        return cpu if device is None else torch.ops.fused_gumbel.checked_tau(cpu, torch.device(device))
     return float(tau)
+
+
+@torch.library.custom_op("fused_gumbel::checked_tau", mutates_args=())
+def checked_tau(tau: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """tau, a 0-d float64 CPU tensor, checked (the contract's ValueError unless
+    positive and finite) and copied to `device`. Reading a CPU tensor needs no
+    device synchronization."""
+    check_tau(float(tau))
+    return torch.full((), float(tau), dtype=torch.float64, device=device)
+
+
+@checked_tau.register_fake
+def _checked_tau_fake(tau: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.empty((), dtype=torch.float64, device=device)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

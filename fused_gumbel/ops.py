@@ -222,8 +222,7 @@ def gumbel_softmax(
     if name == "reference":
         return gumbel_softmax_reference(logits, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":
-        # The Triton kernels take a tensor tau unchecked (they cannot raise).
-        tau = op_tau(tau, logits.device, check=True)
+        tau = op_tau(tau, logits.device)
         y, index = _triton_module().st_softmax_triton(logits, tau, bool(hard), int(dim), seed)[:2]
     else:
         require_extension()

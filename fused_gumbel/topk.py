@@ -159,8 +159,7 @@ def gumbel_topk(
     if name == "reference":
         return gumbel_topk_reference(logits, k, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":
-        # The Triton kernels take a tensor tau unchecked (they cannot raise).
-        tau = op_tau(tau, logits.device, check=True)
+        tau = op_tau(tau, logits.device)
         y, index = _triton_module().gumbel_topk_triton(logits, k, tau, bool(hard), dim, seed)[:2]
     else:
         require_extension()

@@ -82,11 +82,13 @@ def test_a_new_tau_reuses_the_compiled_graph(backend):
 
 @pytest.mark.parametrize("backend", TAU_BACKENDS)
 def test_a_bad_tau_is_refused_under_torch_compile(backend):
-    """Once tau is symbolic, its checks are guards: a bad value fails them and
-    is checked again (infinity too, which a symbolic float's `< inf` would not
-    catch), never run. The error is the ValueError, or PyTorch's RuntimeError
-    wrapping an error raised while tracing (as for its own ops' checks), its
-    message naming tau."""
+    """Under torch.compile the fused backends check tau at run time (the C++
+    kernels on the host, checked_tau before the Triton kernels): the compiled
+    graph raises the contract's ValueError, fullgraph or not, and a good tau
+    after a bad one still runs. The reference checks while tracing, with
+    guards (infinity too: a symbolic float's `< inf` would hold unguarded);
+    with fullgraph=True PyTorch wraps that error in a RuntimeError (as for its
+    own ops' checks), the message still naming tau."""
     device = device_of(backend)
     x = torch.randn(4, 6, device=device)
     for fullgraph in (False, True):
@@ -94,8 +96,9 @@ def test_a_bad_tau_is_refused_under_torch_compile(backend):
         f = torch.compile(lambda x, tau: fg.gumbel_softmax(x, tau, seed=1, backend=backend),
                           fullgraph=fullgraph)
         f(x, 1.0), f(x, 0.5)
+        expected = (ValueError, RuntimeError) if backend == "reference" and fullgraph else ValueError
         for tau in (float("inf"), float("nan"), 0.0, -2.0):
-            with pytest.raises((ValueError, RuntimeError), match="tau must be a positive finite"):
+            with pytest.raises(expected, match="tau must be a positive finite"):
                 f(x, tau)
         torch.testing.assert_close(f(x, 0.25), fg.gumbel_softmax(x, 0.25, seed=1, backend=backend))
 
@@ -129,3 +132,13 @@ def test_only_the_sample_is_differentiable():
     assert not any(t.requires_grad for t in (index, stats, rng_state, y_soft))
     (grad,) = torch.autograd.grad((y * torch.arange(300.0)).sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_checked_tau_copies_a_good_tau_and_raises_on_a_bad_one():
+    tau = torch.tensor(0.37, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fused_gumbel.checked_tau, (tau, torch.device("cpu")))
+    out = torch.ops.fused_gumbel.checked_tau(tau, torch.device(device_of("triton")))
+    assert out.dtype == torch.float64 and out.dim() == 0 and out.item() == 0.37
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="tau"):
+            torch.ops.fused_gumbel.checked_tau(torch.tensor(bad, dtype=torch.float64), torch.device("cpu"))
