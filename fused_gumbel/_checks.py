@@ -86,6 +86,24 @@ def _checked_tau_fake(tau: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.empty((), dtype=torch.float64, device=device)
 
 
+def save_with_tau(ctx, tau: float | torch.Tensor, *tensors: torch.Tensor) -> None:
+    """ctx.save_for_backward(*tensors), keeping tau for the backward: a tensor
+    tau (the *_tau_tensor ops, under torch.compile) among the saved tensors, a
+    float on ctx."""
+    ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
+    ctx.tau = None if ctx.tau_is_tensor else tau
+    ctx.save_for_backward(*tensors, *([tau] if ctx.tau_is_tensor else []))
+
+
+def saved_with_tau(ctx, backward_op, backward_tau_tensor_op) -> tuple:
+    """(the tensors, tau, the backward op that takes that tau) as
+    save_with_tau kept them."""
+    saved = ctx.saved_tensors
+    if ctx.tau_is_tensor:
+        return saved[:-1], saved[-1], backward_tau_tensor_op
+    return saved, ctx.tau, backward_op
+
+
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 logits accumulate in float64, every other dtype in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, normalize_seed, op_tau, output_layouts
+from ._checks import (accumulation_dtype, check_inputs, normalize_seed, op_tau, output_layouts,
+                      save_with_tau, saved_with_tau)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
@@ -84,10 +85,8 @@ if extension_loaded():
         # which the backward regenerates it (as FlashAttention does).
         ctx.recompute = hard and not keeps_soft_sample(logits, hard)
         saved = logits if ctx.recompute else (y_soft if hard else y)
-        # tau: a float, or st_softmax_tau_tensor's tensor (saved as a tensor).
-        ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
-        ctx.save_for_backward(saved, stats, rng_state, *([tau] if ctx.tau_is_tensor else []))
-        ctx.tau, ctx.dim = (None if ctx.tau_is_tensor else tau), dim
+        save_with_tau(ctx, tau, saved, stats, rng_state)
+        ctx.dim = dim
         # Only the sample has a gradient. Left differentiable, the kept soft
         # sample would get a tensor of zeros as its incoming gradient in every
         # backward: a full-size allocation and fill for nothing.
@@ -97,11 +96,10 @@ if extension_loaded():
     def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng, _grad_soft):
         if grad_y is None:
             return None, None, None, None, None
-        saved, stats, rng_state, *tau_tensor = ctx.saved_tensors
-        tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
+        (saved, stats, rng_state), tau, op = saved_with_tau(
+            ctx, torch.ops.fused_gumbel.st_softmax_backward,
+            torch.ops.fused_gumbel.st_softmax_backward_tau_tensor)
         y_soft, logits = (None, saved) if ctx.recompute else (saved, None)
-        op = (torch.ops.fused_gumbel.st_softmax_backward_tau_tensor if ctx.tau_is_tensor
-              else torch.ops.fused_gumbel.st_softmax_backward)
         grad = op(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim)
         return grad, None, None, None, None
 

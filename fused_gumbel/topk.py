@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed, op_tau, output_layouts
+from ._checks import (accumulation_dtype, check_inputs, check_k, normalize_seed, op_tau, output_layouts,
+                      save_with_tau, saved_with_tau)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .ops import _resolve_backend, _sample_like, _triton_module, backend_status
 from .reference import gumbel_topk_reference
@@ -69,17 +70,14 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
         _y, _index, stats, rng_state = output
         # The logits (kept by the caller anyway), the k per-step (max, rest-sum)
         # per row and the Philox state: the backward regenerates the noise and
-        # every step's softmax from them, as FlashAttention does. A tensor tau
-        # is saved as a tensor.
-        ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
-        ctx.save_for_backward(logits, stats, rng_state, *([tau] if ctx.tau_is_tensor else []))
-        ctx.k, ctx.tau, ctx.dim = k, (None if ctx.tau_is_tensor else tau), dim
+        # every step's softmax from them, as FlashAttention does.
+        save_with_tau(ctx, tau, logits, stats, rng_state)
+        ctx.k, ctx.dim = k, dim
 
     def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng):
-        logits, stats, rng_state, *tau_tensor = ctx.saved_tensors
-        tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
-        op = (torch.ops.fused_gumbel.gumbel_topk_backward_tau_tensor if ctx.tau_is_tensor
-              else torch.ops.fused_gumbel.gumbel_topk_backward)
+        (logits, stats, rng_state), tau, op = saved_with_tau(
+            ctx, torch.ops.fused_gumbel.gumbel_topk_backward,
+            torch.ops.fused_gumbel.gumbel_topk_backward_tau_tensor)
         grad = op(grad_y, logits, stats, rng_state, ctx.k, tau, ctx.dim)
         return grad, None, None, None, None, None
 

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from .._checks import (accumulation_dtype, check_inputs, normalize_seed, output_layouts, save_with_tau,
+                       saved_with_tau)
 from . import noise
 from . import st_softmax as kernels
 
@@ -216,23 +217,19 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     logits, tau, hard, dim, _seed = inputs
     y, index, stats, rng_state = output
     # hard=False saves the sample (it is y_soft); hard=True the logits, the
-    # noise being regenerated from rng_state in the backward. A tensor tau is
-    # saved as a tensor.
-    ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
-    ctx.save_for_backward(logits if hard else y, stats, rng_state,
-                          *([tau] if ctx.tau_is_tensor else []))
-    ctx.tau, ctx.hard, ctx.dim = (None if ctx.tau_is_tensor else tau), hard, dim
+    # noise being regenerated from rng_state in the backward.
+    save_with_tau(ctx, tau, logits if hard else y, stats, rng_state)
+    ctx.hard, ctx.dim = hard, dim
     ctx.mark_non_differentiable(index, stats, rng_state)
 
 
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the soft sample (straight-through for hard=True)."""
-    saved, stats, rng_state, *tau_tensor = ctx.saved_tensors
-    tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
+    (saved, stats, rng_state), tau, op = saved_with_tau(
+        ctx, torch.ops.fused_gumbel.st_softmax_triton_backward,
+        torch.ops.fused_gumbel.st_softmax_triton_backward_tau_tensor)
     y_soft, logits = (None, saved) if ctx.hard else (saved, None)
-    op = (torch.ops.fused_gumbel.st_softmax_triton_backward_tau_tensor if ctx.tau_is_tensor
-          else torch.ops.fused_gumbel.st_softmax_triton_backward)
     grad = op(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim)
     return grad, None, None, None, None
 

@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import torch
 
-from .._checks import accumulation_dtype, check_k, normalize_seed, output_layouts
+from .._checks import (accumulation_dtype, check_k, normalize_seed, output_layouts, save_with_tau,
+                       saved_with_tau)
 from . import topk as kernels
 from .op import _as_rows, _check_device, _check_tau, _launcher, _on_device, register_ops
 
@@ -114,19 +115,17 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     tensor tau)."""
     logits, k, tau, _hard, dim, _seed = inputs
     _y, index, stats, rng_state = output
-    ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
-    ctx.save_for_backward(logits, stats, rng_state, *([tau] if ctx.tau_is_tensor else []))
-    ctx.k, ctx.tau, ctx.dim = k, (None if ctx.tau_is_tensor else tau), dim
+    save_with_tau(ctx, tau, logits, stats, rng_state)
+    ctx.k, ctx.dim = k, dim
     ctx.mark_non_differentiable(index, stats, rng_state)
 
 
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the relaxed subset (straight-through for hard=True)."""
-    logits, stats, rng_state, *tau_tensor = ctx.saved_tensors
-    tau = tau_tensor[0] if ctx.tau_is_tensor else ctx.tau
-    op = (torch.ops.fused_gumbel.gumbel_topk_triton_backward_tau_tensor if ctx.tau_is_tensor
-          else torch.ops.fused_gumbel.gumbel_topk_triton_backward)
+    (logits, stats, rng_state), tau, op = saved_with_tau(
+        ctx, torch.ops.fused_gumbel.gumbel_topk_triton_backward,
+        torch.ops.fused_gumbel.gumbel_topk_triton_backward_tau_tensor)
     grad = op(grad_y, logits, stats, rng_state, ctx.k, tau, ctx.dim)
     return grad, None, None, None, None, None
 
