@@ -82,10 +82,10 @@ def _unmoved(rows: torch.Tensor, moved: list[int], dim: int, ndim: int) -> torch
     return out if dim == ndim - 1 else out.movedim(-1, dim).contiguous()
 
 
-def _check_tau(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> int:
+def _check_op_inputs(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> int:
     """check_inputs; a tensor tau (the *_tau_tensor ops) must be a 0-d float64
-    tensor on t's device, its value having been checked by the caller (under
-    torch.compile, a guard of fused_gumbel.gumbel_softmax)."""
+    tensor on t's device, its value having been checked where it was made
+    (fused_gumbel::checked_tau, see _checks.op_tau)."""
     if not isinstance(tau, torch.Tensor):
         return check_inputs(t, tau, dim)
     if tau.dim() != 0 or tau.dtype != torch.float64 or tau.device != t.device:
@@ -99,7 +99,7 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
              seed: Optional[int], launch: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Allocates the outputs and (if launch) runs the forward kernels."""
-    dim = _check_tau(logits, tau, dim)
+    dim = _check_op_inputs(logits, tau, dim)
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
@@ -131,7 +131,7 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
         raise RuntimeError("fused_gumbel: st_softmax_triton_backward takes exactly one of "
                            "y_soft (hard=False) and logits (hard=True)")
     saved = y_soft if y_soft is not None else logits
-    dim = _check_tau(saved, tau, dim)
+    dim = _check_op_inputs(saved, tau, dim)
     _check_device(saved)
     if grad.shape != saved.shape:
         raise RuntimeError(f"fused_gumbel: grad has shape {tuple(grad.shape)} but the sample "

@@ -14,7 +14,7 @@ import torch
 from .._checks import (accumulation_dtype, check_k, normalize_seed, output_layouts, save_with_tau,
                        saved_with_tau)
 from . import topk as kernels
-from .op import _as_rows, _check_device, _check_tau, _launcher, _on_device, register_ops
+from .op import _as_rows, _check_device, _check_op_inputs, _launcher, _on_device, register_ops
 
 FORWARD_OP = "fused_gumbel::gumbel_topk_triton"
 BACKWARD_OP = "fused_gumbel::gumbel_topk_triton_backward"
@@ -27,7 +27,7 @@ def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool
              seed: Optional[int], launch: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Allocates the outputs and (if launch) runs the forward kernel."""
-    dim = _check_tau(logits, tau, dim)
+    dim = _check_op_inputs(logits, tau, dim)
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
@@ -54,7 +54,7 @@ def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool
 def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng_state: torch.Tensor,
               k: int, tau: float | torch.Tensor, dim: int, launch: bool) -> torch.Tensor:
     """Allocates grad_logits and (if launch) runs the backward kernel."""
-    dim = _check_tau(logits, tau, dim)
+    dim = _check_op_inputs(logits, tau, dim)
     _check_device(logits)
     if grad.shape != logits.shape:
         raise RuntimeError(f"fused_gumbel: grad has shape {tuple(grad.shape)} but the logits "
