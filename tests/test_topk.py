@@ -234,6 +234,24 @@ def test_opcheck_triton_op(hard):
                           (torch.randn_like(x), x.detach(), stats, rng, 2, tau, 1))
 
 
+@pytest.mark.parametrize("backend", BACKENDS + [backend_param("reference")])
+def test_a_bad_tau_is_refused_under_torch_compile(backend):
+    """As gumbel_softmax's: the fused backends raise the ValueError from the
+    compiled graph; the reference, checking while tracing, has it wrapped in
+    a RuntimeError by PyTorch with fullgraph=True."""
+    x = torch.randn(4, 6, device=device_of(backend))
+    for fullgraph in (False, True):
+        torch._dynamo.reset()
+        f = torch.compile(lambda x, tau: fg.gumbel_topk(x, 2, tau, seed=1, backend=backend),
+                          fullgraph=fullgraph)
+        f(x, 1.0), f(x, 0.5)
+        expected = (ValueError, RuntimeError) if backend == "reference" and fullgraph else ValueError
+        for tau in (float("inf"), float("nan"), 0.0, -2.0):
+            with pytest.raises(expected, match="tau must be a positive finite"):
+                f(x, tau)
+        torch.testing.assert_close(f(x, 0.25), fg.gumbel_topk(x, 2, 0.25, seed=1, backend=backend))
+
+
 @pytest.mark.parametrize("backend", OP_BACKENDS)
 def test_opcheck_tau_tensor_ops(backend):
     device = device_of(backend)
