@@ -20,8 +20,8 @@ import torch
 import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
-from utils import (Case, DTYPES, assert_annealing_reuses_the_graph, assert_compiled_matches_eager,
-                   backend_param, device_of, tolerance)
+from utils import (Case, DTYPES, assert_annealing_reuses_the_graph, assert_bad_tau_refused_under_compile,
+                   assert_compiled_matches_eager, backend_param, device_of, tolerance)
 
 ON_GPU = torch.cuda.is_available()
 # The interpreter evaluates masked lanes too (inf - inf in padding rows).
@@ -236,20 +236,10 @@ def test_opcheck_triton_op(hard):
 
 @pytest.mark.parametrize("backend", BACKENDS + [backend_param("reference")])
 def test_a_bad_tau_is_refused_under_torch_compile(backend):
-    """As gumbel_softmax's: the fused backends raise the ValueError from the
-    compiled graph; the reference, checking while tracing, has it wrapped in
-    a RuntimeError by PyTorch with fullgraph=True."""
-    x = torch.randn(4, 6, device=device_of(backend))
-    for fullgraph in (False, True):
-        torch._dynamo.reset()
-        f = torch.compile(lambda x, tau: fg.gumbel_topk(x, 2, tau, seed=1, backend=backend),
-                          fullgraph=fullgraph)
-        f(x, 1.0), f(x, 0.5)
-        expected = (ValueError, RuntimeError) if backend == "reference" and fullgraph else ValueError
-        for tau in (float("inf"), float("nan"), 0.0, -2.0):
-            with pytest.raises(expected, match="tau must be a positive finite"):
-                f(x, tau)
-        torch.testing.assert_close(f(x, 0.25), fg.gumbel_topk(x, 2, 0.25, seed=1, backend=backend))
+    """As gumbel_softmax's."""
+    assert_bad_tau_refused_under_compile(
+        lambda x, tau: fg.gumbel_topk(x, 2, tau, seed=1, backend=backend),
+        device_of(backend), reference=backend == "reference")
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
