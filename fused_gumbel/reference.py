@@ -15,19 +15,29 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed
+from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed, op_tau
 from .noise import draw_seed, gumbel_noise
 
 
-def _tempered(s: torch.Tensor, tau: float) -> torch.Tensor:
+def _check(logits: torch.Tensor, tau: float, dim: int) -> tuple[int, float | torch.Tensor]:
+    """check_inputs; returns (dim wrapped, tau as the math takes it). Under
+    torch.compile tau becomes a device tensor checked at run time (op_tau), as
+    on the fused backends: a check while tracing could only be a guard, and its
+    error would reach the caller wrapped by dynamo instead of as ValueError."""
+    compiling = torch.compiler.is_compiling()
+    dim = check_inputs(logits, 1.0 if compiling else tau, dim)
+    return dim, op_tau(tau, logits.device)
+
+
+def _tempered(s: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     """(s - max(s)) / tau along the last dim, as the fused kernels compute it:
     the shift keeps huge finite logits finite, and the clamped 1/tau keeps a
     tiny tau from giving inf / inf (the max maps to 0, the rest to <= 0). The
     shift is detached: softmax does not depend on it."""
     if s.shape[-1] == 0:
         return s
-    # Tensor arithmetic on tau, not Python arithmetic: under torch.compile a
-    # changing tau stays a graph input instead of a constant.
+    # A float tau, or under torch.compile a 0-d tensor (see _check): one
+    # expression for both.
     inv_tau = (torch.ones((), dtype=torch.float64, device=s.device) / tau).clamp(max=torch.finfo(s.dtype).max)
     return (s - s.amax(dim=-1, keepdim=True).detach()) * inv_tau.to(s.dtype)
 
@@ -51,7 +61,7 @@ def gumbel_softmax_reference(
         seed: 64-bit seed of the noise; None draws one from PyTorch's generator.
         return_index: also return the int64 argmax, shape of logits without dim.
     """
-    dim = check_inputs(logits, tau, dim)
+    dim, tau = _check(logits, tau, dim)
     seed = normalize_seed(seed)
     if seed is None:
         seed = draw_seed(logits.device)
@@ -116,7 +126,7 @@ def gumbel_topk_reference(
         return_index: also return the int64 chosen classes, in decreasing
             order of s: logits' shape with dim of size k.
     """
-    dim = check_inputs(logits, tau, dim)
+    dim, tau = _check(logits, tau, dim)
     scalar = logits.dim() == 0
     x = (logits.reshape(1) if scalar else logits).movedim(dim, -1)
     k = check_k(k, x.shape[-1])

@@ -152,9 +152,8 @@ def gumbel_topk(
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     # Under torch.compile tau is checked at run time, by the C++ kernels or by
-    # checked_tau before the Triton ones (see op_tau), so that a bad value
-    # raises the ValueError from the compiled graph; the reference checks it
-    # itself, while tracing.
+    # checked_tau (see op_tau), so that a bad value raises the ValueError from
+    # the compiled graph.
     dim, k = _check(logits, k, 1.0 if torch.compiler.is_compiling() else tau, dim)
     seed = normalize_seed(seed)
     name = _resolve(backend, logits.device, k)
