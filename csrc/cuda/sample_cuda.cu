@@ -79,24 +79,39 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
   const scalar_t* row_in =
       static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
+  // Per element only a NaN-propagating max; the first column of a unit's max
+  // is searched only when the unit beats this thread's running max (a few
+  // times per row), and the first unit always sets it.
   acc_t m = neg_inf<acc_t>();
   int64_t arg = std::numeric_limits<int64_t>::max();
   for (int64_t i = tig; i < units; i += group) {
     const int64_t col0 = unit_col0<U>(sg, i);
-    acc_t x[U];
-    load_unit<U>(row_in, col0, sg.c0, sg.c1, a.s.vec, x);
+    acc_t s[U];
+    load_unit<U>(row_in, col0, sg.c0, sg.c1, a.s.vec, s);
 #pragma unroll
     for (int q = 0; q < U / 4; ++q) {
       acc_t g[4];
       group_noise(seed, base, (sg.unit0 + i) * (U / 4) + q, g);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t col = col0 + 4 * q + j;
-        const acc_t s = scaled_add(x[4 * q + j], a.temperature, g[j]);
-        if (col >= sg.c0 && col < sg.c1 && argmax_better(s, col, m, arg)) {
-          m = s;
-          arg = col;
-        }
+      for (int j = 0; j < 4; ++j) s[4 * q + j] = scaled_add(s[4 * q + j], a.temperature, g[j]);
+    }
+    if (col0 < sg.c0 || col0 + U > sg.c1) {
+#pragma unroll
+      for (int k = 0; k < U; ++k) {
+        const int64_t col = col0 + k;
+        if (col < sg.c0 || col >= sg.c1) s[k] = neg_inf<acc_t>();
+      }
+    }
+    acc_t unit_max = s[0];
+#pragma unroll
+    for (int k = 1; k < U; ++k) unit_max = max_nan(unit_max, s[k]);
+    if (arg == std::numeric_limits<int64_t>::max() || max_beats(unit_max, m)) {
+      m = unit_max;
+#pragma unroll
+      for (int k = U - 1; k >= 0; --k) {
+        const int64_t col = col0 + k;
+        const bool is_max = s[k] == m || (m != m && s[k] != s[k]);
+        if (is_max && col >= sg.c0 && col < sg.c1) arg = col;
       }
     }
   }

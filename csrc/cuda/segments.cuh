@@ -25,6 +25,35 @@ __device__ __forceinline__ T neg_inf() {
   return -std::numeric_limits<T>::infinity();
 }
 
+// max(a, b), NaN if either is NaN (a row's max, as torch.max). In float32 one
+// FMNMX.NAN instruction (sm_80 and later), against three for the comparisons.
+__device__ __forceinline__ double max_nan(double a, double b) {
+  return (b > a || b != b) ? b : a;
+}
+__device__ __forceinline__ float max_nan(float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  return (b > a || b != b) ? b : a;
+#endif
+}
+
+// Whether a beats b as a row's maximum: larger, or the first NaN.
+template <class T>
+__device__ __forceinline__ bool max_beats(T a, T b) {
+  return a > b || (a != a && b == b);
+}
+
+// The lane of `col` in the unit starting at col0, or -1 when it lies elsewhere
+// (unsigned: col may be INT64_MAX, col0 negative).
+template <int U>
+__device__ __forceinline__ int lane_in_unit(int64_t col, int64_t col0) {
+  const uint64_t d = static_cast<uint64_t>(col) - static_cast<uint64_t>(col0);
+  return d < static_cast<uint64_t>(U) ? static_cast<int>(d) : -1;
+}
+
 // Kernel arguments besides the shared ForwardParams / BackwardParams.
 struct SegmentLayout {
   int64_t nchunks;       // segments per row

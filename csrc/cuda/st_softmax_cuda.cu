@@ -79,14 +79,37 @@ constexpr int kSplitThreads = 256;
 constexpr size_t kStaticSmem = 2048;  // reduction scratch, kept free of the row cache
 constexpr size_t kDefaultSmem = 48 * 1024;
 
-__device__ __forceinline__ float exp_acc(float x) { return expf(x); }
-__device__ __forceinline__ double exp_acc(double x) { return exp(x); }
+// exp((s - m) / tau) is evaluated as exp_scaled((s - m) * scale): in float32
+// exp2f with scale = log2(e) / tau (MUFU.EX2 and three instructions, against
+// nine for expf, in the loops that visit every element), in float64 exp with
+// scale = 1 / tau. exp2f is within 2 ulp; the scale's own rounding (2^-24
+// relative, where 1 / tau is exact for a power-of-two tau) adds about
+// |x| * 2^-24 relative to exp(x): at most 3.5e-6, for results near float32's
+// smallest. The forward's row sums and the backward's recomputed sample use
+// the same function, so they agree.
+__device__ __forceinline__ float exp_scaled(float x) { return exp2f(x); }
+__device__ __forceinline__ double exp_scaled(double x) { return exp(x); }
 
-// exp((s - m) * inv_tau), where an s of -inf (a masked logit, or a lane outside
-// the segment) contributes exactly 0 even when m is -inf too.
-template <class T>
-__device__ __forceinline__ T tempered_exp(T s, T m, T inv_tau) {
-  return s == neg_inf<T>() ? T(0) : exp_acc((s - m) * inv_tau);
+// The scale for exp_scaled, clamped as inverse_temperature clamps 1 / tau.
+template <class acc_t>
+acc_t exp_scale_for(double tau) {
+  constexpr double kLn2 = 0.69314718055994530942;
+  return inverse_temperature<acc_t>(std::is_same_v<acc_t, float> ? tau * kLn2 : tau,
+                                    std::numeric_limits<acc_t>::max());
+}
+
+// exp((s - m) / tau) given scale, where an s of -inf (a masked logit, or a lane
+// outside the segment) contributes exactly 0 even when m is -inf too (then
+// s - m is NaN). In float32 evaluated unconditionally, then selected: a branch
+// around exp2f costs more instructions than it saves. float64's exp is long
+// enough to keep behind the branch (evaluated for every lane, four of them
+// overflow the registers of a 1024-thread block).
+__device__ __forceinline__ float tempered_exp(float s, float m, float scale) {
+  const float e = exp_scaled((s - m) * scale);
+  return s == neg_inf<float>() ? 0.0f : e;
+}
+__device__ __forceinline__ double tempered_exp(double s, double m, double scale) {
+  return s == neg_inf<double>() ? 0.0 : exp_scaled((s - m) * scale);
 }
 
 template <class acc_t>
@@ -94,7 +117,7 @@ struct FwdArgs {
   ForwardParams p;
   SegmentLayout s;
   at::PhiloxCudaState philox;
-  acc_t inv_tau;
+  acc_t exp_scale;  // see exp_scaled
   SoftmaxState<acc_t>* partials;  // [rows, nchunks] when rows are split, else null
 };
 
@@ -103,6 +126,7 @@ struct BwdArgs {
   BackwardParams p;
   SegmentLayout s;
   acc_t inv_tau;
+  acc_t exp_scale;  // see exp_scaled
   acc_t* partials;  // [rows, nchunks] partial sums of grad * y_soft when split
 };
 
@@ -138,15 +162,19 @@ __global__ void __launch_bounds__(kMaxThreads)
     p.rng_state[1] = static_cast<int64_t>(base);
   }
 
-  // 1. s = x + g into the cache; this thread's max and first argmax.
+  // 1. s = x + g into the cache and this thread's max. Per element only a
+  // NaN-propagating max; per unit one comparison, which keeps the first unit
+  // holding the maximum; the argmax is found in that unit after the loop.
   const scalar_t* row_in =
       static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
   acc_t m = neg_inf<acc_t>();
-  int64_t arg = std::numeric_limits<int64_t>::max();
+  int m_unit = -1;  // a segment has at most a shared memory's worth of units
   for (int64_t i = tig; i < units; i += group) {
     const int64_t col0 = unit_col0<U>(sg, i);
+    const bool whole = col0 >= sg.c0 && col0 + U <= sg.c1;
     acc_t x[U];
     load_unit<U>(row_in, col0, sg.c0, sg.c1, a.s.vec, x);
+    acc_t unit_max = neg_inf<acc_t>();
     // One Philox group at a time, each finished and cached before the next, so
     // that a 16-bit type's eight-wide unit stays within 64 registers.
 #pragma unroll
@@ -155,19 +183,35 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
       for (int j = 0; j < 4; ++j) s[j] = x[4 * q + j];
       add_group_noise(seed, base, (sg.unit0 + i) * (U / 4) + q, s);
+      if (!whole) {
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t col = col0 + 4 * q + j;
-        if (col >= sg.c0 && col < sg.c1) {
-          if (argmax_better(s[j], col, m, arg)) {
-            m = s[j];
-            arg = col;
-          }
-        } else {
-          s[j] = neg_inf<acc_t>();  // contributes 0 to the sum below
+        for (int j = 0; j < 4; ++j) {
+          const int64_t col = col0 + 4 * q + j;
+          // Outside the segment: contributes 0 to the sum below, never the argmax.
+          if (col < sg.c0 || col >= sg.c1) s[j] = neg_inf<acc_t>();
         }
       }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) unit_max = max_nan(unit_max, s[j]);
       cache_store<4>(cache + i * U + 4 * q, s);
+    }
+    if (m_unit < 0 || max_beats(unit_max, m)) {
+      m = unit_max;
+      m_unit = static_cast<int>(i);
+    }
+  }
+  // The first column holding m (the first NaN for a NaN), read back from this
+  // thread's own cache writes.
+  int64_t arg = std::numeric_limits<int64_t>::max();
+  if (m_unit >= 0) {
+    const int64_t col0 = unit_col0<U>(sg, m_unit);
+    acc_t s[U];
+    cache_load<U>(cache + m_unit * U, s);
+#pragma unroll
+    for (int k = U - 1; k >= 0; --k) {
+      const int64_t col = col0 + k;
+      const bool is_max = s[k] == m || (m != m && s[k] != s[k]);
+      if (is_max && col >= sg.c0 && col < sg.c1) arg = col;
     }
   }
   group_argmax(m, arg, group, red_m, red_arg);
@@ -181,7 +225,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     cache_load<U>(cache + i * U, e);
 #pragma unroll
     for (int k = 0; k < U; ++k) {
-      e[k] = tempered_exp(e[k], m, a.inv_tau);
+      e[k] = tempered_exp(e[k], m, a.exp_scale);
       l += e[k];
     }
     if (keep_exp) cache_store<U>(cache + i * U, e);
@@ -207,10 +251,10 @@ __global__ void __launch_bounds__(kMaxThreads)
     const int64_t col0 = unit_col0<U>(sg, i);
     acc_t y[U];
     if (p.hard) {
+      const int hot = lane_in_unit<U>(arg, col0);
 #pragma unroll
       for (int k = 0; k < U; ++k) {
-        y[k] = valid ? acc_t(col0 + k == arg ? 1 : 0)
-                     : std::numeric_limits<acc_t>::quiet_NaN();
+        y[k] = valid ? acc_t(k == hot ? 1 : 0) : std::numeric_limits<acc_t>::quiet_NaN();
       }
     } else {
       cache_load<U>(cache + i * U, y);
@@ -233,7 +277,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 
   const ForwardParams& p = a.p;
   const Segment sg = make_segment<U>(blockIdx.x, a.s, p.cols);
-  const auto exp_fn = [](acc_t x) { return exp_acc(x); };
+  const auto exp_fn = [](acc_t x) { return exp_scaled(x); };
 
   // The first warp merges the row's states in a fixed order; lane 0's result is
   // shared, so every block of the row uses the same bits.
@@ -241,14 +285,14 @@ __global__ void __launch_bounds__(kMaxThreads)
     const State* parts = a.partials + sg.row * a.s.nchunks;
     State st{neg_inf<acc_t>(), acc_t(0), std::numeric_limits<int64_t>::max()};
     for (int64_t c = threadIdx.x; c < a.s.nchunks; c += 32) {
-      st = softmax_merge(st, parts[c], a.inv_tau, exp_fn);
+      st = softmax_merge(st, parts[c], a.exp_scale, exp_fn);
     }
     for (int off = 16; off > 0; off >>= 1) {
       State o;
       o.m = __shfl_xor_sync(kFullWarp, st.m, off);
       o.l = __shfl_xor_sync(kFullWarp, st.l, off);
       o.arg = __shfl_xor_sync(kFullWarp, st.arg, off);
-      st = softmax_merge(st, o, a.inv_tau, exp_fn);
+      st = softmax_merge(st, o, a.exp_scale, exp_fn);
     }
     if (threadIdx.x == 0) row_state = st;
   }
@@ -274,15 +318,15 @@ __global__ void __launch_bounds__(kMaxThreads)
     const int64_t col0 = unit_col0<U>(sg, i);
     acc_t y[U];
     if (p.hard) {
+      const int hot = lane_in_unit<U>(arg, col0);
 #pragma unroll
       for (int k = 0; k < U; ++k) {
-        y[k] = valid ? acc_t(col0 + k == arg ? 1 : 0)
-                     : std::numeric_limits<acc_t>::quiet_NaN();
+        y[k] = valid ? acc_t(k == hot ? 1 : 0) : std::numeric_limits<acc_t>::quiet_NaN();
       }
     } else {
       unit_scores<U>(row_in, sg, i, a.s.vec, seed, base, y);
 #pragma unroll
-      for (int k = 0; k < U; ++k) y[k] = tempered_exp(y[k], m, a.inv_tau) * inv_l;
+      for (int k = 0; k < U; ++k) y[k] = tempered_exp(y[k], m, a.exp_scale) * inv_l;
     }
     store_unit<U>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
   }
@@ -308,7 +352,7 @@ __device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
 #pragma unroll
     for (int k = 0; k < U; ++k) {
       const int64_t col = col0 + k;
-      y[k] = (col >= sg.c0 && col < sg.c1) ? tempered_exp(y[k], m, a.inv_tau) * inv_l
+      y[k] = (col >= sg.c0 && col < sg.c1) ? tempered_exp(y[k], m, a.exp_scale) * inv_l
                                           : acc_t(0);
     }
   }
@@ -513,7 +557,7 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
   FwdArgs<acc_t> a{};
   a.p = p;
   a.philox = philox;
-  a.inv_tau = inverse_temperature<acc_t>(p.tau, std::numeric_limits<acc_t>::max());
+  a.exp_scale = exp_scale_for<acc_t>(p.tau);
 
   Plan plan = segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t));
   at::Tensor workspace;
@@ -558,6 +602,7 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
   BwdArgs<acc_t> a{};
   a.p = p;
   a.inv_tau = inverse_temperature<acc_t>(p.tau, std::numeric_limits<acc_t>::max());
+  a.exp_scale = exp_scale_for<acc_t>(p.tau);
 
   const auto aligned = [&](const void* ptr, int64_t stride) {
     return ptr == nullptr ||
