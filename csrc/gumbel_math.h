@@ -288,12 +288,16 @@ FG_HD bool row_is_valid(T m, T l) {
   return m == m && m > -inf && m < inf && l > T(0) && l < inf;
 }
 
-// 1/tau, clamped to the largest finite value so that a tiny tau gives
-// 0 * inv_tau = 0 at the max, never NaN.
+// 1/tau, clamped to [the smallest normal, the largest finite value]: a tiny
+// tau gives 0 * inv_tau = 0 at the max, never NaN, and a huge one (float32's
+// 1/tau rounds to 0 above about 1.4e45) a positive inv_tau, so that a masked
+// -inf still maps to -inf, not -inf * 0 = NaN: the sample is uniform to rounding.
 template <class T>
 FG_HD T inverse_temperature(double tau, T max_finite) {
+  const double min_normal = sizeof(T) == sizeof(float) ? 0x1p-126 : 0x1p-1022;
   const double inv = 1.0 / tau;
-  return inv > static_cast<double>(max_finite) ? max_finite : static_cast<T>(inv);
+  if (inv > static_cast<double>(max_finite)) return max_finite;
+  return static_cast<T>(inv < min_normal ? min_normal : inv);
 }
 
 }  // namespace fused_gumbel

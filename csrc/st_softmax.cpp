@@ -103,6 +103,28 @@ at::Tensor as_rows(const at::Tensor& t, int64_t dim) {
   return rows;
 }
 
+at::Tensor empty_dim_last(at::IntArrayRef sizes, int64_t dim, const at::TensorOptions& options) {
+  const int64_t n = static_cast<int64_t>(sizes.size());
+  std::vector<int64_t> strides(n);
+  int64_t stride = 1;
+  if (n > 0) {
+    strides[dim] = 1;
+    stride = std::max<int64_t>(sizes[dim], 1);
+  }
+  for (int64_t d = n - 1; d >= 0; --d) {
+    if (d == dim) continue;
+    strides[d] = stride;
+    stride *= std::max<int64_t>(sizes[d], 1);
+  }
+  return empty_output(sizes, strides, options);
+}
+
+at::Tensor rows_of(const at::Tensor& t, int64_t dim) {
+  const at::Tensor x = t.dim() == 0 ? t.reshape({1}) : t;
+  const int64_t cols = x.size(dim);
+  return x.movedim(dim, -1).view({cols > 0 ? x.numel() / cols : 0, cols});
+}
+
 ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
                                int64_t dim) {
   dim = check_inputs(logits, tau, dim);
@@ -116,8 +138,8 @@ ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
 
   ForwardOutputs o;
   o.rows_in = as_rows(x, dim);
-  o.out_rows = empty_output({rows, cols}, x.options());
-  o.out = o.out_rows.view(sizes).movedim(-1, dim);
+  o.out = empty_dim_last(logits.sizes(), dim, x.options());
+  o.out_rows = rows_of(o.out, dim);
   std::vector<int64_t> index_sizes(sizes.begin(), sizes.end() - 1);
   o.index = at::empty(index_sizes, x.options().dtype(at::kLong));
   index_sizes.push_back(2);
@@ -125,14 +147,10 @@ ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
   o.rng_state = at::empty({2}, x.options().dtype(at::kLong));
   at::Tensor soft_rows;
   if (keeps_soft_sample(logits, hard)) {
-    soft_rows = empty_output({rows, cols}, x.options());
-    o.y_soft = soft_rows.view(sizes).movedim(-1, dim);
+    o.y_soft = empty_dim_last(logits.sizes(), dim, x.options());
+    soft_rows = rows_of(o.y_soft, dim);
   } else {
     o.y_soft = at::empty({0}, x.options());
-  }
-  if (logits.dim() == 0) {
-    o.out = o.out.reshape({});
-    if (soft_rows.defined()) o.y_soft = o.y_soft.reshape({});
   }
 
   ForwardParams& p = o.params;
@@ -175,11 +193,8 @@ BackwardInputs prepare_backward(const at::Tensor& grad,
   const int64_t rows = b.grad_rows.size(0), cols = b.grad_rows.size(1);
   if (y_soft.has_value()) b.y_soft_rows = as_rows(*y_soft, dim);
   if (logits.has_value()) b.logits_rows = as_rows(*logits, dim);
-  const at::Tensor x = saved.dim() == 0 ? saved.reshape({1}) : saved;
-  const auto sizes = moved_sizes(x, dim);
-  b.grad_logits_rows = empty_output({rows, cols}, saved.options());
-  b.grad_logits = b.grad_logits_rows.view(sizes).movedim(-1, dim);
-  if (saved.dim() == 0) b.grad_logits = b.grad_logits.reshape({});
+  b.grad_logits = empty_dim_last(saved.sizes(), dim, saved.options());
+  b.grad_logits_rows = rows_of(b.grad_logits, dim);
   b.stats = stats.contiguous();
   TORCH_CHECK(b.stats.numel() == 2 * rows &&
                   b.stats.scalar_type() == accumulation_type(saved.scalar_type()),

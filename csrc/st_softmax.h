@@ -36,6 +36,16 @@ at::ScalarType accumulation_type(at::ScalarType dtype);
 // A copy is made only when the moved layout cannot be viewed that way.
 at::Tensor as_rows(const at::Tensor& t, int64_t dim);
 
+// A fresh tensor of `sizes` whose dim `dim` is last in memory and contiguous:
+// its storage is the [rows, cols] rows the kernels write (see rows_of). Not a
+// view of such a tensor: autograd forbids in-place writes into a custom op's
+// outputs that are views, and users write into samples (y[mask] = 0) as they
+// do into F.gumbel_softmax's.
+at::Tensor empty_dim_last(at::IntArrayRef sizes, int64_t dim, const at::TensorOptions& options);
+
+// The [rows, cols] view of a tensor made by empty_dim_last.
+at::Tensor rows_of(const at::Tensor& t, int64_t dim);
+
 struct ForwardOutputs {
   at::Tensor rows_in;   // the logits as [rows, cols]
   at::Tensor out;       // the sample, in the logits' shape

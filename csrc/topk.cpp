@@ -43,19 +43,16 @@ TopkForwardOutputs prepare_topk_forward(const at::Tensor& logits, int64_t k, dou
 
   TopkForwardOutputs o;
   o.rows_in = as_rows(x, dim);
-  at::Tensor out_rows = empty_output({rows, cols}, x.options());
-  at::Tensor index_rows = at::empty({rows, k}, x.options().dtype(at::kLong));
-  o.out = out_rows.view(sizes).movedim(-1, dim);
-  sizes.back() = k;
-  o.index = index_rows.view(sizes).movedim(-1, dim);
+  o.out = empty_dim_last(logits.sizes(), dim, x.options());
+  const at::Tensor out_rows = rows_of(o.out, dim);
+  std::vector<int64_t> index_sizes(logits.sizes().begin(), logits.sizes().end());
+  if (logits.dim() > 0) index_sizes[dim] = k;
+  o.index = empty_dim_last(index_sizes, dim, x.options().dtype(at::kLong));
+  const at::Tensor index_rows = rows_of(o.index, dim);
   sizes.back() = 2;
   sizes.insert(sizes.end() - 1, k);
   o.stats = at::empty(sizes, x.options().dtype(accumulation_type(x.scalar_type())));
   o.rng_state = at::empty({2}, x.options().dtype(at::kLong));
-  if (logits.dim() == 0) {
-    o.out = o.out.reshape({});
-    o.index = o.index.reshape({});
-  }
 
   TopkForwardParams& p = o.params;
   p.logits = o.rows_in.data_ptr();
@@ -95,9 +92,8 @@ TopkBackwardInputs prepare_topk_backward(const at::Tensor& grad, const at::Tenso
   TORCH_CHECK(b.stats.numel() == 2 * k * rows &&
                   b.stats.scalar_type() == accumulation_type(x.scalar_type()),
               "fused_gumbel: stats must be the forward's [..., k, 2] per-step statistics");
-  at::Tensor out_rows = empty_output({rows, cols}, x.options());
-  b.grad_logits = out_rows.view(sizes).movedim(-1, dim);
-  if (logits.dim() == 0) b.grad_logits = b.grad_logits.reshape({});
+  b.grad_logits = empty_dim_last(logits.sizes(), dim, x.options());
+  const at::Tensor out_rows = rows_of(b.grad_logits, dim);
 
   TopkBackwardParams& p = b.params;
   p.grad = b.grad_rows.data_ptr();

@@ -13,11 +13,32 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_tau(tau: float, tau_name: str = "tau") -> None:
-    """Raises the contract's ValueError unless tau is a positive finite number
-    (a TypeError for a tensor)."""
+def as_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> float | torch.Tensor:
+    """tau as the functions take it: a Python number, or (as F.gumbel_softmax
+    allows) a one-element real tensor, returned 0-d; TypeError otherwise."""
+    if not isinstance(tau, torch.Tensor):
+        return tau
+    if tau.numel() != 1 or tau.dtype.is_complex or tau.dtype == torch.bool:
+        raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
+                        f"got a tensor of shape {tuple(tau.shape)} and dtype {tau.dtype}")
+    return tau.reshape(())
+
+
+def tau_needs_grad(tau: float | torch.Tensor) -> bool:
+    """Whether tau is a tensor autograd differentiates: only the reference
+    backend's plain ops can."""
+    return isinstance(tau, torch.Tensor) and tau.requires_grad and torch.is_grad_enabled()
+
+
+def check_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> None:
+    """Raises the contract's ValueError unless tau is a positive finite number.
+    A tensor tau (see as_tau) is read on the host, except under torch.compile,
+    where op_tau's tensor is checked at run time instead."""
     if isinstance(tau, torch.Tensor):
-        raise TypeError(f"fused_gumbel: {tau_name} must be a Python number, not a tensor")
+        tau = as_tau(tau, tau_name)
+        if torch.compiler.is_compiling():
+            return
+        tau = float(tau.detach())
     if torch.compiler.is_compiling():
         # tau may be symbolic (a temperature that changes between calls):
         # comparisons, which dynamo turns into guards rather than a
@@ -43,6 +64,7 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
             f"got {logits.dtype}"
         )
     check_tau(tau, tau_name)
+    dim = as_dim(dim)
     ndim = max(logits.dim(), 1)
     if not (-ndim <= dim < ndim):
         raise IndexError(
@@ -52,7 +74,18 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
     return dim % ndim
 
 
-def op_tau(tau: float, device: torch.device | str | None = None) -> float | torch.Tensor:
+def as_dim(dim: int) -> int:
+    """dim as an int: a TypeError for a float or a bool, as torch's ops raise
+    (int() would truncate 1.5 to 1)."""
+    if isinstance(dim, bool):
+        raise TypeError(f"fused_gumbel: dim must be an int, got {dim!r}")
+    try:
+        return operator.index(dim)
+    except TypeError:
+        raise TypeError(f"fused_gumbel: dim must be an int, got {type(dim).__name__}") from None
+
+
+def op_tau(tau: float | torch.Tensor, device: torch.device | str | None = None) -> float | torch.Tensor:
     """The temperature as the operators take it: a Python float, or under
     torch.compile a 0-d float64 tensor, for the ops' *_tau_tensor siblings. A
     float argument of a custom op becomes a constant of the compiled graph, so
@@ -67,7 +100,10 @@ def op_tau(tau: float, device: torch.device | str | None = None) -> float | torc
     does in eager mode. (Checks while tracing could only be guards, and an
     error raised while tracing reaches the caller wrapped by dynamo.)"""
     if torch.compiler.is_compiling():
-        cpu = torch.ones((), dtype=torch.float64) * tau
+        if isinstance(tau, torch.Tensor):
+            cpu = tau.detach().to(device="cpu", dtype=torch.float64).reshape(())
+        else:
+            cpu = torch.ones((), dtype=torch.float64) * tau
         return cpu if device is None else torch.ops.fused_gumbel.checked_tau(cpu, torch.device(device))
     return float(tau)
 
@@ -86,24 +122,6 @@ def _checked_tau_fake(tau: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.empty((), dtype=torch.float64, device=device)
 
 
-def save_with_tau(ctx, tau: float | torch.Tensor, *tensors: torch.Tensor) -> None:
-    """ctx.save_for_backward(*tensors), keeping tau for the backward: a tensor
-    tau (the *_tau_tensor ops, under torch.compile) among the saved tensors, a
-    float on ctx."""
-    ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
-    ctx.tau = None if ctx.tau_is_tensor else tau
-    ctx.save_for_backward(*tensors, *([tau] if ctx.tau_is_tensor else []))
-
-
-def saved_with_tau(ctx, backward_op, backward_tau_tensor_op) -> tuple:
-    """(the tensors, tau, the backward op that takes that tau) as
-    save_with_tau kept them."""
-    saved = ctx.saved_tensors
-    if ctx.tau_is_tensor:
-        return saved[:-1], saved[-1], backward_tau_tensor_op
-    return saved, ctx.tau, backward_op
-
-
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 logits accumulate in float64, every other dtype in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -114,7 +132,9 @@ def normalize_seed(seed: int | None) -> int | None:
     int64 with the same bits (the operator schema's int is int64)."""
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool):
+        raise TypeError(f"fused_gumbel: seed must be an int or None, got {seed!r}")
+    if not isinstance(seed, int):
         try:
             seed = operator.index(seed)
         except TypeError:

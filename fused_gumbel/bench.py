@@ -328,7 +328,7 @@ def side_bench_parser(doc: str, dtype_names: Iterable[str], default_dtypes: str)
     p.add_argument("--system-malloc", action="store_true",
                    help="CPU: leave the C allocator as it is (see fused_gumbel.bench --help)")
     p.add_argument("--out", default=None, help="write the results as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return p
 
 
@@ -686,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="leave out the 'reference' (plain PyTorch ops) backend")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
-    p.add_argument("--tau", type=float, default=1.0)
+    p.add_argument("--tau", type=float, default=1.0, help="temperature of every case (default 1.0)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--system-malloc", action="store_true",
                    help="CPU: leave the C allocator as it is (default: keep freed memory for reuse, "
@@ -701,8 +701,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of cases after which the rest are skipped "
                         "(default: 150 on CUDA, none on CPU; 0: none)")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/bench_<device>_<time>.json)")
-    p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plot", action="store_true", help="write no PNG plots next to the JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.add_argument("--plot-from", metavar="JSON", default=None, help="only re-plot a saved JSON")
     p.add_argument("--markdown", metavar="JSON", default=None, help="only print a saved JSON as Markdown")
     return p

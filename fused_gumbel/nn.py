@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ._checks import as_dim
 from .ops import BACKENDS, gumbel_softmax
 from .topk import gumbel_topk
 
@@ -45,12 +46,59 @@ class TemperatureSchedule:
         t = (int(step) // self.every) * self.every
         return max(self.tau_min, self.tau0 * math.exp(-self.rate * t))
 
+    def tensor(self, step: torch.Tensor) -> torch.Tensor:
+        """The same for a step tensor, in tensor ops (float64, on step's
+        device): what the modules use under torch.compile, where reading the
+        step as a Python int would end the graph."""
+        t = torch.div(step, self.every, rounding_mode="floor") * self.every
+        return torch.clamp(self.tau0 * torch.exp(-self.rate * t.double()), min=self.tau_min)
+
     def __repr__(self) -> str:
         return (f"TemperatureSchedule(tau0={self.tau0}, tau_min={self.tau_min}, "
                 f"rate={self.rate}, every={self.every})")
 
 
-class GumbelSoftmax(nn.Module):
+def _checked_tau(owner: str, tau: float, what: str = "a positive finite number") -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"{owner}: tau must be {what}, got {tau!r}")
+    return float(tau)
+
+
+def _checked_backend(owner: str, backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"{owner}: unknown backend {backend!r}; choose from {BACKENDS}")
+    return backend
+
+
+class _StepCounter(nn.Module):
+    """The training-step buffer `step` (saved in the state dict) of a module
+    with a TemperatureSchedule, and the schedule's tau at that step without a
+    device synchronization per forward: eager mode keeps a Python copy of the
+    step, re-read from the buffer (one sync) only when something else wrote or
+    replaced it (step.fill_, load_state_dict, .to()); under torch.compile tau
+    is computed from the buffer with tensor ops, so the graph neither breaks
+    nor specializes on the step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+        self._step_int, self._step_seen = 0, None  # the copy, and (buffer, its version) it was read from
+
+    def _scheduled_tau(self, schedule: TemperatureSchedule) -> float | torch.Tensor:
+        if torch.compiler.is_compiling() and hasattr(schedule, "tensor"):
+            return schedule.tensor(self.step)
+        seen = self._step_seen
+        if seen is None or seen[0] is not self.step or seen[1] != self.step._version:
+            self._step_int, self._step_seen = int(self.step), (self.step, self.step._version)
+        return schedule(self._step_int)
+
+    def _advance(self) -> None:
+        self.step += 1
+        if not torch.compiler.is_compiling() and self._step_seen is not None:
+            self._step_int, self._step_seen = self._step_int + 1, (self.step, self.step._version)
+
+
+class GumbelSoftmax(_StepCounter):
     """Gumbel-Softmax sampling as a module.
 
     With a `schedule`, each forward in training mode uses the schedule's tau for
@@ -62,7 +110,9 @@ class GumbelSoftmax(nn.Module):
         tau: the fixed temperature (ignored when `schedule` is given).
         hard: straight-through (one-hot forward, soft gradient) in training.
         dim: the class dimension.
-        schedule: an optional TemperatureSchedule.
+        schedule: an optional TemperatureSchedule (or any callable step -> tau;
+            under torch.compile only a TemperatureSchedule, whose ``tensor``
+            method computes tau in the graph, avoids a graph break).
         hard_eval: use hard samples in eval mode.
         backend: see fused_gumbel.gumbel_softmax.
     """
@@ -71,24 +121,28 @@ class GumbelSoftmax(nn.Module):
                  schedule: TemperatureSchedule | None = None, hard_eval: bool = True,
                  backend: str = "auto") -> None:
         super().__init__()
-        self.tau, self.hard, self.dim = float(tau), bool(hard), int(dim)
-        self.schedule, self.hard_eval, self.backend = schedule, bool(hard_eval), backend
-        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"GumbelSoftmax: schedule must be a TemperatureSchedule or None, got {schedule!r}")
+        self.tau, self.hard, self.dim = _checked_tau("GumbelSoftmax", tau), bool(hard), as_dim(dim)
+        self.schedule, self.hard_eval = schedule, bool(hard_eval)
+        self.backend = _checked_backend("GumbelSoftmax", backend)
 
     def current_tau(self) -> float:
+        """The temperature the next forward uses."""
         return self.schedule(int(self.step)) if self.schedule is not None else self.tau
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        tau = self.current_tau()
+        """A sample of gumbel_softmax(logits) at the current temperature."""
+        tau = self._scheduled_tau(self.schedule) if self.schedule is not None else self.tau
         hard = self.hard if self.training else (self.hard or self.hard_eval)
         y = gumbel_softmax(logits, tau, hard, dim=self.dim, backend=self.backend)
         if self.training and self.schedule is not None:
-            self.step += 1
+            self._advance()
         return y
 
     def extra_repr(self) -> str:
         tau = repr(self.schedule) if self.schedule is not None else f"tau={self.tau}"
-        return f"{tau}, hard={self.hard}, dim={self.dim}, backend={self.backend!r}"
+        return f"{tau}, hard={self.hard}, dim={self.dim}, hard_eval={self.hard_eval}, backend={self.backend!r}"
 
 
 class RouterOutput(NamedTuple):
@@ -135,7 +189,7 @@ def load_balancing_loss(router_probs: torch.Tensor, expert_index: torch.Tensor) 
     return num_experts * (fraction * probs.mean(0)).sum()
 
 
-class GumbelRouter(nn.Module):
+class GumbelRouter(_StepCounter):
     """A mixture-of-experts router: a linear gate d_model -> num_experts and a
     hard choice of k experts per token, trained with straight-through Gumbel.
 
@@ -197,19 +251,14 @@ class GumbelRouter(nn.Module):
         if k > num_experts:
             raise ValueError(f"GumbelRouter: k={k} exceeds num_experts={num_experts}")
         if not isinstance(tau, TemperatureSchedule):
-            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
-                raise ValueError(
-                    f"GumbelRouter: tau must be a positive finite number or a TemperatureSchedule, got {tau!r}")
-            tau = float(tau)
+            tau = _checked_tau("GumbelRouter", tau, "a positive finite number or a TemperatureSchedule")
         if not (math.isfinite(aux_loss_weight) and aux_loss_weight >= 0):
             raise ValueError(f"GumbelRouter: aux_loss_weight must be a finite number >= 0, got {aux_loss_weight}")
-        if backend not in BACKENDS:
-            raise ValueError(f"GumbelRouter: unknown backend {backend!r}; choose from {BACKENDS}")
+        _checked_backend("GumbelRouter", backend)
         self.d_model, self.num_experts, self.k = d_model, num_experts, k
         self.tau, self.aux_loss_weight = tau, float(aux_loss_weight)
         self.noisy_eval, self.step_on_forward, self.backend = bool(noisy_eval), bool(step_on_forward), backend
         self.gate = nn.Linear(d_model, num_experts, bias=bias)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
 
     def current_tau(self) -> float:
         """The temperature the next forward uses."""
@@ -226,7 +275,7 @@ class GumbelRouter(nn.Module):
                 f"GumbelRouter: x must have shape [..., d_model={self.d_model}], got {tuple(x.shape)}")
         logits = nn.functional.linear(x.float(), self.gate.weight.float(),
                                       None if self.gate.bias is None else self.gate.bias.float())
-        tau = self.current_tau()
+        tau = self._scheduled_tau(self.tau) if isinstance(self.tau, TemperatureSchedule) else self.tau
         if self.training or self.noisy_eval:
             if self.k == 1:
                 sample, index = gumbel_softmax(logits, tau, True, return_index=True, backend=self.backend)
@@ -240,7 +289,7 @@ class GumbelRouter(nn.Module):
             # the exact k-hot, differentiated as the tempered softmax
             sample = torch.zeros_like(soft).scatter_(-1, index, 1.0) + (soft - soft.detach())
         if self.training and self.step_on_forward:
-            self.step += 1
+            self._advance()
         combine = (sample.gather(-1, index) / self.k).to(x.dtype)
         probs = torch.softmax(logits, -1)
         if self.aux_loss_weight > 0:

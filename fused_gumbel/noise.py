@@ -32,6 +32,8 @@ def gumbel_noise(
         dtype: dtype of the returned tensor (the noise itself is float32).
     """
     require_extension()
+    if not dtype.is_floating_point:
+        raise TypeError(f"fused_gumbel.gumbel_noise: dtype must be a floating-point dtype, got {dtype}")
     seed = normalize_seed(seed)
     if seed is None:
         raise TypeError("fused_gumbel.gumbel_noise: seed must be an int")

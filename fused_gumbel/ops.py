@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from ._checks import (accumulation_dtype, check_inputs, normalize_seed, op_tau, output_layouts,
-                      save_with_tau, saved_with_tau)
+from ._autograd import first_order_only, refuse_double_backward, save_with_tau, saved_with_tau
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, normalize_seed, op_tau, output_layouts,
+                      tau_needs_grad)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
@@ -29,12 +30,19 @@ def keeps_soft_sample(logits: torch.Tensor, hard: bool) -> bool:
     return hard and logits.device.type == "cpu"
 
 
-def _sample_like(logits: torch.Tensor, dim: int) -> torch.Tensor:
-    """An empty tensor with the layout the kernels give their outputs: `dim`
-    last and contiguous, viewed back into the logits' shape."""
+def empty_dim_last(logits: torch.Tensor, dim: int, size: int | None = None,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An empty tensor in the logits' shape (`dim` of `size` if given) laid out
+    as the kernels write their outputs, `dim` last and contiguous: a tensor of
+    its own, not a view, as csrc/st_softmax.h's empty_dim_last."""
     moved, _ = output_layouts(logits, dim)
-    out = logits.new_empty(moved).movedim(-1, dim)
-    return out.reshape(()) if logits.dim() == 0 else out
+    if size is not None:
+        moved[-1] = size
+    layout = logits.new_empty(moved, dtype=dtype).movedim(-1, dim)
+    if logits.dim() == 0:
+        layout = layout.reshape(())
+    return torch.empty_strided(layout.shape, layout.stride(), dtype=layout.dtype, device=layout.device)
+
 
 
 if extension_loaded():
@@ -45,11 +53,11 @@ if extension_loaded():
         _check_nonempty_dim(logits, dim)
         _, index_shape = output_layouts(logits, dim)
         return (
-            _sample_like(logits, dim),
+            empty_dim_last(logits, dim),
             logits.new_empty(index_shape, dtype=torch.long),
             logits.new_empty(index_shape + [2], dtype=accumulation_dtype(logits.dtype)),
             logits.new_empty([2], dtype=torch.long),
-            _sample_like(logits, dim) if keeps_soft_sample(logits, hard) else logits.new_empty([0]),
+            empty_dim_last(logits, dim) if keeps_soft_sample(logits, hard) else logits.new_empty([0]),
         )
 
     @torch.library.register_fake("fused_gumbel::st_softmax_tau_tensor")
@@ -71,7 +79,7 @@ if extension_loaded():
     def _st_softmax_backward_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
         saved = y_soft if y_soft is not None else logits
         dim = check_inputs(saved, tau, dim)
-        return _sample_like(saved, dim)
+        return empty_dim_last(saved, dim)
 
     @torch.library.register_fake("fused_gumbel::st_softmax_backward_tau_tensor")
     def _st_softmax_backward_tau_tensor_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
@@ -94,6 +102,7 @@ if extension_loaded():
         ctx.set_materialize_grads(False)
 
     def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng, _grad_soft):
+        first_order_only()
         if grad_y is None:
             return None, None, None, None, None
         (saved, stats, rng_state), tau, op = saved_with_tau(
@@ -105,6 +114,7 @@ if extension_loaded():
 
     for _name in ("fused_gumbel::st_softmax", "fused_gumbel::st_softmax_tau_tensor"):
         torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
+    refuse_double_backward("fused_gumbel::st_softmax_backward", "fused_gumbel::st_softmax_backward_tau_tensor")
 
 
 def _triton_module():
@@ -157,9 +167,19 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
     return [b for b in BACKENDS[1:] if backend_status(b, device)[0]]
 
 
-def _resolve_backend(backend: str, device: torch.device) -> str:
+def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tensor = 1.0) -> str:
+    """The backend that runs: "auto" resolved for the device, or the one asked
+    for if it can run here (RuntimeError naming why not). A tau that autograd
+    differentiates runs on the reference, the one backend that takes its
+    gradient ("auto" picks it; a fused backend named explicitly refuses)."""
     if backend not in BACKENDS:
         raise ValueError(f"fused_gumbel: unknown backend {backend!r}; choose from {BACKENDS}")
+    if tau_needs_grad(tau) and backend in ("auto", "reference"):
+        return "reference"
+    if tau_needs_grad(tau):
+        raise NotImplementedError(
+            f"fused_gumbel: backend {backend!r} takes no gradient for tau (a tensor that requires grad); "
+            "pass tau.detach() or a float, or use backend='reference' or 'auto'")
     if backend == "auto":
         for candidate in (("cuda", "triton") if device.type == "cuda" else ("cpu",)):
             if backend_status(candidate, device)[0]:
@@ -190,7 +210,9 @@ def gumbel_softmax(
     Args:
         logits: [..., num_classes, ...] unnormalized log-probabilities
             (float16, bfloat16, float32, float64; any layout).
-        tau: temperature, a positive finite number; changing it never recompiles.
+        tau: temperature, a positive finite number (or a one-element tensor; one
+            that requires grad runs on the reference backend, which
+            differentiates it); changing it never recompiles.
         hard: return the exact one-hot of argmax(logits + g) along ``dim``,
             differentiated as the soft sample (straight-through).
         eps: accepted and ignored, as in PyTorch.
@@ -208,7 +230,7 @@ def gumbel_softmax(
     Equivalent to::
 
         g = fused_gumbel.gumbel_noise(logits.movedim(dim, -1).shape, seed)
-        s = logits.movedim(dim, -1).float() + g
+        s = logits.movedim(dim, -1).to(acc) + g   # acc: float32, float64 for float64 logits
         y = torch.softmax(s / tau, -1)          # or one_hot(s.argmax(-1)) if hard
         y = y.to(logits.dtype).movedim(-1, dim)
     """
@@ -216,16 +238,17 @@ def gumbel_softmax(
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     seed = normalize_seed(seed)
-    name = _resolve_backend(backend, logits.device)
+    tau, dim = as_tau(tau), as_dim(dim)
+    name = _resolve_backend(backend, logits.device, tau)
     if name == "reference":
         return gumbel_softmax_reference(logits, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":
         tau = op_tau(tau, logits.device)
-        y, index = _triton_module().st_softmax_triton(logits, tau, bool(hard), int(dim), seed)[:2]
+        y, index = _triton_module().st_softmax_triton(logits, tau, bool(hard), dim, seed)[:2]
     else:
         require_extension()
         tau = op_tau(tau)
         op = (torch.ops.fused_gumbel.st_softmax_tau_tensor if isinstance(tau, torch.Tensor)
               else torch.ops.fused_gumbel.st_softmax)
-        y, index = op(logits, tau, bool(hard), int(dim), seed)[:2]
+        y, index = op(logits, tau, bool(hard), dim, seed)[:2]
     return (y, index) if return_index else y

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, check_k, normalize_seed, op_tau
+from ._checks import accumulation_dtype, as_tau, check_inputs, check_k, normalize_seed, op_tau, tau_needs_grad
 from .noise import draw_seed, gumbel_noise
 
 
-def _check(logits: torch.Tensor, tau: float, dim: int) -> tuple[int, float | torch.Tensor]:
+def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int) -> tuple[int, float | torch.Tensor]:
     """check_inputs; returns (dim wrapped, tau as the math takes it). Under
     torch.compile tau becomes a device tensor checked at run time (op_tau), as
     on the fused backends: a check while tracing could only be a guard, and its
-    error would reach the caller wrapped by dynamo instead of as ValueError."""
+    error would reach the caller wrapped by dynamo instead of as ValueError. A
+    tau that autograd differentiates is used as it is (unchecked under
+    torch.compile)."""
+    tau = as_tau(tau)
     compiling = torch.compiler.is_compiling()
     dim = check_inputs(logits, 1.0 if compiling else tau, dim)
-    return dim, op_tau(tau, logits.device)
+    return dim, tau if tau_needs_grad(tau) else op_tau(tau, logits.device)
 
 
 def _tempered(s: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
@@ -36,10 +39,17 @@ def _tempered(s: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     shift is detached: softmax does not depend on it."""
     if s.shape[-1] == 0:
         return s
-    # A float tau, or under torch.compile a 0-d tensor (see _check): one
-    # expression for both.
-    inv_tau = (torch.ones((), dtype=torch.float64, device=s.device) / tau).clamp(max=torch.finfo(s.dtype).max)
-    return (s - s.amax(dim=-1, keepdim=True).detach()) * inv_tau.to(s.dtype)
+    return (s - s.amax(dim=-1, keepdim=True).detach()) * _inverse_temperature(tau, s)
+
+
+def _inverse_temperature(tau: float | torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """1/tau in s's dtype, clamped as gumbel_math.h's inverse_temperature: to
+    [the smallest normal, the largest finite value], so that neither a tiny nor
+    a huge tau gives 0 * inf = NaN. tau is a float, or under torch.compile a
+    0-d tensor (see _check): one expression for both."""
+    finfo = torch.finfo(s.dtype)
+    inv = torch.ones((), dtype=torch.float64, device=s.device) / tau
+    return inv.clamp(min=finfo.tiny, max=finfo.max).to(s.dtype)
 
 
 def gumbel_softmax_reference(
@@ -138,7 +148,7 @@ def gumbel_topk_reference(
     # The subset: a stable descending sort orders as the argmax rule does
     # (NaN first, then larger values, ties by lower index).
     index = torch.sort(s.detach(), dim=-1, descending=True, stable=True).indices[..., :k]
-    inv_tau, tiny = 1.0 / tau, torch.finfo(acc).tiny
+    inv_tau, tiny = _inverse_temperature(tau, s), torch.finfo(acc).tiny
     a, y_soft = s, torch.zeros_like(s)
     for _ in range(k):
         m = a.detach().amax(dim=-1, keepdim=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from ._checks import accumulation_dtype, as_dim, check_inputs, normalize_seed, output_layouts
 from ._extension import extension_loaded, require_extension
 from .noise import draw_seed, gumbel_noise
 from .ops import _check_nonempty_dim, _resolve_backend, _triton_module
@@ -63,8 +63,9 @@ def sample(
     Gumbel-max with the noise of :func:`fused_gumbel.gumbel_softmax`: the index
     is the first ``c`` maximizing ``logits[c] + temperature * g[c]``, which for
     ``temperature=1`` is exactly the index of ``gumbel_softmax(logits, seed=seed,
-    return_index=True)``. The fused kernels read the logits once and write only
-    the indices. Not differentiable.
+    return_index=True)`` on every row that has a sample (a row without one gives
+    -1 here, torch.argmax's index there). The fused kernels read the logits once
+    and write only the indices. Not differentiable.
 
     Args:
         logits: unnormalized log-probabilities (float16, bfloat16, float32, float64).
@@ -85,6 +86,6 @@ def sample(
     if name == "reference":
         return sample_reference(logits, temperature, seed=seed, dim=dim)
     if name == "triton":
-        return _triton_module().sample_triton(logits, float(temperature), int(dim), seed)
+        return _triton_module().sample_triton(logits, float(temperature), as_dim(dim), seed)
     require_extension()
-    return torch.ops.fused_gumbel.sample(logits, float(temperature), int(dim), seed)
+    return torch.ops.fused_gumbel.sample(logits, float(temperature), as_dim(dim), seed)

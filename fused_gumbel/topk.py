@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from ._checks import (accumulation_dtype, check_inputs, check_k, normalize_seed, op_tau, output_layouts,
-                      save_with_tau, saved_with_tau)
+from ._autograd import first_order_only, refuse_double_backward, save_with_tau, saved_with_tau
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, normalize_seed, op_tau,
+                      output_layouts)
 from ._extension import extension_loaded, has_kernel, require_extension
-from .ops import _resolve_backend, _sample_like, _triton_module, backend_status
+from .ops import _resolve_backend, _triton_module, backend_status, empty_dim_last
 from .reference import gumbel_topk_reference
 
 # The CUDA kernel keeps a top-k list per thread in registers, of CUDA_MAX_K
@@ -29,12 +30,6 @@ def _check(logits: torch.Tensor, k: int, tau: float, dim: int) -> tuple[int, int
     return dim, check_k(k, moved[-1])
 
 
-def _index_like(logits: torch.Tensor, dim: int, k: int) -> torch.Tensor:
-    """An empty int64 index: the logits' shape with dim of size k (0-d for a
-    0-d input, as torch.topk), allocated with dim last as the kernels write it."""
-    moved, index_shape = output_layouts(logits, dim)
-    out = logits.new_empty(index_shape + [k], dtype=torch.long).movedim(-1, dim)
-    return out.reshape(()) if logits.dim() == 0 else out
 
 
 if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
@@ -44,8 +39,8 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
         dim, k = _check(logits, k, tau, dim)
         _, index_shape = output_layouts(logits, dim)
         return (
-            _sample_like(logits, dim),
-            _index_like(logits, dim, k),
+            empty_dim_last(logits, dim),
+            empty_dim_last(logits, dim, k, torch.long),
             logits.new_empty(index_shape + [k, 2], dtype=accumulation_dtype(logits.dtype)),
             logits.new_empty([2], dtype=torch.long),
         )
@@ -53,7 +48,7 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
     @torch.library.register_fake("fused_gumbel::gumbel_topk_backward")
     def _gumbel_topk_backward_fake(grad, logits, stats, rng_state, k, tau, dim):
         dim, k = _check(logits, k, tau, dim)
-        return _sample_like(logits, dim)
+        return empty_dim_last(logits, dim)
 
     # The *_tau_tensor siblings (tau a CPU tensor, under torch.compile): tau's
     # range is checked by the kernel, at run time.
@@ -75,6 +70,7 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
         ctx.k, ctx.dim = k, dim
 
     def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng):
+        first_order_only()
         (logits, stats, rng_state), tau, op = saved_with_tau(
             ctx, torch.ops.fused_gumbel.gumbel_topk_backward,
             torch.ops.fused_gumbel.gumbel_topk_backward_tau_tensor)
@@ -83,13 +79,14 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
 
     for _name in ("fused_gumbel::gumbel_topk", "fused_gumbel::gumbel_topk_tau_tensor"):
         torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
+    refuse_double_backward("fused_gumbel::gumbel_topk_backward", "fused_gumbel::gumbel_topk_backward_tau_tensor")
 
 
-def _resolve(backend: str, device: torch.device, k: int) -> str:
+def _resolve(backend: str, device: torch.device, k: int, tau: float | torch.Tensor) -> str:
     """The backend gumbel_topk runs on: as gumbel_softmax's, except that the
     CUDA kernel takes k up to CUDA_MAX_K ("auto" then runs Triton, or the
     reference)."""
-    name = _resolve_backend(backend, device)
+    name = _resolve_backend(backend, device, tau)
     if name == "cuda" and k > CUDA_MAX_K:
         if backend == "auto":
             return "triton" if backend_status("triton", device)[0] else "reference"
@@ -154,9 +151,10 @@ def gumbel_topk(
     # Under torch.compile tau is checked at run time, by the C++ kernels or by
     # checked_tau (see op_tau), so that a bad value raises the ValueError from
     # the compiled graph.
+    tau, dim = as_tau(tau), as_dim(dim)
     dim, k = _check(logits, k, 1.0 if torch.compiler.is_compiling() else tau, dim)
     seed = normalize_seed(seed)
-    name = _resolve(backend, logits.device, k)
+    name = _resolve(backend, logits.device, k, tau)
     if name == "reference":
         return gumbel_topk_reference(logits, k, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":

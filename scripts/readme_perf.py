@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fused_gumbel import bench  # noqa: E402
 
 RESULTS = [
-    ("CPU: 2 cores (AMD EPYC, AVX2), the issue's CPU shapes", "bench/results/cpu_epyc_2threads"),
+    ("CPU: 2 cores (AMD EPYC), the issue's CPU shapes", "bench/results/cpu_epyc_2threads"),
     ("GPU: NVIDIA H100 80GB HBM3 (lent machine), the issue's CUDA shapes", "bench/results/cuda_h100_issue_shapes"),
 ]
 

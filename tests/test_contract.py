@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import fused_gumbel as fg
 
-from utils import FUSED_BACKENDS, backend_param, device_of
+from utils import DTYPES, FUSED_BACKENDS, backend_param, device_of, tolerance
 
 ALL_BACKENDS = FUSED_BACKENDS + [backend_param("reference")]
 
@@ -40,6 +40,51 @@ def test_bad_tau_raises_value_error_naming_tau(backend, tau):
     with pytest.raises(ValueError, match="tau"):
         fg.gumbel_softmax(x, tau, backend=backend)
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS + [backend_param("triton")])
+def test_a_tensor_tau_is_a_number(backend):
+    """As F.gumbel_softmax, tau may be a one-element tensor: the same sample as
+    the number; a bad value is refused alike; other tensors are a TypeError."""
+    x = torch.randn(3, 5, device=device_of(backend))
+    for tau in (torch.tensor(0.7), torch.tensor([0.7], dtype=torch.float64), torch.tensor(0.7, device=x.device)):
+        torch.testing.assert_close(fg.gumbel_softmax(x, tau, seed=2, backend=backend),
+                                   fg.gumbel_softmax(x, 0.7, seed=2, backend=backend))
+    with pytest.raises(ValueError, match="tau"):
+        fg.gumbel_softmax(x, torch.tensor(-1.0), backend=backend)
+    with pytest.raises(TypeError, match="tau"):
+        fg.gumbel_softmax(x, torch.tensor([0.5, 0.7]), backend=backend)
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_a_tau_that_requires_grad_gets_its_gradient(hard):
+    """A learnable temperature, as F.gumbel_softmax allows: "auto" runs it on
+    the reference backend, which differentiates tau; a fused backend named
+    explicitly refuses instead of dropping the gradient."""
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 6, dtype=torch.float64)
+    tau = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    y = fg.gumbel_softmax(x, tau, hard, seed=3)
+    gx, gtau = torch.autograd.grad((y * w).sum(), (x, tau))
+    x64, tau64 = x.detach().requires_grad_(), tau.detach().requires_grad_()
+    y64 = torch.softmax((x64 + fg.gumbel_noise(x.shape, 3).double()) / tau64, -1)
+    ex, etau = torch.autograd.grad((y64 * w).sum(), (x64, tau64))
+    torch.testing.assert_close(gx, ex)
+    torch.testing.assert_close(gtau, etau)
+    with pytest.raises(NotImplementedError, match="tau"):
+        fg.gumbel_softmax(x, tau, hard, seed=3, backend="cpu")
+    with torch.no_grad():
+        fg.gumbel_softmax(x, tau, hard, seed=3, backend="cpu")
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS + [backend_param("triton")])
+def test_a_float_dim_or_a_bool_seed_is_a_type_error(backend):
+    """Not silently truncated (int(1.5) == 1) or read as 0/1."""
+    x = torch.randn(3, 4, device=device_of(backend))
+    with pytest.raises(TypeError, match="dim"):
+        fg.gumbel_softmax(x, dim=1.5, backend=backend)
+    with pytest.raises(TypeError, match="seed"):
+        fg.gumbel_softmax(x, seed=True, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
@@ -147,6 +192,51 @@ def test_tiny_tau_stays_finite(backend):
         y = fg.gumbel_softmax(x, tau, seed=4, backend=backend)
         assert torch.isfinite(y).all()
         assert torch.equal(y, F.one_hot(y.argmax(-1), 30).float())
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_huge_tau_gives_a_uniform_sample(backend, dtype):
+    """A huge but finite tau is valid: the soft sample is uniform over the
+    unmasked classes (float32's 1/tau underflows to 0 above about 1.4e45, and
+    a masked -inf times 0 would be NaN), the hard one a one-hot."""
+    x = torch.randn(4, 30, device=device_of(backend)).to(dtype)
+    x[1, :10] = float("-inf")
+    uniform = torch.full((4, 30), 1 / 30, dtype=torch.float64)
+    uniform[1, :10], uniform[1, 10:] = 0, 1 / 20
+    for tau in (1e30, 1e46, 1e300):
+        y = fg.gumbel_softmax(x, tau, seed=4, backend=backend)
+        torch.testing.assert_close(y.double().cpu(), uniform, atol=tolerance(dtype)[0], rtol=tolerance(dtype)[1])
+        assert (y[1, :10] == 0).all()
+        y, index = fg.gumbel_softmax(x, tau, True, seed=4, return_index=True, backend=backend)
+        assert torch.equal(y, F.one_hot(index, 30).to(dtype)) and index[1] >= 10
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS + [backend_param("triton")])
+@pytest.mark.parametrize("shape,dim", [((5, 7), -1), ((5, 7), 0), ((2, 3, 4), 1), ((), 0)])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_the_sample_can_be_written_in_place(backend, shape, dim, hard):
+    """As with F.gumbel_softmax, the sample is a tensor of its own: writing into
+    the hard sample (masking a class, scaling) works and is differentiated
+    through (autograd refuses in-place writes into a view a custom op returns).
+    The soft sample is saved for the backward, so autograd refuses a backward
+    after writing into it, as it does for torch.softmax's."""
+    device = device_of(backend)
+    x = torch.randn(shape, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(shape, dtype=torch.float64, device=device)
+    grads = []
+    for b in (backend, "reference"):
+        y = fg.gumbel_softmax(x, 0.8, hard, dim=dim, seed=9, backend=b)
+        assert b == "reference" or y._base is None
+        y.mul_(2.0)
+        if y.dim():
+            y.select(dim, 0).zero_()
+        if not hard:
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                torch.autograd.grad((y * w).sum(), x)
+            return
+        grads.append(torch.autograd.grad((y * w).sum(), x)[0])
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 def test_float16_never_nan_where_torch_is():

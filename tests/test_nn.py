@@ -40,3 +40,39 @@ def test_module_state_dict_keeps_the_step():
     m2 = fg.GumbelSoftmax(schedule=fg.TemperatureSchedule(every=1, rate=1e-3))
     m2.load_state_dict(m.state_dict())
     assert m2.current_tau() == m.current_tau()
+
+
+def test_module_follows_writes_to_its_step():
+    """The forward reads the step from a Python copy (no device sync per
+    call), re-read when the buffer is written or replaced."""
+    schedule = fg.TemperatureSchedule(tau0=2.0, tau_min=0.1, rate=0.01, every=1)
+    m = fg.GumbelSoftmax(schedule=schedule, backend="cpu")
+    x = torch.randn(3, 5)
+
+    def sample_at(step):
+        torch.manual_seed(1)
+        return fg.gumbel_softmax(x, schedule(step), backend="cpu")
+
+    for write in (lambda: m.step.fill_(40), lambda: m.load_state_dict({"step": torch.tensor(7)}),
+                  lambda: setattr(m, "step", torch.tensor(90))):
+        m(x)
+        write()
+        expected_step = int(m.step)
+        torch.manual_seed(1)
+        torch.testing.assert_close(m(x), sample_at(expected_step))
+        assert int(m.step) == expected_step + 1
+
+
+def test_module_with_a_schedule_compiles_to_one_graph():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    schedule = fg.TemperatureSchedule(tau0=2.0, tau_min=0.5, rate=0.5, every=1)
+    m = fg.GumbelSoftmax(schedule=schedule, backend="cpu")
+    compiled = torch.compile(m, fullgraph=True)
+    x = torch.randn(4, 6, requires_grad=True)
+    for _ in range(4):
+        compiled(x).sum().backward()
+    assert int(m.step) == 4 and counters["stats"]["unique_graphs"] == 1
+    assert m.current_tau() == schedule(4)

@@ -11,7 +11,7 @@ import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
 from utils import (FUSED_BACKENDS, assert_annealing_reuses_the_graph, assert_bad_tau_refused_under_compile,
-                   assert_compiled_matches_eager, backend_param, device_of)
+                   assert_compiled_matches_eager, assert_double_backward_refused, backend_param, device_of)
 
 OP = torch.ops.fused_gumbel.st_softmax
 
@@ -88,6 +88,23 @@ def test_a_bad_tau_is_refused_under_torch_compile(backend):
     assert_bad_tau_refused_under_compile(
         lambda x, tau: fg.gumbel_softmax(x, tau, seed=1, backend=backend),
         device_of(backend))
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_double_backward_is_refused(backend, hard):
+    assert_double_backward_refused(
+        lambda x: fg.gumbel_softmax(x, 0.7, hard, seed=5, backend=backend), device_of(backend))
+
+
+def test_differentiating_the_backward_operator_is_refused():
+    """Called directly, the backward operator refuses a second derivative too."""
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    y, _, stats, rng, _ = OP(x.detach(), 0.9, False, -1, 3)
+    grad = torch.randn_like(y, requires_grad=True)
+    g = torch.ops.fused_gumbel.st_softmax_backward(grad, y, None, stats, rng, 0.9, -1)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        g.sum().backward()
 
 
 def test_torch_compile_seed_none_draws_fresh_noise():

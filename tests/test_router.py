@@ -129,15 +129,26 @@ def test_bad_input():
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_compiles_without_graph_breaks(k):
+@pytest.mark.parametrize("schedule", [False, True], ids=["fixed_tau", "schedule"])
+def test_compiles_without_graph_breaks(k, schedule):
+    """fullgraph=True, a fixed tau or an annealing schedule: with a schedule,
+    tau comes from the step buffer in tensor ops, so the steps share one
+    graph instead of compiling one each."""
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     torch.manual_seed(0)
-    router = GumbelRouter(8, 4, k, aux_loss_weight=0.01)
+    tau = fg.TemperatureSchedule(tau0=2.0, tau_min=0.5, rate=0.5, every=1) if schedule else 1.0
+    router = GumbelRouter(8, 4, k, tau=tau, aux_loss_weight=0.01)
     compiled = torch.compile(router, fullgraph=True)
     x = torch.randn(16, 8)
-    out = compiled(x)
-    (out.combine_weights.sum() + out.aux_loss).backward()
-    assert router.gate.weight.grad.abs().sum() > 0 and int(router.step) == 1
+    for _ in range(4):
+        out = compiled(x)
+        (out.combine_weights.sum() + out.aux_loss).backward()
+    assert router.gate.weight.grad.abs().sum() > 0 and int(router.step) == 4
+    assert counters["stats"]["unique_graphs"] == 1
+    assert router.current_tau() == (tau(4) if schedule else 1.0)
 
 
 def test_top_k_routes_k_distinct_experts():

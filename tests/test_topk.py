@@ -21,7 +21,8 @@ import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
 from utils import (Case, DTYPES, assert_annealing_reuses_the_graph, assert_bad_tau_refused_under_compile,
-                   assert_compiled_matches_eager, backend_param, device_of, tolerance)
+                   assert_compiled_matches_eager, assert_double_backward_refused, backend_param, device_of,
+                   tolerance)
 
 ON_GPU = torch.cuda.is_available()
 # The interpreter evaluates masked lanes too (inf - inf in padding rows).
@@ -232,6 +233,30 @@ def test_opcheck_triton_op(hard):
     torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton_tau_tensor, (x, 2, tau, hard, 1, 42))
     torch.library.opcheck(torch.ops.fused_gumbel.gumbel_topk_triton_backward_tau_tensor,
                           (torch.randn_like(x), x.detach(), stats, rng, 2, tau, 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dim", [-1, 0])
+def test_the_subset_and_its_index_can_be_written_in_place(backend, dim):
+    """As gumbel_softmax's sample: outputs of their own, not views."""
+    device = device_of(backend)
+    x = torch.randn(6, 5, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(6, 5, dtype=torch.float64, device=device)
+    grads = []
+    for b in (backend, "reference"):
+        y, index = fg.gumbel_topk(x, 2, 0.8, dim=dim, seed=9, return_index=True, backend=b)
+        assert b == "reference" or (y._base is None and index._base is None)
+        y.mul_(3.0)
+        index.add_(1)
+        grads.append(torch.autograd.grad((y * w).sum(), x)[0])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_double_backward_is_refused(backend, hard):
+    assert_double_backward_refused(
+        lambda x: fg.gumbel_topk(x, 2, 0.7, hard, seed=5, backend=backend), device_of(backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS + [backend_param("reference")])

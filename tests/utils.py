@@ -130,6 +130,21 @@ def assert_annealing_reuses_the_graph(sample, device: str, shape: tuple[int, ...
     assert counter.frame_count <= 2, counter.frame_count
 
 
+def assert_double_backward_refused(sample, device: str) -> None:
+    """`sample` (logits -> y) on a fused backend: first-order gradients work, and
+    a second derivative raises NotImplementedError instead of coming out wrong
+    (autograd treats a backward operator it cannot differentiate as a
+    constant), whether the backward reads the sample, the logits or a kept soft
+    sample."""
+    x = torch.randn(3, 7, dtype=torch.float64, device=device, requires_grad=True)
+    y = sample(x)
+    w = torch.randn_like(y)
+    (g,) = torch.autograd.grad((y * w).sum(), x)
+    assert torch.isfinite(g).all()
+    with pytest.raises(NotImplementedError, match="double backward"):
+        torch.autograd.grad((sample(x) * w).sum(), x, create_graph=True)
+
+
 def assert_bad_tau_refused_under_compile(sample, device: str) -> None:
     """torch.compile of `sample` (logits, tau -> y), fullgraph or not: a bad
     tau raises ValueError naming tau from the compiled graph (every backend

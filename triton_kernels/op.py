@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._checks import (accumulation_dtype, check_inputs, normalize_seed, output_layouts, save_with_tau,
-                       saved_with_tau)
+from .._autograd import first_order_only, refuse_double_backward, save_with_tau, saved_with_tau
+from .._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
 from . import noise
 from . import st_softmax as kernels
 
@@ -72,14 +72,28 @@ def _as_rows(t: torch.Tensor, dim: int, rows: int, cols: int) -> torch.Tensor:
     return r.contiguous() if cols > 1 and r.stride(1) != 1 else r
 
 
-def _unmoved(rows: torch.Tensor, moved: list[int], dim: int, ndim: int) -> torch.Tensor:
-    """[rows, cols] back in the input's shape (dim moved back from last). Where
-    that is a permutation, a contiguous copy: a triton_op may not return a
-    permuted view of a tensor it made (AOT dispatch rejects the graph)."""
-    out = rows.view(moved)
-    if ndim == 0:
-        return out.reshape(())
-    return out if dim == ndim - 1 else out.movedim(-1, dim).contiguous()
+def _dim_is_last(t: torch.Tensor, dim: int) -> bool:
+    return t.dim() == 0 or dim == t.dim() - 1
+
+
+def new_rows(like: torch.Tensor, moved: list[int], dim: int, dtype: Optional[torch.dtype] = None
+             ) -> torch.Tensor:
+    """What the kernels write their [rows, cols] rows into (they use only its
+    pointer): with dim last (or a 0-d input) the output itself, in its final
+    shape, so that the op returns a tensor of its own, not a view (autograd
+    forbids in-place writes into views a custom op returns, and users write
+    into samples as into F.gumbel_softmax's); otherwise `moved`, dim moved last,
+    for unmoved to copy."""
+    if _dim_is_last(like, dim):
+        return like.new_empty(like.shape[:-1] + (moved[-1],) if like.dim() else (), dtype=dtype)
+    return like.new_empty(moved, dtype=dtype)
+
+
+def unmoved(rows: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+    """The output from new_rows' buffer: itself with dim last, else a
+    contiguous copy with dim moved back (a triton_op may not return a permuted
+    view of a tensor it made: AOT dispatch rejects the graph)."""
+    return rows if _dim_is_last(like, dim) else rows.movedim(-1, dim).contiguous()
 
 
 def _check_op_inputs(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> int:
@@ -105,7 +119,7 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
     rows, cols = math.prod(index_shape), moved[-1]
     if cols == 0 and rows > 0:
         raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
-    y_rows = logits.new_empty((rows, cols))
+    y_rows = new_rows(logits, moved, dim)
     index = logits.new_empty(index_shape, dtype=torch.int64)
     stats = logits.new_empty(index_shape + [2], dtype=accumulation_dtype(logits.dtype))
     if seed is None:
@@ -120,7 +134,7 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
         with _on_device(logits):
             kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y_rows, index,
                                    stats, rng_state, seed, tau, hard)
-    return _unmoved(y_rows, moved, dim, logits.dim()), index, stats, rng_state
+    return unmoved(y_rows, logits, dim), index, stats, rng_state
 
 
 def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
@@ -138,7 +152,7 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
                            f"has shape {tuple(saved.shape)}")
     moved, index_shape = output_layouts(saved, dim)
     rows, cols = math.prod(index_shape), moved[-1]
-    out_rows = saved.new_empty((rows, cols))
+    out_rows = new_rows(saved, moved, dim)
     if launch:
         with _on_device(saved):
             kernels.launch_backward(
@@ -146,7 +160,7 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
                 None if y_soft is None else _as_rows(y_soft, dim, rows, cols),
                 None if logits is None else _as_rows(logits, dim, rows, cols),
                 stats.reshape(rows, 2), rng_state, out_rows, tau)
-    return _unmoved(out_rows, moved, dim, saved.dim())
+    return unmoved(out_rows, saved, dim)
 
 
 def st_softmax_triton_impl(
@@ -193,12 +207,13 @@ def _register(name: str, impl: Callable, fake: Callable, tags: tuple = ()) -> An
 def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
                  forward_fake: Callable, backward_fake: Callable, setup_context: Callable,
                  autograd_backward: Callable) -> None:
-    """Registers the backward ops, then the forward ops with their autograd;
-    name -> implementation. The forward ops draw random numbers: the
+    """Registers the backward ops (refusing a double backward), then the
+    forward ops with their autograd; name -> implementation. The forward ops draw random numbers: the
     interpreter's custom_ops are tagged nondeterministic_seeded, while a
     triton_op takes no tags (there the traced torch.randint carries it)."""
     for name, impl in backward.items():
         _register(name, impl, backward_fake)
+    refuse_double_backward(*backward)
     for name, impl in forward.items():
         op = _register(name, impl, forward_fake, (torch.Tag.nondeterministic_seeded,))
         op.register_autograd(autograd_backward, setup_context=setup_context)
@@ -226,6 +241,7 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the soft sample (straight-through for hard=True)."""
+    first_order_only()
     (saved, stats, rng_state), tau, op = saved_with_tau(
         ctx, torch.ops.fused_gumbel.st_softmax_triton_backward,
         torch.ops.fused_gumbel.st_softmax_triton_backward_tau_tensor)

@@ -67,6 +67,8 @@ INTERPRETER_SMS = 4      # "SMs" assumed without a GPU (the interpreter)
 _NO_INDEX: tl.constexpr = tl.constexpr(2**62)  # larger than any column
 FLOAT_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).max)
 DOUBLE_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float64).max)
+FLOAT_TINY: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).tiny)
+DOUBLE_TINY: tl.constexpr = tl.constexpr(torch.finfo(torch.float64).tiny)
 
 
 # ----------------------------------------------------------------------------
@@ -154,13 +156,14 @@ def _piece_state(s, col, valid, inv_tau):
 @triton.jit
 def _inverse_temperature(tau, acc_ty: tl.constexpr):
     """gumbel_math.h's inverse_temperature: 1/tau in double (an IEEE
-    division), clamped to the largest finite acc value so that a tiny tau
-    gives 0 * inv_tau = 0 at the max, never NaN; then rounded to acc."""
+    division), clamped to [the smallest normal, the largest finite] acc value
+    (a tiny tau gives 0 * inv_tau = 0 at the max, never NaN; a huge one no
+    -inf * 0 at a masked entry); then rounded to acc."""
     inv = 1.0 / tl.full((), tau, tl.float64)
     if acc_ty == tl.float64:
-        inv = tl.minimum(inv, DOUBLE_MAX)
+        inv = tl.minimum(tl.maximum(inv, DOUBLE_TINY), DOUBLE_MAX)
     else:
-        inv = tl.minimum(inv, FLOAT_MAX)
+        inv = tl.minimum(tl.maximum(inv, FLOAT_TINY), FLOAT_MAX)
     return inv.to(acc_ty)
 
 
@@ -529,8 +532,8 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
                    stats: torch.Tensor, rng_state: torch.Tensor, seed: int | None,
                    tau: float | torch.Tensor, hard: bool, noise_stride: int | None = None,
                    noise_offset: int = 0) -> None:
-    """Fills y_rows [rows, cols], index [rows], stats [rows, 2] and (explicit
-    seed) rng_state. With seed None, rng_state already holds (seed, base).
+    """Fills y_rows (rows x cols elements, row-major: the kernels use only its
+    pointer), index [rows], stats [rows, 2] and (explicit seed) rng_state. With seed None, rng_state already holds (seed, base).
     tau: a float, or a 0-d float64 tensor on the device (see _tau_args).
     Row r's noise starts at position r * noise_stride + noise_offset
     (noise_stride None: cols; a vocabulary shard passes the vocabulary size and
@@ -572,15 +575,17 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
 def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tensor | None,
                     x_rows: torch.Tensor | None, stats: torch.Tensor, rng_state: torch.Tensor,
                     out_rows: torch.Tensor, tau: float | torch.Tensor) -> None:
-    """Fills out_rows [rows, cols] with the gradient of the logits.
+    """Fills out_rows (rows x cols elements, row-major, as y_rows in
+    launch_forward) with the gradient of the logits, [rows, cols] = grad_rows'
+    shape.
 
     Exactly one of y_rows (the soft sample) and x_rows (the logits, hard=True)
     is given; stats [rows, 2] and rng_state [2] are the forward's.
     """
-    rows, cols = out_rows.shape
+    rows, cols = grad_rows.shape
     if rows == 0:
         return
-    p = plan(rows, cols, out_rows.device)
+    p = plan(rows, cols, grad_rows.device)
     from_logits = x_rows is not None
     # The unused one of (y, x) is passed as the other so every pointer is valid.
     y_arg = y_rows if y_rows is not None else x_rows
@@ -600,7 +605,7 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
             *args, stats, rows, cols, tau, tau_ptr, p.blocks_per_split, 1,
             PHASE=0, BLOCK=p.block, **flags)
         return
-    part = torch.empty((rows, p.n_splits), dtype=stats.dtype, device=out_rows.device)
+    part = torch.empty((rows, p.n_splits), dtype=stats.dtype, device=grad_rows.device)
     for phase in (1, 2):
         wrap(_backward_long_kernel)[(rows, p.n_splits)](
             *args, part, rows, cols, tau, tau_ptr, p.blocks_per_split, p.n_splits,

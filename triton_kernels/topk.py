@@ -370,8 +370,9 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
 def launch_backward(wrap: Callable, grad_rows: torch.Tensor, x_rows: torch.Tensor,
                     stats: torch.Tensor, rng_state: torch.Tensor, out_rows: torch.Tensor,
                     k: int, tau: float | torch.Tensor) -> None:
-    """Fills out_rows [rows, cols] with the gradient of the logits."""
-    rows, cols = out_rows.shape
+    """Fills out_rows (rows x cols elements, row-major: the kernel uses only its
+    pointer) with the gradient of the logits, [rows, cols] = grad_rows' shape."""
+    rows, cols = grad_rows.shape
     if rows == 0:
         return
     p = plan(rows, cols)

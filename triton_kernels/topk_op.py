@@ -11,10 +11,10 @@ from typing import Any, Optional
 
 import torch
 
-from .._checks import (accumulation_dtype, check_k, normalize_seed, output_layouts, save_with_tau,
-                       saved_with_tau)
+from .._autograd import first_order_only, save_with_tau, saved_with_tau
+from .._checks import accumulation_dtype, check_k, normalize_seed, output_layouts
 from . import topk as kernels
-from .op import _as_rows, _check_device, _check_op_inputs, _launcher, _on_device, register_ops
+from .op import _as_rows, _check_device, _check_op_inputs, _launcher, _on_device, new_rows, register_ops, unmoved
 
 FORWARD_OP = "fused_gumbel::gumbel_topk_triton"
 BACKWARD_OP = "fused_gumbel::gumbel_topk_triton_backward"
@@ -32,8 +32,8 @@ def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     k = check_k(k, cols)
-    y_rows = logits.new_empty((rows, cols))
-    index_rows = logits.new_empty((rows, k), dtype=torch.int64)
+    y_rows = new_rows(logits, moved, dim)
+    index_rows = new_rows(logits, index_shape + [k], dim, torch.int64)
     stats = logits.new_empty(index_shape + [k, 2], dtype=accumulation_dtype(logits.dtype))
     if seed is None:
         # (seed, base) drawn on the device, as st_softmax_triton does.
@@ -44,11 +44,7 @@ def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool
         with _on_device(logits):
             kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y_rows, index_rows,
                                    stats, rng_state, k, seed, tau, hard)
-    y = y_rows.view(moved).movedim(-1, dim)
-    index = index_rows.view(index_shape + [k]).movedim(-1, dim)
-    if logits.dim() == 0:
-        y, index = y.reshape(()), index.reshape(())
-    return y, index, stats, rng_state
+    return unmoved(y_rows, logits, dim), unmoved(index_rows, logits, dim), stats, rng_state
 
 
 def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng_state: torch.Tensor,
@@ -62,14 +58,13 @@ def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     k = check_k(k, cols)
-    out_rows = logits.new_empty((rows, cols))
+    out_rows = new_rows(logits, moved, dim)
     if launch:
         with _on_device(logits):
             kernels.launch_backward(_launcher, _as_rows(grad, dim, rows, cols),
                                     _as_rows(logits, dim, rows, cols), stats.reshape(rows, k, 2),
                                     rng_state, out_rows, k, tau)
-    out = out_rows.view(moved).movedim(-1, dim)
-    return out.reshape(()) if logits.dim() == 0 else out
+    return unmoved(out_rows, logits, dim)
 
 
 def gumbel_topk_triton_impl(
@@ -123,6 +118,7 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the relaxed subset (straight-through for hard=True)."""
+    first_order_only()
     (logits, stats, rng_state), tau, op = saved_with_tau(
         ctx, torch.ops.fused_gumbel.gumbel_topk_triton_backward,
         torch.ops.fused_gumbel.gumbel_topk_triton_backward_tau_tensor)

@@ -26,12 +26,20 @@ void advise_huge_pages(void* ptr, size_t bytes) {
 #endif
 }
 
+at::Tensor advised(at::Tensor t) {
+  if (t.device().is_cpu() && t.nbytes() >= 2 * kHugePage) advise_huge_pages(t.data_ptr(), t.nbytes());
+  return t;
+}
+
 }  // namespace
 
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
-  if (t.device().is_cpu() && t.nbytes() >= 2 * kHugePage) advise_huge_pages(t.data_ptr(), t.nbytes());
-  return t;
+  return advised(at::empty(sizes, options));
+}
+
+at::Tensor empty_output(at::IntArrayRef sizes, at::IntArrayRef strides,
+                        const at::TensorOptions& options) {
+  return advised(at::empty_strided(sizes, strides, options));
 }
 
 }  // namespace fused_gumbel

@@ -15,4 +15,8 @@ namespace fused_gumbel {
 // to hold a whole huge page.
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
 
+// The same with the given strides (at::empty_strided).
+at::Tensor empty_output(at::IntArrayRef sizes, at::IntArrayRef strides,
+                        const at::TensorOptions& options);
+
 }  // namespace fused_gumbel

@@ -1,0 +1,57 @@
+"""Autograd plumbing the operators' registrations share: keeping tau for the
+backward, and refusing a second derivative instead of returning a wrong one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def save_with_tau(ctx, tau: float | torch.Tensor, *tensors: torch.Tensor) -> None:
+    """ctx.save_for_backward(*tensors), keeping tau for the backward: a tensor
+    tau (the *_tau_tensor ops, under torch.compile) among the saved tensors, a
+    float on ctx."""
+    ctx.tau_is_tensor = isinstance(tau, torch.Tensor)
+    ctx.tau = None if ctx.tau_is_tensor else tau
+    ctx.save_for_backward(*tensors, *([tau] if ctx.tau_is_tensor else []))
+
+
+def saved_with_tau(ctx, backward_op, backward_tau_tensor_op) -> tuple:
+    """(the tensors, tau, the backward op that takes that tau) as
+    save_with_tau kept them."""
+    saved = ctx.saved_tensors
+    if ctx.tau_is_tensor:
+        return saved[:-1], saved[-1], backward_tau_tensor_op
+    return saved, ctx.tau, backward_op
+
+
+_DOUBLE_BACKWARD = ("fused_gumbel: the gradient of the gradient (double backward) is not implemented; "
+                    "use backend='reference' for higher-order derivatives")
+
+
+def first_order_only() -> None:
+    """Called first in the operators' backward functions: raises under
+    create_graph=True (grad mode on inside a backward), where a second
+    derivative would be taken through backward kernels that have none. (Where
+    the backward reads a saved tensor autograd does not track, the hard=True
+    CPU sample, nothing downstream could raise later.)"""
+    if torch.is_grad_enabled():
+        raise NotImplementedError(_DOUBLE_BACKWARD)
+
+
+def _no_setup(ctx: Any, inputs: tuple, output: Any) -> None:
+    pass
+
+
+def _refuse(ctx: Any, *grads: Any) -> tuple:
+    raise NotImplementedError(_DOUBLE_BACKWARD)
+
+
+def refuse_double_backward(*names: str) -> None:
+    """Registers autograd on backward operators called directly that raises
+    when a second derivative flows through them: without it autograd treats an
+    operator with no autograd kernel as a constant, a wrong derivative with only
+    a warning."""
+    for name in names:
+        torch.library.register_autograd(name, _refuse, setup_context=_no_setup)
