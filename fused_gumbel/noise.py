@@ -57,3 +57,26 @@ def draw_seed(device: torch.device | str = "cpu") -> int:
     device = torch.device(device)
     bits = torch.randint(0, 1 << 62, (2,), dtype=torch.int64, device=device).cpu().tolist()
     return normalize_seed((bits[0] << 2) ^ bits[1])
+
+
+@torch.library.custom_op("fused_gumbel::fresh_gumbel_noise", mutates_args=(),
+                         tags=(torch.Tag.nondeterministic_seeded,))
+def fresh_gumbel_noise(shape: list[int], device: torch.device) -> torch.Tensor:
+    """gumbel_noise for a seed drawn with draw_seed: the noise of seed=None on
+    the reference backend. An opaque operator, so that under torch.compile the
+    draw (the seed is read on the host) is a node of the graph, not a graph
+    break (an error with fullgraph=True)."""
+    return gumbel_noise(shape, draw_seed(device), device=device)
+
+
+@fresh_gumbel_noise.register_fake
+def _fresh_gumbel_noise_fake(shape: list[int], device: torch.device) -> torch.Tensor:
+    return torch.empty(shape, dtype=torch.float32, device=device)
+
+
+def noise_for(shape: Sequence[int] | torch.Size, seed: int | None, device: torch.device) -> torch.Tensor:
+    """The float32 noise the reference backend adds: gumbel_noise for a seed,
+    fresh_gumbel_noise for None."""
+    if seed is None:
+        return fresh_gumbel_noise(list(shape), device)
+    return gumbel_noise(shape, seed, device=device)

@@ -167,11 +167,19 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
     return [b for b in BACKENDS[1:] if backend_status(b, device)[0]]
 
 
+def _under_torch_func() -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev, ...) is active: the
+    fused operators have no functorch rules (torch.func.grad would fail with
+    a misleading error about setup_context, vmap would ignore its randomness
+    argument). Not asked while torch.compile traces."""
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
 def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tensor = 1.0) -> str:
     """The backend that runs: "auto" resolved for the device, or the one asked
     for if it can run here (RuntimeError naming why not). A tau that autograd
-    differentiates runs on the reference, the one backend that takes its
-    gradient ("auto" picks it; a fused backend named explicitly refuses)."""
+    differentiates, and any call under a torch.func transform, run on the
+    reference ("auto" picks it; a fused backend named explicitly refuses)."""
     if backend not in BACKENDS:
         raise ValueError(f"fused_gumbel: unknown backend {backend!r}; choose from {BACKENDS}")
     if tau_needs_grad(tau) and backend in ("auto", "reference"):
@@ -180,6 +188,12 @@ def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tens
         raise NotImplementedError(
             f"fused_gumbel: backend {backend!r} takes no gradient for tau (a tensor that requires grad); "
             "pass tau.detach() or a float, or use backend='reference' or 'auto'")
+    if _under_torch_func():
+        if backend in ("auto", "reference"):
+            return "reference"
+        raise NotImplementedError(
+            f"fused_gumbel: backend {backend!r} does not support torch.func transforms (grad, vmap, ...); "
+            "backend='reference' (or 'auto', which picks it) supports torch.func.grad")
     if backend == "auto":
         for candidate in (("cuda", "triton") if device.type == "cuda" else ("cpu",)):
             if backend_status(candidate, device)[0]:

@@ -15,20 +15,52 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, as_tau, check_inputs, check_k, normalize_seed, op_tau, tau_needs_grad
-from .noise import draw_seed, gumbel_noise
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, check_tau, normalize_seed, op_tau,
+                      tau_needs_grad)
+from .noise import noise_for
 
 
-def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int) -> tuple[int, float | torch.Tensor]:
-    """check_inputs; returns (dim wrapped, tau as the math takes it). Under
-    torch.compile tau becomes a device tensor checked at run time (op_tau), as
-    on the fused backends: a check while tracing could only be a guard, and its
-    error would reach the caller wrapped by dynamo instead of as ValueError. A
-    tau that autograd differentiates is used as it is (unchecked under
+def _check_shape(logits: torch.Tensor, dim: int, k: int) -> int:
+    """The contract's dtype and dim checks, a non-empty sampled dim, and for
+    k > 0 gumbel_topk's k; returns dim wrapped into [0, ndim)."""
+    dim = check_inputs(logits, 1.0, dim)
+    x = logits.reshape(1) if logits.dim() == 0 else logits
+    cols = x.shape[dim]
+    if cols == 0 and x.numel() == 0 and x.shape[:dim].numel() * x.shape[dim + 1:].numel() > 0:
+        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+    if k > 0:
+        check_k(k, cols)
+    return dim
+
+
+@torch.library.custom_op("fused_gumbel::check_reference_inputs", mutates_args=())
+def _check_shape_op(logits: torch.Tensor, dim: int, k: int) -> None:
+    """_check_shape as an operator, for torch.compile: its fake kernel raises
+    while tracing, so the error reaches the caller as the contract's type (from
+    traced Python code dynamo would wrap it in an error of its own)."""
+    _check_shape(logits, dim, k)
+
+
+@_check_shape_op.register_fake
+def _check_shape_fake(logits: torch.Tensor, dim: int, k: int) -> None:
+    _check_shape(logits, dim, k)
+
+
+def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0
+           ) -> tuple[int, float | torch.Tensor]:
+    """The inputs' checks; returns (dim wrapped, tau as the math takes it).
+    Under torch.compile the shape checks run in an operator (see
+    _check_shape_op) and tau becomes a device tensor checked at run time
+    (op_tau), as on the fused backends: a check while tracing could only be a
+    guard. A tau that autograd differentiates is used as it is (unchecked under
     torch.compile)."""
     tau = as_tau(tau)
-    compiling = torch.compiler.is_compiling()
-    dim = check_inputs(logits, 1.0 if compiling else tau, dim)
+    if torch.compiler.is_compiling():
+        torch.ops.fused_gumbel.check_reference_inputs(logits, as_dim(dim), k)
+        dim = as_dim(dim) % max(logits.dim(), 1)
+    else:
+        check_tau(tau)
+        dim = _check_shape(logits, dim, k)
     return dim, tau if tau_needs_grad(tau) else op_tau(tau, logits.device)
 
 
@@ -73,14 +105,10 @@ def gumbel_softmax_reference(
     """
     dim, tau = _check(logits, tau, dim)
     seed = normalize_seed(seed)
-    if seed is None:
-        seed = draw_seed(logits.device)
     scalar = logits.dim() == 0
     x = (logits.reshape(1) if scalar else logits).movedim(dim, -1)
-    if x.shape[-1] == 0 and x.numel() == 0 and x.shape[:-1].numel() > 0:
-        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
     acc = accumulation_dtype(logits.dtype)
-    g = gumbel_noise(x.shape, seed, device=x.device).to(acc)
+    g = noise_for(x.shape, seed, x.device).to(acc)
     s = x.to(acc) + g
     y_soft = torch.softmax(_tempered(s, tau), dim=-1)
     index = torch.argmax(s, dim=-1) if s.shape[-1] > 0 else torch.zeros(s.shape[:-1], dtype=torch.long, device=s.device)
@@ -136,15 +164,13 @@ def gumbel_topk_reference(
         return_index: also return the int64 chosen classes, in decreasing
             order of s: logits' shape with dim of size k.
     """
-    dim, tau = _check(logits, tau, dim)
+    dim, tau = _check(logits, tau, dim, k)
     scalar = logits.dim() == 0
     x = (logits.reshape(1) if scalar else logits).movedim(dim, -1)
     k = check_k(k, x.shape[-1])
     seed = normalize_seed(seed)
-    if seed is None:
-        seed = draw_seed(logits.device)
     acc = accumulation_dtype(logits.dtype)
-    s = x.to(acc) + gumbel_noise(x.shape, seed, device=x.device).to(acc)
+    s = x.to(acc) + noise_for(x.shape, seed, x.device).to(acc)
     # The subset: a stable descending sort orders as the argmax rule does
     # (NaN first, then larger values, ties by lower index).
     index = torch.sort(s.detach(), dim=-1, descending=True, stable=True).indices[..., :k]

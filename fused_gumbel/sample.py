@@ -8,7 +8,7 @@ import torch
 
 from ._checks import accumulation_dtype, as_dim, check_inputs, normalize_seed, output_layouts
 from ._extension import extension_loaded, require_extension
-from .noise import draw_seed, gumbel_noise
+from .noise import noise_for
 from .ops import _check_nonempty_dim, _resolve_backend, _triton_module
 
 NO_SAMPLE = -1
@@ -27,14 +27,12 @@ def sample_reference(
     float64 logits); -1 where the row's max s is not finite."""
     dim = check_inputs(logits, temperature, dim, "temperature")
     seed = normalize_seed(seed)
-    if seed is None:
-        seed = draw_seed(logits.device)
     x = (logits.reshape(1) if logits.dim() == 0 else logits).movedim(dim, -1)
     _check_nonempty_dim(logits, dim)
     acc = accumulation_dtype(logits.dtype)
     if x.shape[-1] == 0:
         return torch.empty(x.shape[:-1], dtype=torch.long, device=x.device)
-    g = gumbel_noise(x.shape, seed, device=x.device).to(acc)
+    g = noise_for(x.shape, seed, x.device).to(acc)
     t = torch.tensor(temperature, dtype=acc, device=x.device)
     s = x.to(acc) + t * g
     best, index = s.max(dim=-1)

@@ -107,12 +107,48 @@ def test_differentiating_the_backward_operator_is_refused():
         g.sum().backward()
 
 
-def test_torch_compile_seed_none_draws_fresh_noise():
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+def test_torch_func_grad_runs_on_the_reference():
+    """Under a torch.func transform "auto" runs the reference backend (the
+    fused operators have no functorch rules); a fused backend named explicitly
+    raises a clear NotImplementedError."""
+    x = torch.randn(3, 5, dtype=torch.float64)
+    w = torch.randn(3, 5, dtype=torch.float64)
+    got = torch.func.grad(lambda x: (fg.gumbel_softmax(x, 0.7, seed=1) * w).sum())(x)
+    x2 = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad((fg.gumbel_softmax(x2, 0.7, seed=1, backend="cpu") * w).sum(), x2)
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(NotImplementedError, match="torch.func"):
+        torch.func.grad(lambda x: fg.gumbel_softmax(x, seed=1, backend="cpu").sum())(x)
+
+
+@pytest.mark.parametrize("backend", TAU_BACKENDS)
+def test_bad_inputs_under_torch_compile_keep_the_contracts_errors(backend):
+    """fullgraph=True: dim out of range is an IndexError, integer logits an
+    error naming the dtype, on every backend (the reference checks in an
+    operator whose fake kernel raises while tracing)."""
+    x = torch.randn(3, 4, device=device_of(backend))
     torch._dynamo.reset()
-    compiled = torch.compile(lambda x: fg.gumbel_softmax(x, hard=True), fullgraph=True)
-    x = torch.zeros(64, 1000) + torch.randn(64, 1000) * 0.01
+    with pytest.raises(IndexError, match="dim"):
+        torch.compile(lambda x: fg.gumbel_softmax(x, dim=2, seed=1, backend=backend), fullgraph=True)(x)
+    torch._dynamo.reset()
+    with pytest.raises((TypeError, RuntimeError), match="int64"):
+        torch.compile(lambda x: fg.gumbel_softmax(x, seed=1, backend=backend), fullgraph=True)(x.long())
+
+
+@pytest.mark.parametrize("backend", TAU_BACKENDS)
+def test_torch_compile_seed_none_draws_fresh_noise(backend):
+    """seed=None under torch.compile(fullgraph=True): each call draws fresh
+    noise and torch.manual_seed reproduces it (the reference draws through the
+    opaque op fresh_gumbel_noise: reading a seed on the host would break the
+    graph)."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: fg.gumbel_softmax(x, hard=True, backend=backend), fullgraph=True)
+    x = (torch.zeros(64, 1000) + torch.randn(64, 1000) * 0.01).to(device_of(backend))
+    torch.manual_seed(7)
     a, b = compiled(x), compiled(x)
-    assert not torch.equal(a, b)
+    torch.manual_seed(7)
+    assert not torch.equal(a, b) and torch.equal(compiled(x), a)
 
 
 def _nvcc_found() -> bool:
