@@ -74,10 +74,15 @@ def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "ta
     return dim % ndim
 
 
+def _is_bool(v: object) -> bool:
+    """A bool, or a bool tensor: operator.index accepts both as 0 or 1."""
+    return isinstance(v, bool) or (isinstance(v, torch.Tensor) and v.dtype == torch.bool)
+
+
 def as_dim(dim: int) -> int:
     """dim as an int: a TypeError for a float or a bool, as torch's ops raise
     (int() would truncate 1.5 to 1)."""
-    if isinstance(dim, bool):
+    if _is_bool(dim):
         raise TypeError(f"fused_gumbel: dim must be an int, got {dim!r}")
     try:
         return operator.index(dim)
@@ -132,7 +137,7 @@ def normalize_seed(seed: int | None) -> int | None:
     int64 with the same bits (the operator schema's int is int64)."""
     if seed is None:
         return None
-    if isinstance(seed, bool):
+    if _is_bool(seed):
         raise TypeError(f"fused_gumbel: seed must be an int or None, got {seed!r}")
     if not isinstance(seed, int):
         try:

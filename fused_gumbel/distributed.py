@@ -28,10 +28,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import accumulation_dtype, check_shard, normalize_seed
+from ._checks import accumulation_dtype, as_tau, check_shard, normalize_seed, tau_needs_grad
 from ._extension import has_kernel
 from .noise import gumbel_noise
 from .ops import backend_status
+from .reference import inverse_temperature
 
 BACKENDS = ("auto", "cpu", "triton", "reference")
 
@@ -48,7 +49,7 @@ def _shard_reference(x: torch.Tensor, tau: float, seed: int, vocab_start: int,
     m = s.amax(-1)
     index = s.argmax(-1) + vocab_start
     m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp((s - m_safe.unsqueeze(-1)) / tau)
+    e = torch.exp((s - m_safe.unsqueeze(-1)) * inverse_temperature(tau, s))
     l = e.sum(-1)
     y = (e / l.unsqueeze(-1)).to(x.dtype)
     return y, index, torch.stack([m, l], -1)
@@ -200,6 +201,10 @@ def gumbel_softmax(
                              device=logits_shard.device)
         dist.all_reduce(width, group=group)
         vocab_size = int(width.item())
+    tau = as_tau(tau)
+    if tau_needs_grad(tau):
+        raise NotImplementedError("fused_gumbel.distributed: tau takes no gradient here (a tensor that "
+                                  "requires grad); pass tau.detach() or a float")
     check_shard(logits_shard, tau, vocab_start, vocab_size)
     name = _resolve(backend, logits_shard.device)
     y, index = _VocabParallelGumbelSoftmax.apply(

@@ -6,6 +6,7 @@ straight-through Gumbel-Softmax (top-1) or Gumbel top-k."""
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import NamedTuple
 
@@ -59,7 +60,9 @@ class TemperatureSchedule:
 
 
 def _checked_tau(owner: str, tau: float, what: str = "a positive finite number") -> float:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
+    if isinstance(tau, torch.Tensor) and tau.numel() == 1 and not tau.dtype.is_complex:
+        tau = tau.item()
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"{owner}: tau must be {what}, got {tau!r}")
     return float(tau)
 
@@ -74,10 +77,12 @@ class _StepCounter(nn.Module):
     """The training-step buffer `step` (saved in the state dict) of a module
     with a TemperatureSchedule, and the schedule's tau at that step without a
     device synchronization per forward: eager mode keeps a Python copy of the
-    step, re-read from the buffer (one sync) only when something else wrote or
-    replaced it (step.fill_, load_state_dict, .to()); under torch.compile tau
-    is computed from the buffer with tensor ops, so the graph neither breaks
-    nor specializes on the step."""
+    step, re-read from the buffer (one sync) when something else wrote or
+    replaced it (step.fill_, load_state_dict, .to(); writes that bypass
+    autograd's version counter, through step.data or step.numpy(), are seen
+    only at the next train() or eval()); under torch.compile tau is computed
+    from the buffer with tensor ops, so the graph neither breaks nor
+    specializes on the step."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,6 +96,10 @@ class _StepCounter(nn.Module):
         if seen is None or seen[0] is not self.step or seen[1] != self.step._version:
             self._step_int, self._step_seen = int(self.step), (self.step, self.step._version)
         return schedule(self._step_int)
+
+    def train(self, mode: bool = True) -> "_StepCounter":
+        self._step_seen = None
+        return super().train(mode)
 
     def _advance(self) -> None:
         self.step += 1

@@ -71,10 +71,10 @@ def _tempered(s: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     shift is detached: softmax does not depend on it."""
     if s.shape[-1] == 0:
         return s
-    return (s - s.amax(dim=-1, keepdim=True).detach()) * _inverse_temperature(tau, s)
+    return (s - s.amax(dim=-1, keepdim=True).detach()) * inverse_temperature(tau, s)
 
 
-def _inverse_temperature(tau: float | torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def inverse_temperature(tau: float | torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """1/tau in s's dtype, clamped as gumbel_math.h's inverse_temperature: to
     [the smallest normal, the largest finite value], so that neither a tiny nor
     a huge tau gives 0 * inf = NaN. tau is a float, or under torch.compile a
@@ -174,7 +174,7 @@ def gumbel_topk_reference(
     # The subset: a stable descending sort orders as the argmax rule does
     # (NaN first, then larger values, ties by lower index).
     index = torch.sort(s.detach(), dim=-1, descending=True, stable=True).indices[..., :k]
-    inv_tau, tiny = _inverse_temperature(tau, s), torch.finfo(acc).tiny
+    inv_tau, tiny = inverse_temperature(tau, s), torch.finfo(acc).tiny
     a, y_soft = s, torch.zeros_like(s)
     for _ in range(k):
         m = a.detach().amax(dim=-1, keepdim=True)

@@ -213,7 +213,8 @@ def test_huge_tau_gives_a_uniform_sample(backend, dtype):
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS + [backend_param("triton")])
-@pytest.mark.parametrize("shape,dim", [((5, 7), -1), ((5, 7), 0), ((2, 3, 4), 1), ((), 0)])
+@pytest.mark.parametrize("shape,dim", [((5, 7), -1), ((5, 7), 0), ((2, 3, 4), 1), ((), 0), ((3, 1), 0),
+                                       ((2, 1, 4), 1)])
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 def test_the_sample_can_be_written_in_place(backend, shape, dim, hard):
     """As with F.gumbel_softmax, the sample is a tensor of its own: writing into

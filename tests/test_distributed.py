@@ -70,6 +70,16 @@ def _worker(rank: int, world: int, init_file: str) -> None:
         x[1, 2] = float("nan")
         y = fg.distributed.gumbel_softmax(x, 1.0, True, seed=1, vocab_start=8 * rank, vocab_size=8 * world)
         assert torch.isnan(y[1]).all() and not torch.isnan(y[[0, 2]]).any()
+        # a huge tau: a uniform sample over the unmasked classes on every backend
+        x[1, 2] = float("-inf")
+        for backend in ("cpu", "reference"):
+            y = fg.distributed.gumbel_softmax(x, 1e39, seed=1, vocab_start=8 * rank, vocab_size=8 * world,
+                                              backend=backend)
+            assert not torch.isnan(y).any() and y[1, 2] == 0
+        # a tau that requires grad is refused, not silently detached
+        with pytest.raises(NotImplementedError, match="tau"):
+            fg.distributed.gumbel_softmax(x, torch.tensor(0.5, requires_grad=True), seed=1,
+                                          vocab_start=8 * rank, vocab_size=8 * world)
     finally:
         dist.destroy_process_group()
 

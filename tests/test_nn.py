@@ -76,3 +76,14 @@ def test_module_with_a_schedule_compiles_to_one_graph():
         compiled(x).sum().backward()
     assert int(m.step) == 4 and counters["stats"]["unique_graphs"] == 1
     assert m.current_tau() == schedule(4)
+
+
+def test_module_arguments_are_checked_at_construction():
+    import numpy as np
+
+    for bad in (dict(tau=0), dict(tau=float("nan")), dict(backend="bogus")):
+        with pytest.raises(ValueError):
+            fg.GumbelSoftmax(**bad)
+    with pytest.raises(TypeError, match="schedule"):
+        fg.GumbelSoftmax(schedule=0.5)
+    assert fg.GumbelSoftmax(tau=np.float32(0.5)).tau == 0.5 == fg.GumbelSoftmax(tau=torch.tensor(0.5)).tau

@@ -236,15 +236,16 @@ def test_opcheck_triton_op(hard):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dim", [-1, 0])
-def test_the_subset_and_its_index_can_be_written_in_place(backend, dim):
-    """As gumbel_softmax's sample: outputs of their own, not views."""
+@pytest.mark.parametrize("shape,dim,k", [((6, 5), -1, 2), ((6, 5), 0, 2), ((6, 5), 0, 1), ((3, 1), 0, 2)])
+def test_the_subset_and_its_index_can_be_written_in_place(backend, shape, dim, k):
+    """As gumbel_softmax's sample: outputs of their own, not views (also
+    where moving dim back changes no element's place: size-1 dims, k = 1)."""
     device = device_of(backend)
-    x = torch.randn(6, 5, dtype=torch.float64, device=device, requires_grad=True)
-    w = torch.randn(6, 5, dtype=torch.float64, device=device)
+    x = torch.randn(shape, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(shape, dtype=torch.float64, device=device)
     grads = []
     for b in (backend, "reference"):
-        y, index = fg.gumbel_topk(x, 2, 0.8, dim=dim, seed=9, return_index=True, backend=b)
+        y, index = fg.gumbel_topk(x, k, 0.8, dim=dim, seed=9, return_index=True, backend=b)
         assert b == "reference" or (y._base is None and index._base is None)
         y.mul_(3.0)
         index.add_(1)

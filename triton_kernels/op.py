@@ -92,8 +92,13 @@ def new_rows(like: torch.Tensor, moved: list[int], dim: int, dtype: Optional[tor
 def unmoved(rows: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
     """The output from new_rows' buffer: itself with dim last, else a
     contiguous copy with dim moved back (a triton_op may not return a permuted
-    view of a tensor it made: AOT dispatch rejects the graph)."""
-    return rows if _dim_is_last(like, dim) else rows.movedim(-1, dim).contiguous()
+    view of a tensor it made: AOT dispatch rejects the graph). A copy even when
+    the moved view is already contiguous (dim or every later dim of size 1),
+    where .contiguous() would return the view itself."""
+    if _dim_is_last(like, dim):
+        return rows
+    out = rows.movedim(-1, dim)
+    return out.clone() if out.is_contiguous() else out.contiguous()
 
 
 def _check_op_inputs(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> int:
