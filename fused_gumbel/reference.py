@@ -58,10 +58,11 @@ def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0
     if torch.compiler.is_compiling():
         torch.ops.fused_gumbel.check_reference_inputs(logits, as_dim(dim), k)
         dim = as_dim(dim) % max(logits.dim(), 1)
-    else:
-        check_tau(tau)
-        dim = _check_shape(logits, dim, k)
-    return dim, tau if tau_needs_grad(tau) else op_tau(tau, logits.device)
+        return dim, tau if tau_needs_grad(tau) else op_tau(tau, logits.device)
+    if not tau_needs_grad(tau):
+        tau = op_tau(tau)  # a float: a tensor tau is read on the host once
+    check_tau(tau)
+    return _check_shape(logits, dim, k), tau
 
 
 def _tempered(s: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:

@@ -213,9 +213,10 @@ def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
                  forward_fake: Callable, backward_fake: Callable, setup_context: Callable,
                  autograd_backward: Callable) -> None:
     """Registers the backward ops (refusing a double backward), then the
-    forward ops with their autograd; name -> implementation. The forward ops draw random numbers: the
-    interpreter's custom_ops are tagged nondeterministic_seeded, while a
-    triton_op takes no tags (there the traced torch.randint carries it)."""
+    forward ops with their autograd; name -> implementation. The forward ops
+    draw random numbers: the interpreter's custom_ops are tagged
+    nondeterministic_seeded, while a triton_op takes no tags (there the traced
+    torch.randint carries it)."""
     for name, impl in backward.items():
         _register(name, impl, backward_fake)
     refuse_double_backward(*backward)
