@@ -175,6 +175,17 @@ def _under_torch_func() -> bool:
     return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
 
 
+def refuse_vmap_randomness(logits: torch.Tensor, seed: int | None) -> None:
+    """Under torch.func.vmap the random draw of seed=None is opaque to vmap's
+    `randomness` argument (each batch member would draw its own noise whatever
+    it says), so it is refused; an explicit seed is a pure function of (seed,
+    position), the same noise for every batch member."""
+    if seed is None and _under_torch_func() and torch._C._functorch.is_batchedtensor(logits):
+        raise NotImplementedError(
+            "fused_gumbel: seed=None under torch.func.vmap cannot follow vmap's randomness argument; "
+            "pass seed=<int> (the same noise for every batch member) or draw outside vmap")
+
+
 def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tensor = 1.0) -> str:
     """The backend that runs: "auto" resolved for the device, or the one asked
     for if it can run here (RuntimeError naming why not). A tau that autograd
@@ -252,6 +263,7 @@ def gumbel_softmax(
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     seed = normalize_seed(seed)
+    refuse_vmap_randomness(logits, seed)
     tau, dim = as_tau(tau), as_dim(dim)
     name = _resolve_backend(backend, logits.device, tau)
     if name == "reference":

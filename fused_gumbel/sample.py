@@ -9,7 +9,7 @@ import torch
 from ._checks import accumulation_dtype, as_dim, check_inputs, normalize_seed, output_layouts
 from ._extension import extension_loaded, require_extension
 from .noise import noise_for
-from .ops import _check_nonempty_dim, _resolve_backend, _triton_module
+from .ops import _check_nonempty_dim, _resolve_backend, _triton_module, refuse_vmap_randomness
 
 NO_SAMPLE = -1
 """The index of a row that has no valid sample (a NaN, all -inf, a +inf logit)."""
@@ -80,6 +80,7 @@ def sample(
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     seed = normalize_seed(seed)
+    refuse_vmap_randomness(logits, seed)
     name = _resolve_backend(backend, logits.device)
     if name == "reference":
         return sample_reference(logits, temperature, seed=seed, dim=dim)

@@ -122,6 +122,19 @@ def test_torch_func_grad_runs_on_the_reference():
         torch.func.grad(lambda x: fg.gumbel_softmax(x, seed=1, backend="cpu").sum())(x)
 
 
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+def test_vmap_takes_an_explicit_seed_and_refuses_none():
+    """An explicit seed is a pure function of (seed, position): under vmap each
+    batch member gets the noise a call on it alone gets. seed=None could not
+    follow vmap's randomness argument, so it is refused."""
+    x = torch.randn(3, 5)
+    y = torch.func.vmap(lambda r: fg.gumbel_softmax(r, 0.7, seed=4))(x)
+    torch.testing.assert_close(y, torch.stack([fg.gumbel_softmax(r, 0.7, seed=4) for r in x]))
+    for sample in (fg.gumbel_softmax, lambda r: fg.gumbel_topk(r, 2), fg.sample):
+        with pytest.raises(NotImplementedError, match="vmap"):
+            torch.func.vmap(sample)(x)
+
+
 @pytest.mark.parametrize("backend", TAU_BACKENDS)
 def test_bad_inputs_under_torch_compile_keep_the_contracts_errors(backend):
     """fullgraph=True: dim out of range is an IndexError, integer logits an
