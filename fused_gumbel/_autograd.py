@@ -3,8 +3,6 @@ backward, and refusing a second derivative instead of returning a wrong one."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 
@@ -33,25 +31,11 @@ _DOUBLE_BACKWARD = ("fused_gumbel: the gradient of the gradient (double backward
 def first_order_only() -> None:
     """Called first in the operators' backward functions: raises under
     create_graph=True (grad mode on inside a backward), where a second
-    derivative would be taken through backward kernels that have none. (Where
-    the backward reads a saved tensor autograd does not track, the hard=True
-    CPU sample, nothing downstream could raise later.)"""
+    derivative would be taken through backward kernels that have none:
+    autograd would treat them as constants, a wrong second derivative with
+    only a warning (or none, where the backward reads a saved tensor autograd
+    does not track, the hard=True CPU sample). The backward operators
+    themselves get no autograd kernel: a Python one would cost every backward
+    a few microseconds of dispatch."""
     if torch.is_grad_enabled():
         raise NotImplementedError(_DOUBLE_BACKWARD)
-
-
-def _no_setup(ctx: Any, inputs: tuple, output: Any) -> None:
-    pass
-
-
-def _refuse(ctx: Any, *grads: Any) -> tuple:
-    raise NotImplementedError(_DOUBLE_BACKWARD)
-
-
-def refuse_double_backward(*names: str) -> None:
-    """Registers autograd on backward operators called directly that raises
-    when a second derivative flows through them: without it autograd treats an
-    operator with no autograd kernel as a constant, a wrong derivative with only
-    a warning."""
-    for name in names:
-        torch.library.register_autograd(name, _refuse, setup_context=_no_setup)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ._autograd import first_order_only, refuse_double_backward, save_with_tau, saved_with_tau
+from ._autograd import first_order_only, save_with_tau, saved_with_tau
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, normalize_seed, op_tau, output_layouts,
                       tau_needs_grad)
 from ._extension import extension_loaded, has_kernel, require_extension
@@ -114,7 +114,6 @@ if extension_loaded():
 
     for _name in ("fused_gumbel::st_softmax", "fused_gumbel::st_softmax_tau_tensor"):
         torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
-    refuse_double_backward("fused_gumbel::st_softmax_backward", "fused_gumbel::st_softmax_backward_tau_tensor")
 
 
 def _triton_module():
@@ -193,9 +192,10 @@ def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tens
     reference ("auto" picks it; a fused backend named explicitly refuses)."""
     if backend not in BACKENDS:
         raise ValueError(f"fused_gumbel: unknown backend {backend!r}; choose from {BACKENDS}")
-    if tau_needs_grad(tau) and backend in ("auto", "reference"):
+    needs_grad = tau_needs_grad(tau)
+    if needs_grad and backend in ("auto", "reference"):
         return "reference"
-    if tau_needs_grad(tau):
+    if needs_grad:
         raise NotImplementedError(
             f"fused_gumbel: backend {backend!r} takes no gradient for tau (a tensor that requires grad); "
             "pass tau.detach() or a float, or use backend='reference' or 'auto'")

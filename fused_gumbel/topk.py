@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ._autograd import first_order_only, refuse_double_backward, save_with_tau, saved_with_tau
+from ._autograd import first_order_only, save_with_tau, saved_with_tau
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, normalize_seed, op_tau,
                       output_layouts)
 from ._extension import extension_loaded, has_kernel, require_extension
@@ -79,7 +79,6 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
 
     for _name in ("fused_gumbel::gumbel_topk", "fused_gumbel::gumbel_topk_tau_tensor"):
         torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
-    refuse_double_backward("fused_gumbel::gumbel_topk_backward", "fused_gumbel::gumbel_topk_backward_tau_tensor")
 
 
 def _resolve(backend: str, device: torch.device, k: int, tau: float | torch.Tensor) -> str:

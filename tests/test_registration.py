@@ -97,16 +97,6 @@ def test_double_backward_is_refused(backend, hard):
         lambda x: fg.gumbel_softmax(x, 0.7, hard, seed=5, backend=backend), device_of(backend))
 
 
-def test_differentiating_the_backward_operator_is_refused():
-    """Called directly, the backward operator refuses a second derivative too."""
-    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
-    y, _, stats, rng, _ = OP(x.detach(), 0.9, False, -1, 3)
-    grad = torch.randn_like(y, requires_grad=True)
-    g = torch.ops.fused_gumbel.st_softmax_backward(grad, y, None, stats, rng, 0.9, -1)
-    with pytest.raises(NotImplementedError, match="double backward"):
-        g.sum().backward()
-
-
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
 def test_torch_func_grad_runs_on_the_reference():
     """Under a torch.func transform "auto" runs the reference backend (the

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._autograd import first_order_only, refuse_double_backward, save_with_tau, saved_with_tau
+from .._autograd import first_order_only, save_with_tau, saved_with_tau
 from .._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
 from . import noise
 from . import st_softmax as kernels
@@ -212,14 +212,12 @@ def _register(name: str, impl: Callable, fake: Callable, tags: tuple = ()) -> An
 def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
                  forward_fake: Callable, backward_fake: Callable, setup_context: Callable,
                  autograd_backward: Callable) -> None:
-    """Registers the backward ops (refusing a double backward), then the
-    forward ops with their autograd; name -> implementation. The forward ops
-    draw random numbers: the interpreter's custom_ops are tagged
-    nondeterministic_seeded, while a triton_op takes no tags (there the traced
-    torch.randint carries it)."""
+    """Registers the backward ops, then the forward ops with their autograd;
+    name -> implementation. The forward ops draw random numbers: the
+    interpreter's custom_ops are tagged nondeterministic_seeded, while a
+    triton_op takes no tags (there the traced torch.randint carries it)."""
     for name, impl in backward.items():
         _register(name, impl, backward_fake)
-    refuse_double_backward(*backward)
     for name, impl in forward.items():
         op = _register(name, impl, forward_fake, (torch.Tag.nondeterministic_seeded,))
         op.register_autograd(autograd_backward, setup_context=setup_context)
