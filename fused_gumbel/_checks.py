@@ -156,6 +156,14 @@ def output_layouts(logits: torch.Tensor, dim: int):
     return moved, moved[:-1]
 
 
+def check_nonempty_dim(logits: torch.Tensor, dim: int) -> None:
+    """ValueError when the sampled dim has size 0 but other dims do not (rows
+    with no class to sample; zero rows are fine), as the C++ checks."""
+    moved, index_shape = output_layouts(logits, dim)
+    if moved[-1] == 0 and math.prod(index_shape) > 0:
+        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+
+
 def check_k(k: int, cols: int) -> int:
     """Validates the subset size of gumbel_topk: an int in [1, cols] (the size
     of the sampled dim), as csrc/topk.cpp's check_k."""

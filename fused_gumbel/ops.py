@@ -9,18 +9,12 @@ from typing import Any
 import torch
 
 from ._autograd import first_order_only, save_with_tau, saved_with_tau
-from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, normalize_seed, op_tau, output_layouts,
-                      tau_needs_grad)
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, normalize_seed, op_tau,
+                      output_layouts, tau_needs_grad)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
 BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
-
-
-def _check_nonempty_dim(logits: torch.Tensor, dim: int) -> None:
-    moved, index_shape = output_layouts(logits, dim)
-    if moved[-1] == 0 and torch.Size(index_shape).numel() > 0:
-        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
 
 
 def keeps_soft_sample(logits: torch.Tensor, hard: bool) -> bool:
@@ -44,13 +38,12 @@ def empty_dim_last(logits: torch.Tensor, dim: int, size: int | None = None,
     return torch.empty_strided(layout.shape, layout.stride(), dtype=layout.dtype, device=layout.device)
 
 
-
 if extension_loaded():
 
     @torch.library.register_fake("fused_gumbel::st_softmax")
     def _st_softmax_fake(logits, tau, hard, dim, seed):
         dim = check_inputs(logits, tau, dim)
-        _check_nonempty_dim(logits, dim)
+        check_nonempty_dim(logits, dim)
         _, index_shape = output_layouts(logits, dim)
         return (
             empty_dim_last(logits, dim),

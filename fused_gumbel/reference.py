@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, check_tau, normalize_seed, op_tau,
-                      tau_needs_grad)
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, check_nonempty_dim, check_tau,
+                      normalize_seed, op_tau, tau_needs_grad)
 from .noise import noise_for
 
 
@@ -24,12 +24,9 @@ def _check_shape(logits: torch.Tensor, dim: int, k: int) -> int:
     """The contract's dtype and dim checks, a non-empty sampled dim, and for
     k > 0 gumbel_topk's k; returns dim wrapped into [0, ndim)."""
     dim = check_inputs(logits, 1.0, dim)
-    x = logits.reshape(1) if logits.dim() == 0 else logits
-    cols = x.shape[dim]
-    if cols == 0 and x.numel() == 0 and x.shape[:dim].numel() * x.shape[dim + 1:].numel() > 0:
-        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+    check_nonempty_dim(logits, dim)
     if k > 0:
-        check_k(k, cols)
+        check_k(k, (logits.reshape(1) if logits.dim() == 0 else logits).shape[dim])
     return dim
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, as_dim, check_inputs, normalize_seed, output_layouts
+from ._checks import accumulation_dtype, as_dim, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
 from ._extension import extension_loaded, require_extension
 from .noise import noise_for
-from .ops import _check_nonempty_dim, _resolve_backend, _triton_module, refuse_vmap_randomness
+from .ops import _resolve_backend, _triton_module, refuse_vmap_randomness
 
 NO_SAMPLE = -1
 """The index of a row that has no valid sample (a NaN, all -inf, a +inf logit)."""
@@ -28,7 +28,7 @@ def sample_reference(
     dim = check_inputs(logits, temperature, dim, "temperature")
     seed = normalize_seed(seed)
     x = (logits.reshape(1) if logits.dim() == 0 else logits).movedim(dim, -1)
-    _check_nonempty_dim(logits, dim)
+    check_nonempty_dim(logits, dim)
     acc = accumulation_dtype(logits.dtype)
     if x.shape[-1] == 0:
         return torch.empty(x.shape[:-1], dtype=torch.long, device=x.device)
@@ -44,7 +44,7 @@ if extension_loaded():
     @torch.library.register_fake("fused_gumbel::sample")
     def _sample_fake(logits, temperature, dim, seed):
         dim = check_inputs(logits, temperature, dim, "temperature")
-        _check_nonempty_dim(logits, dim)
+        check_nonempty_dim(logits, dim)
         return logits.new_empty(output_layouts(logits, dim)[1], dtype=torch.long)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .._autograd import first_order_only, save_with_tau, saved_with_tau
-from .._checks import accumulation_dtype, check_inputs, normalize_seed, output_layouts
+from .._checks import accumulation_dtype, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
 from . import noise
 from . import st_softmax as kernels
 
@@ -122,8 +122,7 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
-    if cols == 0 and rows > 0:
-        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+    check_nonempty_dim(logits, dim)
     y_rows = new_rows(logits, moved, dim)
     index = logits.new_empty(index_shape, dtype=torch.int64)
     stats = logits.new_empty(index_shape + [2], dtype=accumulation_dtype(logits.dtype))

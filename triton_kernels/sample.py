@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_inputs, normalize_seed, output_layouts
+from .._checks import accumulation_dtype, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
 from .host_ints import cdiv, next_power_of_2
 from .noise import gumbel_window
 from .op import _as_rows, _check_device, _launcher, _on_device, _register
@@ -114,12 +114,11 @@ def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[i
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
-    if cols == 0 and rows > 0:
-        raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
+    check_nonempty_dim(logits, dim)
     index = logits.new_empty(index_shape, dtype=torch.int64)
     if not launch or rows == 0:
         return index
-    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(logits.dtype)
     if seed is None:
         # Drawn on the device: no host sync, fresh noise on every graph replay.
         rng_state = torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=logits.device)

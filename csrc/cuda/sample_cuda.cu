@@ -107,12 +107,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     for (int k = 1; k < U; ++k) unit_max = max_nan(unit_max, s[k]);
     if (arg == std::numeric_limits<int64_t>::max() || max_beats(unit_max, m)) {
       m = unit_max;
-#pragma unroll
-      for (int k = U - 1; k >= 0; --k) {
-        const int64_t col = col0 + k;
-        const bool is_max = s[k] == m || (m != m && s[k] != s[k]);
-        if (is_max && col >= sg.c0 && col < sg.c1) arg = col;
-      }
+      arg = first_col_of<U>(s, m, col0, sg.c0, sg.c1, arg);
     }
   }
   group_argmax(m, arg, group, red_m, red_arg);

@@ -46,6 +46,21 @@ __device__ __forceinline__ bool max_beats(T a, T b) {
   return a > b || (a != a && b == b);
 }
 
+// The first column of [c0, c1) in the unit starting at col0 whose value is m
+// (the first NaN when m is NaN), or `none` when no lane there holds it.
+template <int U, class T>
+__device__ __forceinline__ int64_t first_col_of(const T (&s)[U], T m, int64_t col0, int64_t c0,
+                                                int64_t c1, int64_t none) {
+  int64_t arg = none;
+#pragma unroll
+  for (int k = U - 1; k >= 0; --k) {
+    const int64_t col = col0 + k;
+    const bool is_m = s[k] == m || (m != m && s[k] != s[k]);
+    if (is_m && col >= c0 && col < c1) arg = col;
+  }
+  return arg;
+}
+
 // The lane of `col` in the unit starting at col0, or -1 when it lies elsewhere
 // (unsigned: col may be INT64_MAX, col0 negative).
 template <int U>

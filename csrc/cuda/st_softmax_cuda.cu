@@ -207,12 +207,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     const int64_t col0 = unit_col0<U>(sg, m_unit);
     acc_t s[U];
     cache_load<U>(cache + m_unit * U, s);
-#pragma unroll
-    for (int k = U - 1; k >= 0; --k) {
-      const int64_t col = col0 + k;
-      const bool is_max = s[k] == m || (m != m && s[k] != s[k]);
-      if (is_max && col >= sg.c0 && col < sg.c1) arg = col;
-    }
+    arg = first_col_of<U>(s, m, col0, sg.c0, sg.c1, arg);
   }
   group_argmax(m, arg, group, red_m, red_arg);
 
