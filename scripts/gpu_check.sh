@@ -4,10 +4,11 @@
 # environment. Every step has a time limit; a failing step is recorded and the
 # script goes on. Writes at most 8 files (the device tool's limit), all directly
 # in OUTDIR:
-#   build.log  ptxas.txt  pytest.log  bench.log  host.log
+#   build.log  ptxas.txt  pytest.log  bench.log  host.log (with the ncu reports)
 #   bench_cuda.json  env.json
 #   summary.txt (one line per step: name, exit status, seconds)
-# The whole run stays under about 9.5 minutes (the step limits add up to 540 s).
+# The whole run stays under about 10.5 minutes (the step limits add up to 640 s;
+# the third session's run took 389 s with the tests stopped at 220 s).
 #
 # Usage: scripts/gpu_check.sh OUTDIR        (PYTHON overrides the interpreter)
 set -u
@@ -39,6 +40,8 @@ step() {
 step build 150 "$OUT/build.log" env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
   FUSED_GUMBEL_PTXAS_VERBOSE=1 "$PY" setup.py build_ext --inplace
 [ -e fused_gumbel/triton_kernels ] || ln -s ../triton_kernels fused_gumbel/triton_kernels
+# The scripts run from scripts/ import the package from this checkout.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # Registers, spills and stack per kernel, one line each, spills flagged.
 "$PY" - "$OUT/build.log" > "$OUT/ptxas.txt" 2>&1 <<'EOF'
 import re, sys
@@ -70,7 +73,7 @@ EOF
 pytest_opts=()
 "$PY" -c "import xdist" 2>/dev/null && pytest_opts=(-n 14)
 "$PY" -c "import pytest_timeout" 2>/dev/null && pytest_opts+=(--timeout=180)
-step pytest 240 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
+step pytest 270 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
   tests/test_cuda.py tests/test_triton.py tests/test_sample.py tests/test_topk.py \
   tests/test_parity.py tests/test_registration.py tests/test_contract.py tests/test_statistics.py
 
@@ -89,8 +92,24 @@ fi
 # at 16384 x 64 in the last run, the CUDA backend's 0.18 ms).
 step host 30 "$OUT/host.log" "$PY" scripts/profile_host.py --profile triton
 
-# 5. The environment the numbers came from.
-step env 30 "$OUT/env.tmp" "$PY" - "$OUT/env.json" <<'EOF'
+# 5. Nsight Compute on the kernels of one call per contender at 4096 x 32768
+# (scripts/ncu_kernels.py): what bounds each (DRAM, issue slots, stalls), and
+# the instructions it executed. Appended to host.log (eight files at most).
+if command -v ncu > /dev/null; then
+  for dtype in float32 bfloat16; do
+    step "ncu-$dtype" 40 "$OUT/ncu.tmp" ncu --profile-from-start off --clock-control none \
+      --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section SchedulerStats --section WarpStateStats --section InstructionStats \
+      "$PY" scripts/ncu_kernels.py --dtypes "$dtype"
+    { echo "== ncu $dtype"; cat "$OUT/ncu.tmp"; } >> "$OUT/host.log"
+  done
+  rm -f "$OUT/ncu.tmp"
+else
+  echo "ncu skipped: not on PATH" | tee -a "$OUT/summary.txt"
+fi
+
+# 6. The environment the numbers came from.
+step env 20 "$OUT/env.tmp" "$PY" - "$OUT/env.json" <<'EOF'
 import json, platform, subprocess, sys
 
 import torch
