@@ -295,9 +295,18 @@ def test_opcheck_backward_op(backend):
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_compile_fullgraph(backend, hard):
+    # Inductor before torch 2.14 launches user Triton kernels without their
+    # enable_fp_fusion=False (torch 2.11 on the H100): products in the Triton
+    # kernels' sums may become FMAs, and the gradient's 1/(1 - p_j) terms
+    # amplify that rounding (up to 7.4e-5 relative there). The noise, written
+    # with explicit FMAs, is not affected. The other backends run the same
+    # kernels compiled or not.
+    k = 3
+    atol, rtol = tolerance(torch.float32)
+    grad_tolerance = (16 * k * atol, 16 * k * rtol) if backend == "triton" else None
     assert_compiled_matches_eager(
-        lambda logits: fg.gumbel_topk(logits, 3, tau=0.5, hard=hard, seed=7, backend=backend),
-        device_of(backend))
+        lambda logits: fg.gumbel_topk(logits, k, tau=0.5, hard=hard, seed=7, backend=backend),
+        device_of(backend), grad_tolerance)
 
 
 @pytest.mark.parametrize("backend", BACKENDS + [backend_param("reference")])
