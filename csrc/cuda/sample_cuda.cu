@@ -69,8 +69,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     sample_segments_kernel(const SampleArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
-  __shared__ acc_t red_m[32];
-  __shared__ int64_t red_arg[32];
+  __shared__ acc_t red_m[kReduceSlots];
+  __shared__ int64_t red_arg[kReduceSlots];
 
   const SampleParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);

@@ -12,14 +12,15 @@
 //                      thread, 128-thread blocks holding several rows (routers).
 //   <= 128 units       a warp per row, four rows per block.
 //   longer             a block per row, ~4 units per thread, up to 1024 threads
-//                      (512 in the backward), while the row's cache fits in shared
+//                      (512 in the backward of a loaded y, and of a 16-bit or
+//                      float64 recomputed one), while the row's cache fits in shared
 //                      memory (about 56K float32 columns on an H100, forward and
 //                      backward alike).
 //   split rows         when the cache does not fit, or when the rows would occupy
 //                      fewer than all SMs (half of them if splitting evaluates the
-//                      noise twice): chunks of at most 2048 columns (4096 for
-//                      16-bit types), ~2 units per thread, blocks of at most 256
-//                      threads.
+//                      noise twice): chunks of at most 8192 columns (at least
+//                      2048 where the chunks must fill the SMs), blocks of at
+//                      most 256 threads.
 //
 // Forward, cached (forward_segments_kernel): s = x + g goes to shared memory, so
 // logits are read once and the noise computed once; max and argmax, the sum of
@@ -60,16 +61,35 @@ namespace fused_gumbel {
 namespace {
 
 constexpr int kMaxThreads = 1024;
-// The cached backward's blocks stop at 512 threads, with registers for one
-// block per SM: at 1024 threads (64 registers each) recomputing a 16-bit unit's
-// noise spills on sm_80.
-constexpr int kBackwardMaxThreads = 512;
+// The cached backward's largest block, with registers for one block per SM. A
+// y recomputed from the logits (hard=True) is bound by the noise arithmetic and
+// wants every warp an SM holds: 1024 threads of 64 registers, which float32
+// fits (on the H100 the 4096 x 32768 hard backward took about 0.2 ms longer at
+// 512); a 16-bit or float64 unit's noise spills there on sm_80. A loaded y
+// (hard=False) is bound by memory latency and wants registers for loads in
+// flight (kBackwardBatch): 512.
+template <class scalar_t, bool kFromLogits>
+constexpr int kBackwardMaxThreads = kFromLogits && sizeof(scalar_t) == 4 ? 1024 : 512;
+// Units whose loads the cached backward puts in flight before using the first
+// (64 bytes of each loaded array per thread, 32 for 16-bit types and float64,
+// whose wider units need more registers). One unit at a time, its one
+// 512-thread block per SM (the row cache) kept about 16 KB of loads in flight
+// per SM: 69% of the H100's memory bandwidth, 84% of issue cycles with no warp
+// ready (ncu, 4096 x 32768 float32).
+template <class scalar_t>
+constexpr int kBackwardBatch = sizeof(scalar_t) == 4 ? 4 : 2;
 constexpr int kSmallBlock = 128;  // block size when several segments share a block
 // Units per thread: a whole row keeps each thread busy for several units; a split
 // row's chunks are there to spread a few rows over the GPU, so fewer.
 constexpr int64_t kUnitsPerThread = 4;
 constexpr int64_t kUnitsPerThreadSplit = 2;
 constexpr int64_t kChunkMin = 2048;  // columns: enough work to amortize a block
+// Columns of a split row's longest chunk: 32 KB of float32 cache, 8 units per
+// thread of a 256-thread block. At 2048 (2 units per thread) each block's setup
+// and reductions weighed on every element: on the H100 the 1024 x 131072
+// float32 hard forward took 1.03 ms, the same number of elements in
+// 4096 x 32768 rows 0.71 ms.
+constexpr int64_t kSplitChunkMax = 8192;
 // Threads of a split row's block. Small blocks, several per SM, so that one
 // block's reductions and global loads overlap another's arithmetic: a
 // 1024-thread block takes a whole SM's registers and the SM idles at each of
@@ -132,24 +152,27 @@ struct BwdArgs {
 
 // s = logits + noise for the segment's i-th unit (lanes outside the segment hold
 // noise only; callers mask them).
-template <int U, class scalar_t, class acc_t>
+template <int U, bool kWhole = false, class scalar_t, class acc_t>
 __device__ __forceinline__ void unit_scores(const scalar_t* row, const Segment& sg,
                                             int64_t i, bool vec, uint64_t seed,
                                             uint64_t base, acc_t (&s)[U]) {
-  load_unit<U>(row, unit_col0<U>(sg, i), sg.c0, sg.c1, vec, s);
+  load_unit<U, kWhole>(row, unit_col0<U>(sg, i), sg.c0, sg.c1, vec, s);
   add_unit_noise<U>(seed, base, sg.unit0 + i, s);
 }
 
 // Forward over segments cached in shared memory. Writes the sample, index and
 // stats, or with a.partials set (split rows) only each segment's SoftmaxState.
-template <class scalar_t>
+// kWhole: every unit lies inside its segment and moves as 16-byte accesses
+// (whole_units), so the loops carry no bounds or alignment checks: about 50
+// instructions per float32 unit of 290 in the first loop.
+template <class scalar_t, bool kWhole>
 __global__ void __launch_bounds__(kMaxThreads)
     forward_segments_kernel(const FwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ acc_t red_m[32];
-  __shared__ int64_t red_arg[32];
+  __shared__ acc_t red_m[kReduceSlots];
+  __shared__ int64_t red_arg[kReduceSlots];
 
   const ForwardParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
@@ -171,9 +194,9 @@ __global__ void __launch_bounds__(kMaxThreads)
   int m_unit = -1;  // a segment has at most a shared memory's worth of units
   for (int64_t i = tig; i < units; i += group) {
     const int64_t col0 = unit_col0<U>(sg, i);
-    const bool whole = col0 >= sg.c0 && col0 + U <= sg.c1;
+    const bool whole = kWhole || (col0 >= sg.c0 && col0 + U <= sg.c1);
     acc_t x[U];
-    load_unit<U>(row_in, col0, sg.c0, sg.c1, a.s.vec, x);
+    load_unit<U, kWhole>(row_in, col0, sg.c0, sg.c1, a.s.vec, x);
     acc_t unit_max = neg_inf<acc_t>();
     // One Philox group at a time, each finished and cached before the next, so
     // that a 16-bit type's eight-wide unit stays within 64 registers.
@@ -256,7 +279,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
       for (int k = 0; k < U; ++k) y[k] *= inv_l;
     }
-    store_unit<U>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
+    store_unit<U, kWhole>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
   }
 }
 
@@ -329,8 +352,8 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 // The backward's inputs for one unit: the incoming gradient g and the soft
 // sample y (read, or recomputed exactly as the forward computed it), both zero
-// on lanes outside the segment.
-template <int U, class scalar_t, class acc_t>
+// on lanes outside the segment. kWhole as in load_unit.
+template <int U, bool kWhole = false, class scalar_t, class acc_t>
 __device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
                                                 const Segment& sg, int64_t i,
                                                 uint64_t seed, uint64_t base, acc_t m,
@@ -339,31 +362,34 @@ __device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
   const BackwardParams& p = a.p;
   const int64_t col0 = unit_col0<U>(sg, i);
   if (p.y_soft != nullptr) {
-    load_unit<U>(static_cast<const scalar_t*>(p.y_soft) + sg.row * p.y_soft_row_stride,
-                 col0, sg.c0, sg.c1, a.s.vec, y);
+    load_unit<U, kWhole>(static_cast<const scalar_t*>(p.y_soft) + sg.row * p.y_soft_row_stride,
+                         col0, sg.c0, sg.c1, a.s.vec, y);
   } else {
-    unit_scores<U>(static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride,
-                   sg, i, a.s.vec, seed, base, y);
+    unit_scores<U, kWhole>(static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride,
+                           sg, i, a.s.vec, seed, base, y);
 #pragma unroll
     for (int k = 0; k < U; ++k) {
       const int64_t col = col0 + k;
-      y[k] = (col >= sg.c0 && col < sg.c1) ? tempered_exp(y[k], m, a.exp_scale) * inv_l
-                                          : acc_t(0);
+      y[k] = (kWhole || (col >= sg.c0 && col < sg.c1))
+                 ? tempered_exp(y[k], m, a.exp_scale) * inv_l
+                 : acc_t(0);
     }
   }
-  load_unit<U>(static_cast<const scalar_t*>(p.grad) + sg.row * p.grad_row_stride,
-               col0, sg.c0, sg.c1, a.s.vec, g);
+  load_unit<U, kWhole>(static_cast<const scalar_t*>(p.grad) + sg.row * p.grad_row_stride,
+                       col0, sg.c0, sg.c1, a.s.vec, g);
 }
 
 // Backward over segments whose y is cached in shared memory (a recomputed y
 // costs one noise evaluation): grad_logits = inv_tau * y * (g - sum(g * y)).
-template <class scalar_t>
-__global__ void __launch_bounds__(kBackwardMaxThreads, 1)
+// kWhole as in forward_segments_kernel; kFromLogits: y is recomputed (the
+// launch has no y_soft).
+template <class scalar_t, bool kWhole, bool kFromLogits>
+__global__ void __launch_bounds__((kBackwardMaxThreads<scalar_t, kFromLogits>), 1)
     backward_segments_kernel(const BwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ acc_t red[32];
+  __shared__ acc_t red[kReduceSlots];
 
   const BackwardParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
@@ -375,25 +401,57 @@ __global__ void __launch_bounds__(kBackwardMaxThreads, 1)
   const acc_t* stats = static_cast<const acc_t*>(p.stats) + 2 * sg.row;
   const acc_t m = stats[0], inv_l = acc_t(1) / stats[1];
 
+  constexpr int B = kBackwardBatch<scalar_t>;
   acc_t dot = 0;
-  for (int64_t i = tig; i < units; i += group) {
-    acc_t g[U], y[U];
-    unit_grad_and_y<U, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+  const auto accumulate = [&](int64_t i, const acc_t(&g)[U], const acc_t(&y)[U]) {
 #pragma unroll
     for (int k = 0; k < U; ++k) dot += g[k] * y[k];
     cache_store<U>(cache_y + i * U, y);
+  };
+  int64_t i = tig;
+  if constexpr (!kFromLogits) {
+    for (; i + (B - 1) * group < units; i += B * group) {
+      acc_t g[B][U], y[B][U];
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        unit_grad_and_y<U, kWhole, scalar_t>(a, sg, i + b * group, seed, base, m, inv_l, g[b],
+                                             y[b]);
+      }
+#pragma unroll
+      for (int b = 0; b < B; ++b) accumulate(i + b * group, g[b], y[b]);
+    }
+  }
+  // The rest, and a y recomputed from the logits (compute-bound: one unit at a
+  // time keeps the noise within the registers).
+  for (; i < units; i += group) {
+    acc_t g[U], y[U];
+    unit_grad_and_y<U, kWhole, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+    accumulate(i, g, y);
   }
   dot = group_sum(dot, group, red);
 
   scalar_t* row_out = static_cast<scalar_t*>(p.grad_logits) + sg.row * p.cols;
-  for (int64_t i = tig; i < units; i += group) {
-    const int64_t col0 = unit_col0<U>(sg, i);
-    acc_t g[U], y[U];
+  const auto write = [&](int64_t i, const acc_t(&g)[U]) {
+    acc_t y[U];
     cache_load<U>(cache_y + i * U, y);
-    load_unit<U>(grad_row, col0, sg.c0, sg.c1, a.s.vec, g);
 #pragma unroll
     for (int k = 0; k < U; ++k) y[k] = a.inv_tau * y[k] * (g[k] - dot);
-    store_unit<U>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
+    store_unit<U, kWhole>(row_out, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, y);
+  };
+  for (i = tig; i + (B - 1) * group < units; i += B * group) {
+    acc_t g[B][U];
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      load_unit<U, kWhole>(grad_row, unit_col0<U>(sg, i + b * group), sg.c0, sg.c1, a.s.vec,
+                           g[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < B; ++b) write(i + b * group, g[b]);
+  }
+  for (; i < units; i += group) {
+    acc_t g[U];
+    load_unit<U, kWhole>(grad_row, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, g);
+    write(i, g);
   }
 }
 
@@ -405,7 +463,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     backward_split_kernel(const BwdArgs<acc_type<scalar_t>> a, bool finalize) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
-  __shared__ acc_t red[32];
+  __shared__ acc_t red[kReduceSlots];
   __shared__ acc_t row_dot;
 
   const BackwardParams& p = a.p;
@@ -432,7 +490,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   acc_t part = 0;
   for (int64_t i = threadIdx.x; i < sg.units; i += blockDim.x) {
     acc_t g[U], y[U];
-    unit_grad_and_y<U, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+    unit_grad_and_y<U, false, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
     if (finalize) {
 #pragma unroll
       for (int k = 0; k < U; ++k) y[k] = a.inv_tau * y[k] * (g[k] - dot);
@@ -492,15 +550,21 @@ int64_t split_chunk_len(int64_t rows, int64_t cols, int unit, int64_t max_len,
   return (len + unit - 1) / unit * unit;
 }
 
-// The longest chunk a block of kSplitThreads covers at kUnitsPerThreadSplit
-// units per thread and, for a kernel caching cache_bytes per element (0: none),
-// whose cache fits in `smem` bytes.
+// The longest chunk of a split row: kSplitChunkMax columns, or less where a
+// kernel caching cache_bytes per element (0: none) would not fit its cache in
+// `smem` bytes.
 int64_t max_chunk_len(int unit, size_t cache_bytes, size_t smem) {
-  int64_t len = kSplitThreads * kUnitsPerThreadSplit * unit;
+  int64_t len = kSplitChunkMax;
   if (cache_bytes > 0) {
     len = std::min(len, static_cast<int64_t>(smem / cache_bytes) - 2 * unit);
   }
   return len / unit * unit;
+}
+
+// Whether every unit of every segment lies inside it and moves as 16-byte
+// accesses: rows and chunks a whole number of units long, rows aligned.
+bool whole_units(const SegmentLayout& layout, int64_t cols, int unit) {
+  return layout.vec && cols % unit == 0 && layout.chunk_len % unit == 0;
 }
 
 struct DeviceLimits {
@@ -577,9 +641,10 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
             rows_keep_alignment(p.out, p.cols, p.rows, p.cols, sizeof(scalar_t));
 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  allow_smem(forward_segments_kernel<scalar_t>, plan.smem);
-  forward_segments_kernel<scalar_t>
-      <<<grid_size(plan.blocks), plan.threads, plan.smem, stream>>>(a);
+  const auto kernel = whole_units(a.s, p.cols, U) ? forward_segments_kernel<scalar_t, true>
+                                                  : forward_segments_kernel<scalar_t, false>;
+  allow_smem(kernel, plan.smem);
+  kernel<<<grid_size(plan.blocks), plan.threads, plan.smem, stream>>>(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (a.partials != nullptr) {
     // One block per chunk, as wide as step 1's.
@@ -609,9 +674,11 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
                    aligned(p.grad_logits, p.cols);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
-  const Plan whole =
-      segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t), kBackwardMaxThreads);
-  if (should_split(whole, p.cols, dev, /*noise_twice=*/p.y_soft == nullptr)) {
+  const bool from_logits = p.y_soft == nullptr;
+  const Plan whole = segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t),
+                                  from_logits ? kBackwardMaxThreads<scalar_t, true>
+                                              : kBackwardMaxThreads<scalar_t, false>);
+  if (should_split(whole, p.cols, dev, /*noise_twice=*/from_logits)) {
     // The split kernels stream (no cache), so only the thread count bounds a chunk.
     const int64_t len = split_chunk_len(p.rows, p.cols, U,
                                         max_chunk_len(U, 0, dev.smem), dev.sms);
@@ -634,9 +701,14 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
   }
   a.s = whole.layout;
   a.s.vec = vec;
-  allow_smem(backward_segments_kernel<scalar_t>, whole.smem);
-  backward_segments_kernel<scalar_t>
-      <<<grid_size(whole.blocks), whole.threads, whole.smem, stream>>>(a);
+  const bool whole_unit = whole_units(a.s, p.cols, U);
+  const auto kernel =
+      from_logits ? (whole_unit ? backward_segments_kernel<scalar_t, true, true>
+                                : backward_segments_kernel<scalar_t, false, true>)
+                  : (whole_unit ? backward_segments_kernel<scalar_t, true, false>
+                                : backward_segments_kernel<scalar_t, false, false>);
+  allow_smem(kernel, whole.smem);
+  kernel<<<grid_size(whole.blocks), whole.threads, whole.smem, stream>>>(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

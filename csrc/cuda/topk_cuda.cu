@@ -232,9 +232,9 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     topk_forward_kernel(const TopkFwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ acc_t red_m[32];
+  __shared__ acc_t red_m[kReduceSlots];
   __shared__ acc_t red_r[32];
-  __shared__ int64_t red_arg[32];
+  __shared__ int64_t red_arg[kReduceSlots];
   __shared__ acc_t step_m[kMaxK];
   __shared__ acc_t step_rest[kMaxK];
   __shared__ int64_t picks[kMaxK];
@@ -392,7 +392,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     topk_backward_kernel(const TopkBwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  __shared__ acc_t red[32];
+  __shared__ acc_t red[kReduceSlots];
   __shared__ acc_t step_m[kMaxK];
   __shared__ acc_t step_rest[kMaxK];
   __shared__ acc_t ds[kMaxK];

@@ -27,14 +27,15 @@ inline bool rows_keep_alignment(const void* ptr, int64_t row_stride,
          (rows <= 1 || (row_stride - cols) % per_vec == 0);
 }
 
-// x[k] = row[col0 + k] for the lanes inside [c0, c1), 0 elsewhere.
-template <int U, class scalar_t, class acc_t>
+// x[k] = row[col0 + k] for the lanes inside [c0, c1), 0 elsewhere. kWhole: the
+// caller knows the unit lies inside [c0, c1) and vec holds (no checks).
+template <int U, bool kWhole = false, class scalar_t, class acc_t>
 __device__ __forceinline__ void load_unit(const scalar_t* row, int64_t col0,
                                           int64_t c0, int64_t c1, bool vec,
                                           acc_t (&x)[U]) {
   constexpr int kV = Vec16<scalar_t>::kSize;
   static_assert(U % kV == 0, "a unit is a whole number of 16-byte vectors");
-  if (vec && col0 >= c0 && col0 + U <= c1) {
+  if (kWhole || (vec && col0 >= c0 && col0 + U <= c1)) {
     const Vec16<scalar_t>* src = reinterpret_cast<const Vec16<scalar_t>*>(row + col0);
 #pragma unroll
     for (int j = 0; j < U / kV; ++j) {
@@ -51,13 +52,14 @@ __device__ __forceinline__ void load_unit(const scalar_t* row, int64_t col0,
   }
 }
 
-// row[col0 + k] = y[k] (cast to scalar_t) for the lanes inside [c0, c1).
-template <int U, class scalar_t, class acc_t>
+// row[col0 + k] = y[k] (cast to scalar_t) for the lanes inside [c0, c1); kWhole
+// as in load_unit.
+template <int U, bool kWhole = false, class scalar_t, class acc_t>
 __device__ __forceinline__ void store_unit(scalar_t* row, int64_t col0, int64_t c0,
                                            int64_t c1, bool vec,
                                            const acc_t (&y)[U]) {
   constexpr int kV = Vec16<scalar_t>::kSize;
-  if (vec && col0 >= c0 && col0 + U <= c1) {
+  if (kWhole || (vec && col0 >= c0 && col0 + U <= c1)) {
     Vec16<scalar_t>* dst = reinterpret_cast<Vec16<scalar_t>*>(row + col0);
 #pragma unroll
     for (int j = 0; j < U / kV; ++j) {
