@@ -576,7 +576,10 @@ _COMPILE_SCRIPT = textwrap.dedent("""
               TAU_IN_MEMORY=not hard, **rows), short.num_warps)
     for phase, flag, aligned in ((0, False, False), (1, True, True), (2, False, True), (2, True, False)):
         build(K._forward_long_kernel, "bf16", dict(HARD=flag, SEED_IN_STATE=not flag,
-              ALIGNED=aligned, TAU_IN_MEMORY=flag, PHASE=phase, **loop), 8)
+              ALIGNED=aligned, TAU_IN_MEMORY=flag, CACHE_S=False, PHASE=phase, **loop), 8)
+        if not flag or phase == 1:
+            build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True,
+                  ALIGNED=aligned, TAU_IN_MEMORY=False, CACHE_S=True, PHASE=phase, **loop), 8)
         build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=not flag, ALIGNED=aligned,
               TAU_IN_MEMORY=not flag, PHASE=phase, **loop), 8)
     ptx = build(noise.fill_noise_kernel, "fp32", dict(BLOCK=1024), 4).asm["ptx"]
