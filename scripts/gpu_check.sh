@@ -11,7 +11,12 @@
 # the third session's run took 389 s with the tests stopped at 220 s).
 #
 # Usage: scripts/gpu_check.sh OUTDIR        (PYTHON overrides the interpreter)
+#
+# QUICK=1: for the end of a device budget (about 4.5 minutes): the build, the
+# CUDA and Triton test files without their torch.compile and opcheck tests,
+# the large issue shapes against eager only, and ncu on float32.
 set -u
+QUICK=${QUICK:-0}
 
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -37,7 +42,7 @@ step() {
 # 1. Build for this GPU only (sm_90), with the ptxas resource report. The
 # Triton kernels are installed as fused_gumbel.triton_kernels; in this
 # uninstalled checkout a link stands in for the install.
-step build 150 "$OUT/build.log" env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
+step build "$([ "$QUICK" = 1 ] && echo 110 || echo 150)" "$OUT/build.log" env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
   FUSED_GUMBEL_PTXAS_VERBOSE=1 "$PY" setup.py build_ext --inplace
 [ -e fused_gumbel/triton_kernels ] || ln -s ../triton_kernels fused_gumbel/triton_kernels
 # The scripts run from scripts/ import the package from this checkout.
@@ -73,16 +78,27 @@ EOF
 pytest_opts=()
 "$PY" -c "import xdist" 2>/dev/null && pytest_opts=(-n 14)
 "$PY" -c "import pytest_timeout" 2>/dev/null && pytest_opts+=(--timeout=180)
-step pytest 270 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
-  tests/test_cuda.py tests/test_triton.py tests/test_sample.py tests/test_topk.py \
-  tests/test_parity.py tests/test_registration.py tests/test_contract.py tests/test_statistics.py
+if [ "$QUICK" = 1 ]; then
+  step pytest 90 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
+    -k "not compile and not opcheck" tests/test_cuda.py tests/test_triton.py
+else
+  step pytest 270 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
+    tests/test_cuda.py tests/test_triton.py tests/test_sample.py tests/test_topk.py \
+    tests/test_parity.py tests/test_registration.py tests/test_contract.py tests/test_statistics.py
+fi
 
 # 3. The benchmark, when the package provides one.
 if "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fused_gumbel.bench') is None)" 2>/dev/null; then
   # The issue's shapes; --no-plot: its PNGs would go next to the JSON (plots
   # are made afterwards with --plot-from); the budget stops it in time.
-  step bench 90 "$OUT/bench.log" "$PY" -m fused_gumbel.bench --device cuda --suite issue \
-    --out "$OUT/bench_cuda.json" --no-plot --time-budget 75
+  if [ "$QUICK" = 1 ]; then
+    step bench 55 "$OUT/bench.log" "$PY" -m fused_gumbel.bench --device cuda \
+      --shapes 4096x32768,1024x131072 --no-reference --no-compile \
+      --out "$OUT/bench_cuda.json" --no-plot --no-progress --time-budget 45
+  else
+    step bench 90 "$OUT/bench.log" "$PY" -m fused_gumbel.bench --device cuda --suite issue \
+      --out "$OUT/bench_cuda.json" --no-plot --time-budget 75
+  fi
 else
   echo "bench skipped: no fused_gumbel.bench" | tee -a "$OUT/summary.txt"
 fi
@@ -90,13 +106,15 @@ fi
 # 4. Host time against GPU time of a router-sized call, per backend, and
 # profiler tables of the Triton backend's (its forward+backward took 0.65-2.2 ms
 # at 16384 x 64 in the last run, the CUDA backend's 0.18 ms).
-step host 30 "$OUT/host.log" "$PY" scripts/profile_host.py --profile triton
+[ "$QUICK" = 1 ] || step host 30 "$OUT/host.log" "$PY" scripts/profile_host.py --profile triton
 
 # 5. Nsight Compute on the kernels of one call per contender at 4096 x 32768
 # (scripts/ncu_kernels.py): what bounds each (DRAM, issue slots, stalls), and
 # the instructions it executed. Appended to host.log (eight files at most).
 if command -v ncu > /dev/null; then
-  for dtype in float32 bfloat16; do
+  dtypes="float32 bfloat16"
+  [ "$QUICK" = 1 ] && dtypes=float32
+  for dtype in $dtypes; do
     step "ncu-$dtype" 40 "$OUT/ncu.tmp" ncu --profile-from-start off --clock-control none \
       --section SpeedOfLight --section Occupancy --section LaunchStats \
       --section SchedulerStats --section WarpStateStats --section InstructionStats \

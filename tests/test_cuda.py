@@ -27,8 +27,11 @@ BACKWARD = torch.ops.fused_gumbel.st_softmax_backward
 # (rows, cols): each of the launcher's layouts. cols 1 and 7 misalign every row
 # start against the 4-wide Philox groups; 64 puts several rows in a warp; 4096
 # and 32768 take a block per row (the latter's cache fills most of shared
-# memory); 2**17 + 3 and 2**20 are split over blocks and merged.
-SHAPES = [(37, 1), (33, 7), (130, 64), (300, 4096), (140, 32768), (3, 2**17 + 3), (1, 2**20)]
+# memory); 65540 (a cache too large, every SM busy) is split into chunks as
+# long as the kernels allow (kSplitChunkMax), 2**17 + 3 and 2**20 (few rows)
+# into more, all merged.
+SHAPES = [(37, 1), (33, 7), (130, 64), (300, 4096), (140, 32768), (140, 65540), (3, 2**17 + 3),
+          (1, 2**20)]
 
 
 def _logits(shape, dtype, *, seed=0, scale=3.0, contiguous=True):

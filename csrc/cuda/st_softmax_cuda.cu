@@ -26,8 +26,9 @@
 // logits are read once and the noise computed once; max and argmax, the sum of
 // exponentials, then the output is written once. Split: the same kernel writes
 // each chunk's SoftmaxState to a small workspace; forward_finalize_kernel merges a
-// row's states and writes its chunk (soft: the noise is regenerated; hard: the
-// one-hot needs none). The backward has the same two layouts; y_soft is read, or
+// row's states and writes its chunk (soft: s read back from the output where step
+// 1 stored it (float32, float64), or regenerated for 16-bit types; hard: the
+// one-hot needs neither). The backward has the same two layouts; y_soft is read, or
 // recomputed from the logits, the regenerated noise and the saved (max, sum).
 // Its cached layout keeps only y on chip and reads the incoming gradient twice:
 // the second read, right after the first by the same block, comes from L2, and
@@ -131,6 +132,13 @@ __device__ __forceinline__ float tempered_exp(float s, float m, float scale) {
 __device__ __forceinline__ double tempered_exp(double s, double m, double scale) {
   return s == neg_inf<double>() ? 0.0 : exp_scaled((s - m) * scale);
 }
+
+// Split rows, soft sample in the accumulation dtype (float32, float64): step 1
+// stores s = x + g in the output, where forward_finalize_kernel reads it back
+// instead of the logits and the noise, the same bits for a load instead of
+// about 60 instructions per element (16-bit samples cannot hold s).
+template <class scalar_t>
+constexpr bool kStashScores = std::is_same_v<scalar_t, acc_type<scalar_t>>;
 
 template <class acc_t>
 struct FwdArgs {
@@ -237,10 +245,13 @@ __global__ void __launch_bounds__(kMaxThreads)
   // 2. l = sum exp((s - m) / tau); the soft sample keeps the exponentials.
   const bool partial = a.partials != nullptr;
   const bool keep_exp = !partial && !p.hard;
+  const bool stash = kStashScores<scalar_t> && partial && !p.hard;
+  scalar_t* row_out = static_cast<scalar_t*>(p.out) + sg.row * p.cols;
   acc_t l = 0;
   for (int64_t i = tig; i < units; i += group) {
     acc_t e[U];
     cache_load<U>(cache + i * U, e);
+    if (stash) store_unit<U, kWhole>(row_out, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, e);
 #pragma unroll
     for (int k = 0; k < U; ++k) {
       e[k] = tempered_exp(e[k], m, a.exp_scale);
@@ -262,7 +273,6 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 
   // 3. The output, written once.
-  scalar_t* row_out = static_cast<scalar_t*>(p.out) + sg.row * p.cols;
   const bool valid = row_is_valid(m, l);
   const acc_t inv_l = acc_t(1) / l;
   for (int64_t i = tig; i < units; i += group) {
@@ -326,9 +336,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 
   const auto seeds = at::cuda::philox::unpack(a.philox);
-  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
-  const scalar_t* row_in =
-      static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
+  [[maybe_unused]] const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
   scalar_t* row_out = static_cast<scalar_t*>(p.out) + sg.row * p.cols;
   const bool valid = row_is_valid(m, l);
   const acc_t inv_l = acc_t(1) / l;
@@ -342,7 +350,12 @@ __global__ void __launch_bounds__(kMaxThreads)
         y[k] = valid ? acc_t(k == hot ? 1 : 0) : std::numeric_limits<acc_t>::quiet_NaN();
       }
     } else {
-      unit_scores<U>(row_in, sg, i, a.s.vec, seed, base, y);
+      if constexpr (kStashScores<scalar_t>) {
+        load_unit<U>(static_cast<const scalar_t*>(row_out), col0, sg.c0, sg.c1, a.s.vec, y);
+      } else {
+        unit_scores<U>(static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride,
+                       sg, i, a.s.vec, seed, base, y);
+      }
 #pragma unroll
       for (int k = 0; k < U; ++k) y[k] = tempered_exp(y[k], m, a.exp_scale) * inv_l;
     }
@@ -352,8 +365,10 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 // The backward's inputs for one unit: the incoming gradient g and the soft
 // sample y (read, or recomputed exactly as the forward computed it), both zero
-// on lanes outside the segment. kWhole as in load_unit.
-template <int U, bool kWhole = false, class scalar_t, class acc_t>
+// on lanes outside the segment. kWhole as in load_unit; kFromLogits: y is
+// recomputed (the launch has no y_soft), a template argument so that a kernel
+// holds the registers of one way only.
+template <int U, bool kWhole, bool kFromLogits, class scalar_t, class acc_t>
 __device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
                                                 const Segment& sg, int64_t i,
                                                 uint64_t seed, uint64_t base, acc_t m,
@@ -361,7 +376,7 @@ __device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
                                                 acc_t (&y)[U]) {
   const BackwardParams& p = a.p;
   const int64_t col0 = unit_col0<U>(sg, i);
-  if (p.y_soft != nullptr) {
+  if constexpr (!kFromLogits) {
     load_unit<U, kWhole>(static_cast<const scalar_t*>(p.y_soft) + sg.row * p.y_soft_row_stride,
                          col0, sg.c0, sg.c1, a.s.vec, y);
   } else {
@@ -414,8 +429,8 @@ __global__ void __launch_bounds__((kBackwardMaxThreads<scalar_t, kFromLogits>), 
       acc_t g[B][U], y[B][U];
 #pragma unroll
       for (int b = 0; b < B; ++b) {
-        unit_grad_and_y<U, kWhole, scalar_t>(a, sg, i + b * group, seed, base, m, inv_l, g[b],
-                                             y[b]);
+        unit_grad_and_y<U, kWhole, kFromLogits, scalar_t>(a, sg, i + b * group, seed, base, m,
+                                                          inv_l, g[b], y[b]);
       }
 #pragma unroll
       for (int b = 0; b < B; ++b) accumulate(i + b * group, g[b], y[b]);
@@ -425,7 +440,7 @@ __global__ void __launch_bounds__((kBackwardMaxThreads<scalar_t, kFromLogits>), 
   // time keeps the noise within the registers).
   for (; i < units; i += group) {
     acc_t g[U], y[U];
-    unit_grad_and_y<U, kWhole, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+    unit_grad_and_y<U, kWhole, kFromLogits, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
     accumulate(i, g, y);
   }
   dot = group_sum(dot, group, red);
@@ -490,7 +505,11 @@ __global__ void __launch_bounds__(kMaxThreads)
   acc_t part = 0;
   for (int64_t i = threadIdx.x; i < sg.units; i += blockDim.x) {
     acc_t g[U], y[U];
-    unit_grad_and_y<U, false, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+    if (p.y_soft != nullptr) {
+      unit_grad_and_y<U, false, false, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+    } else {
+      unit_grad_and_y<U, false, true, scalar_t>(a, sg, i, seed, base, m, inv_l, g, y);
+    }
     if (finalize) {
 #pragma unroll
       for (int k = 0; k < U; ++k) y[k] = a.inv_tau * y[k] * (g[k] - dot);
@@ -679,7 +698,7 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
                                   from_logits ? kBackwardMaxThreads<scalar_t, true>
                                               : kBackwardMaxThreads<scalar_t, false>);
   if (should_split(whole, p.cols, dev, /*noise_twice=*/from_logits)) {
-    // The split kernels stream (no cache), so only the thread count bounds a chunk.
+    // The split kernels stream (no cache): kSplitChunkMax bounds a chunk.
     const int64_t len = split_chunk_len(p.rows, p.cols, U,
                                         max_chunk_len(U, 0, dev.smem), dev.sms);
     const int64_t nchunks = (p.cols + len - 1) / len;
