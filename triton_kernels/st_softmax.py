@@ -83,6 +83,22 @@ DOUBLE_TINY: tl.constexpr = tl.constexpr(torch.finfo(torch.float64).tiny)
 
 
 @triton.jit
+def _window_columns(win_col, BLOCK: tl.constexpr):
+    """The columns win_col + k, k < BLOCK, of a window ([R, BLOCK] for win_col [R, 1]).
+
+    A kernel computes the columns of its stores with this, never from what a
+    helper that reads memory returns: torch's mutation analysis of a
+    wrap_triton kernel (torch._higher_order_ops.triton_kernel_wrap) walks back
+    from each store's address and takes every pointer handed to a call on the
+    way as written. A store at y_ptr + col with col from
+    _noisy_logits(x_ptr, ...) would make x_ptr (the logits) look written, and
+    AOT autograd then functionalizes the read-only inputs as mutated (in the
+    backward: the saved sample, stats and rng_state, forward outputs, which
+    fails the partition: "Node ... was invalid, but is output")."""
+    return win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+
+
+@triton.jit
 def _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos, win_col, seed, base,
                   acc_ty: tl.constexpr, BLOCK: tl.constexpr):
     """s = acc(x) + acc(g) on a [R, BLOCK] window of columns win_col + k.
@@ -92,7 +108,7 @@ def _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos, win_col, seed
     and row_pos + win_col a multiple of 4. Lanes outside the row get s = -inf
     and valid = False.
     """
-    col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+    col = _window_columns(win_col, BLOCK)
     valid = row_ok & (col >= 0) & (col < cols)
     x = tl.load(x_ptr + row * x_row_stride + col, mask=valid, other=float("-inf"))
     g = gumbel_window(seed, base, row_pos + win_col, BLOCK // 4)
@@ -245,8 +261,9 @@ def _forward_rows_kernel(
         lead = 0
     else:
         lead = row_pos & 3
-    s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos, -lead, key,
-                                  base, acc_ty, BLOCK)
+    s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos, -lead, key,
+                                base, acc_ty, BLOCK)
+    col = _window_columns(-lead, BLOCK)  # not _noisy_logits': see _window_columns
     # 2. m, arg and l = sum exp((s - m) * inv_tau) per row.
     m, l, arg = _piece_state(s, col, valid, inv)
     # 3. The sample: y_soft = exp((s - m) * inv_tau) / l, or the one-hot.
@@ -314,9 +331,10 @@ def _forward_long_kernel(
     else:
         # Pass 1: the online merge of each block's (m, l, arg).
         for b in range(first_block, last_block):
-            s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
-                                          b * BLOCK - lead + one[:, None], key, base,
-                                          acc_ty, BLOCK)
+            win_col = b * BLOCK - lead + one[:, None]
+            s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
+                                        win_col, key, base, acc_ty, BLOCK)
+            col = _window_columns(win_col, BLOCK)  # not _noisy_logits': see _window_columns
             m_b, l_b, arg_b = _piece_state(s, col, valid, inv)
             m, l, arg = _merge(m, l, arg, m_b, l_b, arg_b, inv)
             if CACHE_S:
@@ -333,8 +351,9 @@ def _forward_long_kernel(
         tl.store(index_ptr + row1, arg, mask=first)
         tl.store(stats_ptr + 2 * row1, m, mask=first)
         tl.store(stats_ptr + 2 * row1 + 1, l, mask=first)
-        # 4. Pass 2: the sample y = exp((s - m) * inv_tau) / l, the noise
-        # regenerated; the one-hot (hard) needs neither logits nor noise.
+        # 4. Pass 2: the sample y = exp((s - m) * inv_tau) / l, s read back
+        # (CACHE_S) or the noise regenerated; the one-hot (hard) needs neither
+        # logits nor noise.
         ok = _row_is_valid(m, l)[:, None]
         m_safe = tl.where(m == float("-inf"), 0.0, m)[:, None]
         inv_l = (1.0 / l)[:, None]
@@ -344,18 +363,17 @@ def _forward_long_kernel(
             tl.debug_barrier()
         for b in range(first_block, last_block):
             win_col = b * BLOCK - lead + one[:, None]
+            col = _window_columns(win_col, BLOCK)  # not _noisy_logits': see _window_columns
             if HARD:
-                col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
                 valid = (col >= 0) & (col < cols)
                 y = _hard_sample(col, arg[:, None], ok)
             elif CACHE_S:
-                col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
                 valid = (col >= 0) & (col < cols)
                 s = tl.load(y_ptr + row * cols + col, mask=valid, other=float("-inf"))
                 y = tl.exp((s - m_safe) * inv) * inv_l
             else:
-                s, col, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
-                                              win_col, key, base, acc_ty, BLOCK)
+                s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
+                                            win_col, key, base, acc_ty, BLOCK)
                 y = tl.exp((s - m_safe) * inv) * inv_l
             tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
 
@@ -392,7 +410,7 @@ def _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base
         l = tl.load(stats_ptr + 2 * row + 1, mask=row_ok, other=1.0)
         y = tl.where(valid, tl.exp((s - m) * inv) * (1.0 / l), 0.0)
     else:
-        col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+        col = _window_columns(win_col, BLOCK)
         valid = row_ok & (col >= 0) & (col < cols)
         y = tl.load(y_ptr + row * y_row_stride + col, mask=valid, other=0.0).to(acc_ty)
     return y, col, valid
@@ -416,8 +434,9 @@ def _backward_rows_kernel(
     else:
         lead = (row * cols) & 3
     # 1. y_soft and the incoming gradient.
-    y, col, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base,
-                                 row, row_ok, cols, -lead, inv, FROM_LOGITS, BLOCK)
+    y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base,
+                               row, row_ok, cols, -lead, inv, FROM_LOGITS, BLOCK)
+    col = _window_columns(-lead, BLOCK)  # not _soft_sample's: see _window_columns
     g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
     # 2. dot = sum_k grad_k * y_k; 3. the softmax Jacobian-vector product.
     dot = tl.sum(g * y, axis=1)[:, None]
@@ -461,9 +480,10 @@ def _backward_long_kernel(
         # Pass 1 over the blocks.
         for b in range(first_block, last_block):
             win_col = b * BLOCK - lead + one[:, None]
-            y, col, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
-                                         seed, base, row, row_ok, cols, win_col, inv,
-                                         FROM_LOGITS, BLOCK)
+            y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
+                                       seed, base, row, row_ok, cols, win_col, inv,
+                                       FROM_LOGITS, BLOCK)
+            col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
             g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
             dot += tl.sum(g * y, axis=1)
     if PHASE == 1:
@@ -473,9 +493,10 @@ def _backward_long_kernel(
         # 3. Pass 2: grad_x = inv_tau * y * (grad - dot).
         for b in range(first_block, last_block):
             win_col = b * BLOCK - lead + one[:, None]
-            y, col, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
-                                         seed, base, row, row_ok, cols, win_col, inv,
-                                         FROM_LOGITS, BLOCK)
+            y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
+                                       seed, base, row, row_ok, cols, win_col, inv,
+                                       FROM_LOGITS, BLOCK)
+            col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
             g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
             dx = inv * y * (g - dot[:, None])
             tl.store(out_ptr + row * cols + col, dx.to(out_ptr.dtype.element_ty), mask=valid)

@@ -47,6 +47,7 @@ from .st_softmax import (
     _rescale,
     _tau_args,
     _temperature,
+    _window_columns,
     seed_and_base,
 )
 
@@ -79,7 +80,7 @@ def _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base, s_single
     """s = x + g on window b of the rows ([ROWS, BLOCK]); SINGLE reuses s_single."""
     win_col = b * BLOCK - lead
     if SINGLE:
-        col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+        col = _window_columns(win_col, BLOCK)
         valid = row_ok & (col >= 0) & (col < cols)
         s = s_single
     else:
@@ -89,23 +90,29 @@ def _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base, s_single
 
 
 @triton.jit
-def _program_rows(x_ptr, x_row_stride, rows, cols, key, base, acc_ty: tl.constexpr,
-                  ALIGNED: tl.constexpr, SINGLE: tl.constexpr, ROWS: tl.constexpr,
-                  BLOCK: tl.constexpr):
-    """The ROWS rows of this program ([ROWS, 1] row, row_ok), each row's lead
-    (columns before column 0 in its first 4-aligned window) and, when a row is
-    one window (SINGLE), s = x + g of that window (zeros otherwise)."""
+def _program_rows(rows, cols, ALIGNED: tl.constexpr, ROWS: tl.constexpr):
+    """The ROWS rows of this program ([ROWS, 1] row, row_ok) and each row's
+    lead (columns before column 0 in its first 4-aligned window). No pointer
+    goes in: the stores' addresses are made from these (see
+    st_softmax._window_columns)."""
     row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
     row_ok = row < rows
     if ALIGNED:
         lead = row * 0
     else:
         lead = (row * cols) & 3
+    return row, row_ok, lead
+
+
+@triton.jit
+def _single_window(x_ptr, x_row_stride, row, row_ok, cols, lead, key, base, acc_ty: tl.constexpr,
+                   SINGLE: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """When a row is one window (SINGLE), s = x + g of that window (zeros otherwise)."""
     s_single = tl.zeros([ROWS, BLOCK], acc_ty)
     if SINGLE:
         s_single, _, _ = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row * cols, -lead,
                                        key, base, acc_ty, BLOCK)
-    return row, row_ok, lead, s_single
+    return s_single
 
 
 @triton.jit
@@ -176,8 +183,9 @@ def _topk_forward_kernel(
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     tiny = _tiny(acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
-    row, row_ok, lead, s_single = _program_rows(x_ptr, x_row_stride, rows, cols, key, base,
-                                                acc_ty, ALIGNED, SINGLE, ROWS, BLOCK)
+    row, row_ok, lead = _program_rows(rows, cols, ALIGNED, ROWS)
+    s_single = _single_window(x_ptr, x_row_stride, row, row_ok, cols, lead, key, base, acc_ty,
+                              SINGLE, ROWS, BLOCK)
     kk = tl.arange(0, KP)[None, :]
     # 1. Selection: round j picks the best element after round j-1's pick.
     pv = tl.full([ROWS, 1], float("nan"), acc_ty)
@@ -237,7 +245,7 @@ def _topk_forward_kernel(
     # 3. The sample: the k-hot, or y_soft = sum_j p_j.
     for b in range(0, n_blocks):
         win_col = b * BLOCK - lead
-        col = win_col + tl.arange(0, BLOCK).to(tl.int64)[None, :]
+        col = _window_columns(win_col, BLOCK)  # not _window's: see st_softmax._window_columns
         valid = row_ok & (col >= 0) & (col < cols)
         if HARD:
             chosen = col < 0
@@ -247,8 +255,8 @@ def _topk_forward_kernel(
         elif SINGLE:
             y = y_single
         else:
-            s, col, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
-                                    s_single, acc_ty, SINGLE, BLOCK)
+            s, _, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
+                                  s_single, acc_ty, SINGLE, BLOCK)
             a = s
             y = tl.zeros([ROWS, BLOCK], acc_ty)
             for j in range(0, k):
@@ -298,8 +306,9 @@ def _topk_backward_kernel(
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     tiny = _tiny(acc_ty)
     key, base = seed_and_base(rng_state_ptr, 0, True)
-    row, row_ok, lead, s_single = _program_rows(x_ptr, x_row_stride, rows, cols, key, base,
-                                                acc_ty, ALIGNED, SINGLE, ROWS, BLOCK)
+    row, row_ok, lead = _program_rows(rows, cols, ALIGNED, ROWS)
+    s_single = _single_window(x_ptr, x_row_stride, row, row_ok, cols, lead, key, base, acc_ty,
+                              SINGLE, ROWS, BLOCK)
     kk = tl.arange(0, KP)[None, :]
     # 1. d_j = sum(gp_j p_j) for j = k-1 .. 0 (0-based), each from the later ones.
     ds = tl.zeros([ROWS, KP], acc_ty)
@@ -315,8 +324,9 @@ def _topk_backward_kernel(
         ds = _put(ds, kk, j, d)
     # 2. ga_1 = sum_i (prod_{l < i} alpha_l) beta_i; NaN for a row with no subset.
     for b in range(0, n_blocks):
-        s, col, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
-                                s_single, acc_ty, SINGLE, BLOCK)
+        s, _, valid = _window(x_ptr, x_row_stride, row, row_ok, cols, b, lead, key, base,
+                              s_single, acc_ty, SINGLE, BLOCK)
+        col = _window_columns(b * BLOCK - lead, BLOCK)  # not _window's: see st_softmax._window_columns
         gy = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
         ga, p_unused, r_unused = _chain(s, gy, stats_ptr, row, row_ok, k, -1, ds, kk, inv, tiny)
         m1 = tl.load(stats_ptr + row * k * 2, mask=row_ok, other=0.0)
