@@ -156,6 +156,33 @@ def output_layouts(logits: torch.Tensor, dim: int):
     return moved, moved[:-1]
 
 
+def empty_dim_last(logits: torch.Tensor, dim: int, size: int | None = None,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An empty tensor in the logits' shape (`dim` of `size` if given) laid out
+    as the kernels write their outputs, `dim` last and contiguous (row r of the
+    [rows, size] rows at r * size): a tensor of its own, not a view of one, as
+    csrc/st_softmax.h's empty_dim_last. Autograd refuses in-place writes into
+    views a custom op returns, and users write into samples as into
+    F.gumbel_softmax's."""
+    moved, _ = output_layouts(logits, dim)
+    if size is not None:
+        moved[-1] = size
+    dtype = logits.dtype if dtype is None else dtype
+    if logits.dim() == 0:
+        return logits.new_empty((), dtype=dtype)
+    # Contiguous strides of the dim-last shape (torch's rule: a dim of size 0
+    # counts as 1), then dim put back in its place.
+    strides = [1] * len(moved)
+    for i in range(len(moved) - 2, -1, -1):
+        strides[i] = strides[i + 1] * max(moved[i + 1], 1)
+    dim = dim % logits.dim()
+    order = [d for d in range(logits.dim()) if d != dim] + [dim]
+    shape, stride = [0] * len(order), [0] * len(order)
+    for position, d in enumerate(order):
+        shape[d], stride[d] = moved[position], strides[position]
+    return torch.empty_strided(shape, stride, dtype=dtype, device=logits.device)
+
+
 def check_nonempty_dim(logits: torch.Tensor, dim: int) -> None:
     """ValueError when the sampled dim has size 0 but other dims do not (rows
     with no class to sample; zero rows are fine), as the C++ checks."""

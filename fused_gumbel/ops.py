@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from ._autograd import first_order_only, save_with_tau, saved_with_tau
-from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, normalize_seed, op_tau,
-                      output_layouts, tau_needs_grad)
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, empty_dim_last,
+                      normalize_seed, op_tau, output_layouts, tau_needs_grad)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
@@ -22,20 +22,6 @@ def keeps_soft_sample(logits: torch.Tensor, hard: bool) -> bool:
     soft sample (its backward would otherwise pay for the noise twice); the
     CUDA kernel keeps only per-row statistics and regenerates it."""
     return hard and logits.device.type == "cpu"
-
-
-def empty_dim_last(logits: torch.Tensor, dim: int, size: int | None = None,
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
-    """An empty tensor in the logits' shape (`dim` of `size` if given) laid out
-    as the kernels write their outputs, `dim` last and contiguous: a tensor of
-    its own, not a view, as csrc/st_softmax.h's empty_dim_last."""
-    moved, _ = output_layouts(logits, dim)
-    if size is not None:
-        moved[-1] = size
-    layout = logits.new_empty(moved, dtype=dtype).movedim(-1, dim)
-    if logits.dim() == 0:
-        layout = layout.reshape(())
-    return torch.empty_strided(layout.shape, layout.stride(), dtype=layout.dtype, device=layout.device)
 
 
 if extension_loaded():

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 
 from ._autograd import first_order_only, save_with_tau, saved_with_tau
-from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, normalize_seed, op_tau,
-                      output_layouts)
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, empty_dim_last, normalize_seed,
+                      op_tau, output_layouts)
 from ._extension import extension_loaded, has_kernel, require_extension
-from .ops import _resolve_backend, _triton_module, backend_status, empty_dim_last, refuse_vmap_randomness
+from .ops import _resolve_backend, _triton_module, backend_status, refuse_vmap_randomness
 from .reference import gumbel_topk_reference
 
 # The CUDA kernel keeps a top-k list per thread in registers, of CUDA_MAX_K

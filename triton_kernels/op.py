@@ -19,7 +19,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from .._autograd import first_order_only, save_with_tau, saved_with_tau
-from .._checks import accumulation_dtype, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
+from .._checks import (accumulation_dtype, check_inputs, check_nonempty_dim, empty_dim_last, normalize_seed,
+                       output_layouts)
 from . import noise
 from . import st_softmax as kernels
 
@@ -72,35 +73,6 @@ def _as_rows(t: torch.Tensor, dim: int, rows: int, cols: int) -> torch.Tensor:
     return r.contiguous() if cols > 1 and r.stride(1) != 1 else r
 
 
-def _dim_is_last(t: torch.Tensor, dim: int) -> bool:
-    return t.dim() == 0 or dim == t.dim() - 1
-
-
-def new_rows(like: torch.Tensor, moved: list[int], dim: int, dtype: Optional[torch.dtype] = None
-             ) -> torch.Tensor:
-    """What the kernels write their [rows, cols] rows into (they use only its
-    pointer): with dim last (or a 0-d input) the output itself, in its final
-    shape, so that the op returns a tensor of its own, not a view (autograd
-    forbids in-place writes into views a custom op returns, and users write
-    into samples as into F.gumbel_softmax's); otherwise `moved`, dim moved last,
-    for unmoved to copy."""
-    if _dim_is_last(like, dim):
-        return like.new_empty(like.shape[:-1] + (moved[-1],) if like.dim() else (), dtype=dtype)
-    return like.new_empty(moved, dtype=dtype)
-
-
-def unmoved(rows: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
-    """The output from new_rows' buffer: itself with dim last, else a
-    contiguous copy with dim moved back (a triton_op may not return a permuted
-    view of a tensor it made: AOT dispatch rejects the graph). A copy even when
-    the moved view is already contiguous (dim or every later dim of size 1),
-    where .contiguous() would return the view itself."""
-    if _dim_is_last(like, dim):
-        return rows
-    out = rows.movedim(-1, dim)
-    return out.clone() if out.is_contiguous() else out.contiguous()
-
-
 def _check_op_inputs(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> int:
     """check_inputs; a tensor tau (the *_tau_tensor ops) must be a 0-d float64
     tensor on t's device, its value having been checked where it was made
@@ -123,7 +95,7 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     check_nonempty_dim(logits, dim)
-    y_rows = new_rows(logits, moved, dim)
+    y = empty_dim_last(logits, dim)  # the kernels write its [rows, cols] rows
     index = logits.new_empty(index_shape, dtype=torch.int64)
     stats = logits.new_empty(index_shape + [2], dtype=accumulation_dtype(logits.dtype))
     if seed is None:
@@ -136,9 +108,9 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
         rng_state = logits.new_empty((2,), dtype=torch.int64)  # written by the kernel
     if launch:
         with _on_device(logits):
-            kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y_rows, index,
+            kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y, index,
                                    stats, rng_state, seed, tau, hard)
-    return unmoved(y_rows, logits, dim), index, stats, rng_state
+    return y, index, stats, rng_state
 
 
 def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
@@ -156,15 +128,15 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
                            f"has shape {tuple(saved.shape)}")
     moved, index_shape = output_layouts(saved, dim)
     rows, cols = math.prod(index_shape), moved[-1]
-    out_rows = new_rows(saved, moved, dim)
+    out = empty_dim_last(saved, dim)
     if launch:
         with _on_device(saved):
             kernels.launch_backward(
                 _launcher, _as_rows(grad, dim, rows, cols),
                 None if y_soft is None else _as_rows(y_soft, dim, rows, cols),
                 None if logits is None else _as_rows(logits, dim, rows, cols),
-                stats.reshape(rows, 2), rng_state, out_rows, tau)
-    return unmoved(out_rows, saved, dim)
+                stats.reshape(rows, 2), rng_state, out, tau)
+    return out
 
 
 def st_softmax_triton_impl(

@@ -12,9 +12,9 @@ from typing import Any, Optional
 import torch
 
 from .._autograd import first_order_only, save_with_tau, saved_with_tau
-from .._checks import accumulation_dtype, check_k, normalize_seed, output_layouts
+from .._checks import accumulation_dtype, check_k, empty_dim_last, normalize_seed, output_layouts
 from . import topk as kernels
-from .op import _as_rows, _check_device, _check_op_inputs, _launcher, _on_device, new_rows, register_ops, unmoved
+from .op import _as_rows, _check_device, _check_op_inputs, _launcher, _on_device, register_ops
 
 FORWARD_OP = "fused_gumbel::gumbel_topk_triton"
 BACKWARD_OP = "fused_gumbel::gumbel_topk_triton_backward"
@@ -32,8 +32,9 @@ def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     k = check_k(k, cols)
-    y_rows = new_rows(logits, moved, dim)
-    index_rows = new_rows(logits, index_shape + [k], dim, torch.int64)
+    # The kernels write [rows, cols] and [rows, k] rows.
+    y = empty_dim_last(logits, dim)
+    index = empty_dim_last(logits, dim, k, torch.int64)
     stats = logits.new_empty(index_shape + [k, 2], dtype=accumulation_dtype(logits.dtype))
     if seed is None:
         # (seed, base) drawn on the device, as st_softmax_triton does.
@@ -42,9 +43,9 @@ def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool
         rng_state = logits.new_empty((2,), dtype=torch.int64)  # written by the kernel
     if launch:
         with _on_device(logits):
-            kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y_rows, index_rows,
+            kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y, index,
                                    stats, rng_state, k, seed, tau, hard)
-    return unmoved(y_rows, logits, dim), unmoved(index_rows, logits, dim), stats, rng_state
+    return y, index, stats, rng_state
 
 
 def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng_state: torch.Tensor,
@@ -58,13 +59,13 @@ def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     k = check_k(k, cols)
-    out_rows = new_rows(logits, moved, dim)
+    out = empty_dim_last(logits, dim)
     if launch:
         with _on_device(logits):
             kernels.launch_backward(_launcher, _as_rows(grad, dim, rows, cols),
                                     _as_rows(logits, dim, rows, cols), stats.reshape(rows, k, 2),
-                                    rng_state, out_rows, k, tau)
-    return unmoved(out_rows, logits, dim)
+                                    rng_state, out, k, tau)
+    return out
 
 
 def gumbel_topk_triton_impl(
