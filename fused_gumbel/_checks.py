@@ -171,10 +171,11 @@ def empty_dim_last(logits: torch.Tensor, dim: int, size: int | None = None,
     if logits.dim() == 0:
         return logits.new_empty((), dtype=dtype)
     # Contiguous strides of the dim-last shape (torch's rule: a dim of size 0
-    # counts as 1), then dim put back in its place.
+    # counts as 1; sym_max adds no guard on a symbolic size), then dim put back
+    # in its place.
     strides = [1] * len(moved)
     for i in range(len(moved) - 2, -1, -1):
-        strides[i] = strides[i + 1] * max(moved[i + 1], 1)
+        strides[i] = strides[i + 1] * torch.sym_max(moved[i + 1], 1)
     dim = dim % logits.dim()
     order = [d for d in range(logits.dim()) if d != dim] + [dim]
     shape, stride = [0] * len(order), [0] * len(order)
