@@ -355,8 +355,11 @@ def test_long_rows(looped, rows, cols, programs, hard):
     assert_close(grad, grad_ref, torch.float64)
 
 
-def test_long_rows_nan_and_all_inf(looped):
-    looped(8)
+@pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
+def test_long_rows_nan_and_all_inf(looped, programs):
+    """Rows without a valid sample are NaN: the hard sample's pass 1 wrote
+    zeros there, which the NaN must overwrite."""
+    looped(programs)
     x = sample_inputs((3, 700), torch.float32)
     x[0, 600] = float("nan")
     x[1, :] = float("-inf")
@@ -658,7 +661,8 @@ _MUTATION_SCRIPT = textwrap.dedent("""
                        BLOCK=16), outputs)
             for cache_s in ((False, True) if not hard else (False,)):
                 for phase in (0, 1, 2):
-                    written = (["part_ptr", "part_arg_ptr"] + (["y_ptr"] if cache_s else [])
+                    # Pass 1 stores s (CACHE_S) or the one-hot's zeros (hard) in y.
+                    written = (["part_ptr", "part_arg_ptr"] + (["y_ptr"] if cache_s or hard else [])
                                if phase == 1 else outputs)
                     check(S._forward_long_kernel,
                           ["x_ptr", "y_ptr", "index_ptr", "stats_ptr", "rng_state_ptr", "part_ptr",

@@ -33,8 +33,9 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         (60-100 registers, no spills on sm_90: several programs per SM).
     longer rows: "long" kernels, BLOCK = LOOP_BLOCK (2048), 8 warps, the row
         walked in blocks with the online (max, sum) merge; two passes over the
-        row. hard=True's second pass only writes the one-hot (no logits, no
-        noise). The soft sample needs s again: when the sample's dtype is the
+        row. hard=True's first pass writes the one-hot's zeros as it goes,
+        its second only the 1 (or NaN over a row without a valid sample). The
+        soft sample needs s again: when the sample's dtype is the
         accumulation dtype (float32, float64: CACHE_S) the first pass stores s
         in the output, where the second pass reads it back (from L2 when the
         row is still there) and overwrites it with y; for 16-bit samples the
@@ -339,6 +340,9 @@ def _forward_long_kernel(
             m, l, arg = _merge(m, l, arg, m_b, l_b, arg_b, inv)
             if CACHE_S:
                 tl.store(y_ptr + row * cols + col, s, mask=valid)
+            if HARD:
+                tl.store(y_ptr + row * cols + col, tl.zeros_like(s).to(y_ptr.dtype.element_ty),
+                         mask=valid)
     if PHASE == 1:
         # 2. A chunk's state goes to the workspace; PHASE 2 takes over.
         tl.store(part_ptr + 2 * part + one, m)
@@ -352,30 +356,42 @@ def _forward_long_kernel(
         tl.store(stats_ptr + 2 * row1, m, mask=first)
         tl.store(stats_ptr + 2 * row1 + 1, l, mask=first)
         # 4. Pass 2: the sample y = exp((s - m) * inv_tau) / l, s read back
-        # (CACHE_S) or the noise regenerated; the one-hot (hard) needs neither
-        # logits nor noise.
+        # (CACHE_S) or the noise regenerated. The one-hot (hard) needs neither
+        # logits nor noise, and pass 1 wrote its zeros: only the 1 is left, or
+        # NaN over a row without a valid sample.
         ok = _row_is_valid(m, l)[:, None]
         m_safe = tl.where(m == float("-inf"), 0.0, m)[:, None]
         inv_l = (1.0 / l)[:, None]
-        if CACHE_S:
+        if CACHE_S or HARD:
             # Every thread's pass-1 stores are visible to the whole program
             # (pass 2 need not map columns to the threads pass 1 did).
             tl.debug_barrier()
-        for b in range(first_block, last_block):
-            win_col = b * BLOCK - lead + one[:, None]
-            col = _window_columns(win_col, BLOCK)  # not _noisy_logits': see _window_columns
-            if HARD:
-                valid = (col >= 0) & (col < cols)
-                y = _hard_sample(col, arg[:, None], ok)
-            elif CACHE_S:
-                valid = (col >= 0) & (col < cols)
-                s = tl.load(y_ptr + row * cols + col, mask=valid, other=float("-inf"))
-                y = tl.exp((s - m_safe) * inv) * inv_l
-            else:
-                s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
-                                            win_col, key, base, acc_ty, BLOCK)
-                y = tl.exp((s - m_safe) * inv) * inv_l
-            tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
+        if HARD:
+            # The block holding arg gets its 1; every block of a row without a
+            # valid sample, NaN. Store addresses from the columns alone (never
+            # from arg: see _window_columns), the choice in the branch.
+            bad = tl.sum(tl.where(ok, 0, 1))
+            for b in range(first_block, last_block):
+                win_col = b * BLOCK - lead + one[:, None]
+                hit = tl.sum(tl.where((arg[:, None] >= win_col) & (arg[:, None] < win_col + BLOCK), 1, 0))
+                if hit + bad > 0:
+                    col = _window_columns(win_col, BLOCK)
+                    valid = (col >= 0) & (col < cols) & row_ok
+                    y = _hard_sample(col, arg[:, None], ok)
+                    tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
+        else:
+            for b in range(first_block, last_block):
+                win_col = b * BLOCK - lead + one[:, None]
+                col = _window_columns(win_col, BLOCK)  # not _noisy_logits': see _window_columns
+                if CACHE_S:
+                    valid = (col >= 0) & (col < cols)
+                    s = tl.load(y_ptr + row * cols + col, mask=valid, other=float("-inf"))
+                    y = tl.exp((s - m_safe) * inv) * inv_l
+                else:
+                    s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
+                                                win_col, key, base, acc_ty, BLOCK)
+                    y = tl.exp((s - m_safe) * inv) * inv_l
+                tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
 
 
 # ----------------------------------------------------------------------------

@@ -16,6 +16,8 @@
 //                      float64 recomputed one), while the row's cache fits in shared
 //                      memory (about 56K float32 columns on an H100, forward and
 //                      backward alike).
+//   hard forward       rows of more than 128 units stream (no cache) in blocks of
+//                      at most 256 threads, split into chunks as below.
 //   split rows         when the cache does not fit, or when the rows would occupy
 //                      fewer than all SMs (half of them if splitting evaluates the
 //                      noise twice): chunks of at most 8192 columns (at least
@@ -26,9 +28,12 @@
 // logits are read once and the noise computed once; max and argmax, the sum of
 // exponentials, then the output is written once. Split: the same kernel writes
 // each chunk's SoftmaxState to a small workspace; forward_finalize_kernel merges a
-// row's states and writes its chunk (soft: s read back from the output where step
-// 1 stored it (float32, float64), or regenerated for 16-bit types; hard: the
-// one-hot needs neither). The backward has the same two layouts; y_soft is read, or
+// row's states and writes its chunk (s read back from the output where step 1
+// stored it (float32, float64), or regenerated for 16-bit types).
+// Forward, hard, rows of a block or more (forward_stream_kernel): no cache. One
+// pass keeps a running (max, sum, argmax) and writes the one-hot's zeros; the
+// 1 follows the block's reductions, or forward_finalize_kernel's merge when the
+// row is split (chunks and blocks as the split layout's). The backward has the same two layouts; y_soft is read, or
 // recomputed from the logits, the regenerated noise and the saved (max, sum).
 // Its cached layout keeps only y on chip and reads the incoming gradient twice:
 // the second read, right after the first by the same block, comes from L2, and
@@ -294,8 +299,105 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
 }
 
+// Forward of a hard sample without a row cache: the one-hot needs only the
+// argmax, and the backward only the row's (max, sum), so one pass keeps each
+// thread's running max, sum and argmax unit and writes zeros as it goes. After
+// the block's reductions one thread writes the 1 (a block whose row has no
+// valid sample overwrites it with NaN); a split row leaves both to
+// forward_finalize_kernel. Without shared memory several small blocks share an
+// SM, so that one block's barriers and loads overlap another's arithmetic: the
+// cached kernel's 128 KB row of 32768 float32 columns held a whole SM for one
+// 1024-thread block (H100, 4096 x 32768 float32: 0.65 ms, 56% of copy
+// bandwidth). Every segment is a whole block (group > 32): its __syncthreads
+// order the zeros before the 1.
+template <class scalar_t, bool kWhole>
+__global__ void __launch_bounds__(kSplitThreads)
+    forward_stream_kernel(const FwdArgs<acc_type<scalar_t>> a) {
+  using acc_t = acc_type<scalar_t>;
+  constexpr int U = kUnit<scalar_t>;
+  __shared__ acc_t red_m[kReduceSlots];
+  __shared__ int64_t red_arg[kReduceSlots];
+
+  const ForwardParams& p = a.p;
+  const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
+  const auto seeds = at::cuda::philox::unpack(a.philox);
+  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    p.rng_state[0] = static_cast<int64_t>(seed);
+    p.rng_state[1] = static_cast<int64_t>(base);
+  }
+
+  const scalar_t* row_in =
+      static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
+  scalar_t* row_out = static_cast<scalar_t*>(p.out) + sg.row * p.cols;
+  // The running max as in forward_segments_kernel, the sum rescaled whenever it
+  // grows, and the first unit holding the max kept in registers (U moves per
+  // unit, against a cache).
+  acc_t m = neg_inf<acc_t>(), l = 0;
+  acc_t best[U];
+  int64_t best_unit = -1;
+  acc_t zeros[U];
+#pragma unroll
+  for (int k = 0; k < U; ++k) zeros[k] = 0;
+  for (int64_t i = tig; i < units; i += group) {
+    const int64_t col0 = unit_col0<U>(sg, i);
+    acc_t s[U];
+    unit_scores<U, kWhole>(row_in, sg, i, a.s.vec, seed, base, s);
+    store_unit<U, kWhole>(row_out, col0, sg.c0, sg.c1, a.s.vec, zeros);
+    if (!kWhole && !(col0 >= sg.c0 && col0 + U <= sg.c1)) {
+#pragma unroll
+      for (int k = 0; k < U; ++k) {
+        const int64_t col = col0 + k;
+        // Outside the segment: contributes 0 to the sum, never the argmax.
+        if (col < sg.c0 || col >= sg.c1) s[k] = neg_inf<acc_t>();
+      }
+    }
+    acc_t unit_max = neg_inf<acc_t>();
+#pragma unroll
+    for (int k = 0; k < U; ++k) unit_max = max_nan(unit_max, s[k]);
+    if (best_unit < 0 || max_beats(unit_max, m)) {
+#pragma unroll
+      for (int k = 0; k < U; ++k) best[k] = s[k];
+      best_unit = i;
+    }
+    const acc_t m_new = max_nan(m, unit_max);
+    l *= rescale_factor(m, m_new, a.exp_scale, [](acc_t x) { return exp_scaled(x); });
+#pragma unroll
+    for (int k = 0; k < U; ++k) l += tempered_exp(s[k], m_new, a.exp_scale);
+    m = m_new;
+  }
+  int64_t arg = std::numeric_limits<int64_t>::max();
+  if (best_unit >= 0) arg = first_col_of<U>(best, m, unit_col0<U>(sg, best_unit), sg.c0, sg.c1, arg);
+  const acc_t thread_m = m;
+  group_argmax(m, arg, group, red_m, red_arg);
+  l *= rescale_factor(thread_m, m, a.exp_scale, [](acc_t x) { return exp_scaled(x); });
+  l = group_sum(l, group, red_m);
+
+  if (a.partials != nullptr) {
+    if (active && tig == 0) a.partials[seg] = SoftmaxState<acc_t>{m, l, arg};
+    return;
+  }
+  if (active && tig == 0) {
+    acc_t* stats = static_cast<acc_t*>(p.stats) + 2 * sg.row;
+    stats[0] = m;
+    stats[1] = l;
+    p.index[sg.row] = arg;
+  }
+  if (row_is_valid(m, l)) {
+    if (active && tig == 0) row_out[arg] = scalar_t(1);
+  } else {
+    acc_t nan[U];
+#pragma unroll
+    for (int k = 0; k < U; ++k) nan[k] = std::numeric_limits<acc_t>::quiet_NaN();
+    for (int64_t i = tig; i < units; i += group) {
+      store_unit<U, kWhole>(row_out, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, nan);
+    }
+  }
+}
+
 // Split rows, step 2: one block per (row, chunk) merges the row's chunk states
-// and writes the chunk of the output.
+// and writes the chunk of the soft sample; of the hard one, whose zeros step 1
+// wrote, the 1 (or NaN over a row without a valid sample).
 template <class scalar_t>
 __global__ void __launch_bounds__(kMaxThreads)
     forward_finalize_kernel(const FwdArgs<acc_type<scalar_t>> a) {
@@ -336,30 +438,37 @@ __global__ void __launch_bounds__(kMaxThreads)
     p.index[sg.row] = arg;
   }
 
-  const auto seeds = at::cuda::philox::unpack(a.philox);
-  [[maybe_unused]] const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
   scalar_t* row_out = static_cast<scalar_t*>(p.out) + sg.row * p.cols;
   const bool valid = row_is_valid(m, l);
+  if (p.hard) {
+    // forward_stream_kernel wrote the zeros.
+    if (valid) {
+      if (threadIdx.x == 0 && arg >= sg.c0 && arg < sg.c1) row_out[arg] = scalar_t(1);
+      return;
+    }
+    acc_t nan[U];
+#pragma unroll
+    for (int k = 0; k < U; ++k) nan[k] = std::numeric_limits<acc_t>::quiet_NaN();
+    for (int64_t i = threadIdx.x; i < sg.units; i += blockDim.x) {
+      store_unit<U>(row_out, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, nan);
+    }
+    return;
+  }
+
+  const auto seeds = at::cuda::philox::unpack(a.philox);
+  [[maybe_unused]] const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
   const acc_t inv_l = acc_t(1) / l;
   for (int64_t i = threadIdx.x; i < sg.units; i += blockDim.x) {
     const int64_t col0 = unit_col0<U>(sg, i);
     acc_t y[U];
-    if (p.hard) {
-      const int hot = lane_in_unit<U>(arg, col0);
-#pragma unroll
-      for (int k = 0; k < U; ++k) {
-        y[k] = valid ? acc_t(k == hot ? 1 : 0) : std::numeric_limits<acc_t>::quiet_NaN();
-      }
+    if constexpr (kStashScores<scalar_t>) {
+      load_unit<U>(static_cast<const scalar_t*>(row_out), col0, sg.c0, sg.c1, a.s.vec, y);
     } else {
-      if constexpr (kStashScores<scalar_t>) {
-        load_unit<U>(static_cast<const scalar_t*>(row_out), col0, sg.c0, sg.c1, a.s.vec, y);
-      } else {
-        unit_scores<U>(static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride,
-                       sg, i, a.s.vec, seed, base, y);
-      }
-#pragma unroll
-      for (int k = 0; k < U; ++k) y[k] = tempered_exp(y[k], m, a.exp_scale) * inv_l;
+      unit_scores<U>(static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride,
+                     sg, i, a.s.vec, seed, base, y);
     }
+#pragma unroll
+    for (int k = 0; k < U; ++k) y[k] = tempered_exp(y[k], m, a.exp_scale) * inv_l;
     store_unit<U>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
   }
 }
@@ -639,18 +748,25 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
   a.exp_scale = exp_scale_for<acc_t>(p.tau);
 
   Plan plan = segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t));
-  at::Tensor workspace;
-  if (should_split(plan, p.cols, dev, /*noise_twice=*/!p.hard)) {
-    const int64_t len = split_chunk_len(p.rows, p.cols, U,
-                                        max_chunk_len(U, sizeof(acc_t), dev.smem), dev.sms);
+  // A hard sample of rows that take a block each streams (forward_stream_kernel),
+  // in chunks split as the cached kernel's: its blocks hold no row cache.
+  const bool stream = p.hard && (1 << plan.layout.group_log2) > 32;
+  if (stream || should_split(plan, p.cols, dev, /*noise_twice=*/!p.hard)) {
+    const int64_t max_len = max_chunk_len(U, stream ? 0 : sizeof(acc_t), dev.smem);
+    const int64_t len = split_chunk_len(p.rows, p.cols, U, max_len, dev.sms);
     const int64_t nchunks = (p.cols + len - 1) / len;
-    if (nchunks > 1) {
-      plan = segment_plan(p.rows, p.cols, nchunks, len, U, 1, sizeof(acc_t), kSplitThreads);
-      workspace = at::empty(
-          {p.rows * nchunks * static_cast<int64_t>(sizeof(SoftmaxState<acc_t>))},
-          options.dtype(at::kByte));
-      a.partials = reinterpret_cast<SoftmaxState<acc_t>*>(workspace.data_ptr());
+    if (stream || nchunks > 1) {
+      plan = segment_plan(p.rows, p.cols, nchunks, len, U, stream ? 0 : 1, sizeof(acc_t),
+                          kSplitThreads);
     }
+  }
+  TORCH_INTERNAL_ASSERT(!stream || (1 << plan.layout.group_log2) == plan.threads);
+  at::Tensor workspace;
+  if (plan.layout.nchunks > 1) {
+    workspace = at::empty(
+        {p.rows * plan.layout.nchunks * static_cast<int64_t>(sizeof(SoftmaxState<acc_t>))},
+        options.dtype(at::kByte));
+    a.partials = reinterpret_cast<SoftmaxState<acc_t>*>(workspace.data_ptr());
   }
   TORCH_CHECK(plan.smem <= dev.smem, "fused_gumbel: internal error, a row cache of ",
               number(static_cast<int64_t>(plan.smem)), " bytes exceeds the device's ",
@@ -660,16 +776,20 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
                                 sizeof(scalar_t)) &&
             rows_keep_alignment(p.out, p.cols, p.rows, p.cols, sizeof(scalar_t));
 
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const auto kernel = whole_units(a.s, p.cols, U) ? forward_segments_kernel<scalar_t, true>
-                                                  : forward_segments_kernel<scalar_t, false>;
+  const cudaStream_t cuda_stream = at::cuda::getCurrentCUDAStream();
+  const bool whole = whole_units(a.s, p.cols, U);
+  const auto kernel =
+      stream ? (whole ? forward_stream_kernel<scalar_t, true> : forward_stream_kernel<scalar_t, false>)
+             : (whole ? forward_segments_kernel<scalar_t, true>
+                      : forward_segments_kernel<scalar_t, false>);
   allow_smem(kernel, plan.smem);
-  kernel<<<grid_size(plan.blocks), plan.threads, plan.smem, stream>>>(a);
+  kernel<<<grid_size(plan.blocks), plan.threads, plan.smem, cuda_stream>>>(a);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (a.partials != nullptr) {
-    // One block per chunk, as wide as step 1's.
-    forward_finalize_kernel<scalar_t>
-        <<<grid_size(p.rows * a.s.nchunks), plan.threads, 0, stream>>>(a);
+    // One block per chunk: as wide as step 1's for the soft sample, a warp for
+    // the hard one's single store.
+    forward_finalize_kernel<scalar_t><<<grid_size(p.rows * a.s.nchunks),
+                                        p.hard ? 32 : plan.threads, 0, cuda_stream>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
