@@ -18,6 +18,12 @@
 //                      backward alike).
 //   hard forward       rows of more than 128 units stream (no cache) in blocks of
 //                      at most 256 threads, split into chunks as below.
+//   clusters (sm_90)   rows longer than 8192 columns, enough of them to fill the
+//                      SMs: a thread-block cluster of 2, 4 or 8 blocks of 256
+//                      threads per row, each caching a chunk of at most 8192
+//                      columns (16384 at 8 blocks), the row's reductions
+//                      exchanged through distributed shared memory; cached
+//                      forward and backward alike.
 //   split rows         when the cache does not fit, or when the rows would occupy
 //                      fewer than all SMs (half of them if splitting evaluates the
 //                      noise twice): chunks of at most 8192 columns (at least
@@ -33,8 +39,9 @@
 // Forward, hard, rows of a block or more (forward_stream_kernel): no cache. One
 // pass keeps a running (max, sum, argmax) and writes the one-hot's zeros; the
 // 1 follows the block's reductions, or forward_finalize_kernel's merge when the
-// row is split (chunks and blocks as the split layout's). The backward has the same two layouts; y_soft is read, or
-// recomputed from the logits, the regenerated noise and the saved (max, sum).
+// row is split (chunks and blocks as the split layout's). The backward has the
+// cached (or clustered) and split layouts; y_soft is read, or recomputed from the
+// logits, the regenerated noise and the saved (max, sum).
 // Its cached layout keeps only y on chip and reads the incoming gradient twice:
 // the second read, right after the first by the same block, comes from L2, and
 // a cache of one array (not two) keeps rows up to about 56K float32 columns out
@@ -56,6 +63,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "cuda/cluster_reduce.cuh"
 #include "cuda/group_reduce.cuh"
 #include "cuda/philox_state.cuh"
 #include "cuda/segments.cuh"
@@ -102,6 +110,14 @@ constexpr int64_t kSplitChunkMax = 8192;
 // its barriers (H100: 1024 x 131072 float32 hard forward, 1.48 ms against the
 // Triton kernel's 0.83 ms).
 constexpr int kSplitThreads = 256;
+// A soft row longer than kClusterChunkMax columns, on sm_90, is cached by a
+// thread-block cluster of 2, 4 or 8 (the portable limit) blocks of at most
+// kSplitThreads, one chunk each: a 128 KB cache (32768 float32 columns) in one
+// 1024-thread block left the SM idle at each of its barriers (H100, 4096 x
+// 32768 float32: 0.65 ms, 56% of copy bandwidth), where 32 KB chunks let
+// several blocks of different rows share an SM.
+constexpr int64_t kClusterChunkMax = 8192;
+constexpr int64_t kMaxCluster = 8;
 constexpr size_t kStaticSmem = 2048;  // reduction scratch, kept free of the row cache
 constexpr size_t kDefaultSmem = 48 * 1024;
 
@@ -178,15 +194,22 @@ __device__ __forceinline__ void unit_scores(const scalar_t* row, const Segment& 
 // kWhole: every unit lies inside its segment and moves as 16-byte accesses
 // (whole_units), so the loops carry no bounds or alignment checks (sm_90 SASS
 // per float32 unit: the first loop's hot path 307 -> 287 instructions, the
-// output loop 71 -> 34).
-template <class scalar_t, bool kWhole>
-__global__ void __launch_bounds__(kMaxThreads)
+// output loop 71 -> 34). kCluster (sm_90): the blocks of a thread-block cluster
+// hold one row's chunks, and combine their max, argmax and sum over distributed
+// shared memory (cluster_reduce.cuh) between the phases; its blocks of
+// kSplitThreads get the registers of one kMaxThreads block (without that
+// bound ptxas gave the kernel 32 registers, and spilled).
+template <class scalar_t, bool kWhole, bool kCluster>
+__global__ void __launch_bounds__(kCluster ? kSplitThreads : kMaxThreads,
+                                  kCluster ? kMaxThreads / kSplitThreads : 1)
     forward_segments_kernel(const FwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ acc_t red_m[kReduceSlots];
   __shared__ int64_t red_arg[kReduceSlots];
+  __shared__ acc_t cluster_m, cluster_l;
+  __shared__ int64_t cluster_arg;
 
   const ForwardParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
@@ -247,6 +270,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     arg = first_col_of<U>(s, m, col0, sg.c0, sg.c1, arg);
   }
   group_argmax(m, arg, group, red_m, red_arg);
+  if constexpr (kCluster) cluster_argmax(m, arg, &cluster_m, &cluster_arg);
 
   // 2. l = sum exp((s - m) / tau); the soft sample keeps the exponentials.
   const bool partial = a.partials != nullptr;
@@ -266,12 +290,19 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (keep_exp) cache_store<U>(cache + i * U, e);
   }
   l = group_sum(l, group, red_m);
+  if constexpr (kCluster) {
+    l = cluster_sum(l, &cluster_l);
+    cluster_arrive();
+  }
 
   if (partial) {
     if (active && tig == 0) a.partials[seg] = SoftmaxState<acc_t>{m, l, arg};
     return;
   }
-  if (active && tig == 0) {
+  // A cluster's first block writes its row's results (the chunk is found
+  // from blockIdx here: sg.c0 kept live through the loops spilled on sm_90).
+  const bool first_chunk = !kCluster || blockIdx.x % static_cast<unsigned>(a.s.nchunks) == 0;
+  if (active && tig == 0 && first_chunk) {
     acc_t* stats = static_cast<acc_t*>(p.stats) + 2 * sg.row;
     stats[0] = m;
     stats[1] = l;
@@ -297,6 +328,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     }
     store_unit<U, kWhole>(row_out, col0, sg.c0, sg.c1, a.s.vec, y);
   }
+  if constexpr (kCluster) cluster_wait();
 }
 
 // Forward of a hard sample without a row cache: the one-hot needs only the
@@ -506,15 +538,18 @@ __device__ __forceinline__ void unit_grad_and_y(const BwdArgs<acc_t>& a,
 
 // Backward over segments whose y is cached in shared memory (a recomputed y
 // costs one noise evaluation): grad_logits = inv_tau * y * (g - sum(g * y)).
-// kWhole as in forward_segments_kernel; kFromLogits: y is recomputed (the
-// launch has no y_soft).
-template <class scalar_t, bool kWhole, bool kFromLogits>
-__global__ void __launch_bounds__((kBackwardMaxThreads<scalar_t, kFromLogits>), 1)
+// kWhole and kCluster as in forward_segments_kernel; kFromLogits: y is
+// recomputed (the launch has no y_soft).
+template <class scalar_t, bool kWhole, bool kFromLogits, bool kCluster>
+__global__ void __launch_bounds__(
+    kCluster ? kSplitThreads : kBackwardMaxThreads<scalar_t, kFromLogits>,
+    kCluster ? kBackwardMaxThreads<scalar_t, kFromLogits> / kSplitThreads : 1)
     backward_segments_kernel(const BwdArgs<acc_type<scalar_t>> a) {
   using acc_t = acc_type<scalar_t>;
   constexpr int U = kUnit<scalar_t>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ acc_t red[kReduceSlots];
+  __shared__ acc_t cluster_dot;
 
   const BackwardParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
@@ -554,6 +589,10 @@ __global__ void __launch_bounds__((kBackwardMaxThreads<scalar_t, kFromLogits>), 
     accumulate(i, g, y);
   }
   dot = group_sum(dot, group, red);
+  if constexpr (kCluster) {
+    dot = cluster_sum(dot, &cluster_dot);
+    cluster_arrive();
+  }
 
   scalar_t* row_out = static_cast<scalar_t*>(p.grad_logits) + sg.row * p.cols;
   const auto write = [&](int64_t i, const acc_t(&g)[U]) {
@@ -578,6 +617,7 @@ __global__ void __launch_bounds__((kBackwardMaxThreads<scalar_t, kFromLogits>), 
     load_unit<U, kWhole>(grad_row, unit_col0<U>(sg, i), sg.c0, sg.c1, a.s.vec, g);
     write(i, g);
   }
+  if constexpr (kCluster) cluster_wait();
 }
 
 // Backward of split rows, one block per (row, chunk). First launch (finalize =
@@ -698,12 +738,39 @@ bool whole_units(const SegmentLayout& layout, int64_t cols, int unit) {
 
 struct DeviceLimits {
   int64_t sms;
-  size_t smem;  // dynamic shared memory a block may use
+  size_t smem;    // dynamic shared memory a block may use
+  bool clusters;  // thread-block clusters (sm_90 and later)
 };
 
 DeviceLimits device_limits() {
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
-  return {prop->multiProcessorCount, prop->sharedMemPerBlockOptin - kStaticSmem};
+  return {prop->multiProcessorCount, prop->sharedMemPerBlockOptin - kStaticSmem,
+          prop->major >= 9};
+}
+
+// Columns per chunk when a row is cut into `blocks` chunks: a multiple of the unit.
+int64_t even_chunk_len(int64_t cols, int64_t blocks, int unit) {
+  const int64_t len = (cols + blocks - 1) / blocks;
+  return (len + unit - 1) / unit * unit;
+}
+
+// Blocks per row of a clustered cached forward, or 1 for none: rows longer than
+// kClusterChunkMax columns that take a block each, cut into the fewest chunks
+// (a power of two, at most kMaxCluster) of at most kClusterChunkMax columns or,
+// at kMaxCluster, whose cache fits; enough rows for the blocks to fill the SMs.
+int64_t cluster_blocks(const Plan& whole, int64_t rows, int64_t cols, int unit,
+                       size_t acc_size, const DeviceLimits& dev) {
+  if (!dev.clusters || cols <= kClusterChunkMax || (1 << whole.layout.group_log2) <= 32) {
+    return 1;
+  }
+  int64_t blocks = 2;
+  while (blocks < kMaxCluster && (cols + blocks - 1) / blocks > kClusterChunkMax) blocks *= 2;
+  const int64_t len = even_chunk_len(cols, blocks, unit);
+  // Two blocks per SM at least (a float64 row of 131072 columns would hold an SM
+  // with one: it stays split).
+  const bool fits = static_cast<size_t>(len + 2 * unit) * acc_size <= dev.smem / 2;
+  const bool all_chunks = (cols + len - 1) / len == blocks;
+  return fits && all_chunks && rows * blocks >= dev.sms ? blocks : 1;
 }
 
 // Whether to split rows into chunks: a row's cache does not fit in shared
@@ -733,6 +800,32 @@ int grid_size(int64_t blocks) {
   return static_cast<int>(blocks);
 }
 
+// A cached kernel's launch: plain, or with `cluster` blocks per thread-block
+// cluster (consecutive blocks: one row's chunks).
+template <class Args>
+void launch_cached(void (*kernel)(Args), const Plan& plan, int64_t cluster,
+                   cudaStream_t stream, const Args& a) {
+  allow_smem(kernel, plan.smem);
+  if (cluster > 1) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid_size(plan.blocks));
+    config.blockDim = dim3(plan.threads);
+    config.dynamicSmemBytes = plan.smem;
+    config.stream = stream;
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(cluster);
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, a));
+  } else {
+    kernel<<<grid_size(plan.blocks), plan.threads, plan.smem, stream>>>(a);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 template <class scalar_t>
 void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
                     const at::TensorOptions& options) {
@@ -751,7 +844,12 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
   // A hard sample of rows that take a block each streams (forward_stream_kernel),
   // in chunks split as the cached kernel's: its blocks hold no row cache.
   const bool stream = p.hard && (1 << plan.layout.group_log2) > 32;
-  if (stream || should_split(plan, p.cols, dev, /*noise_twice=*/!p.hard)) {
+  const int64_t cluster =
+      stream ? 1 : cluster_blocks(plan, p.rows, p.cols, U, sizeof(acc_t), dev);
+  if (cluster > 1) {
+    plan = segment_plan(p.rows, p.cols, cluster, even_chunk_len(p.cols, cluster, U), U, 1,
+                        sizeof(acc_t), kSplitThreads);
+  } else if (stream || should_split(plan, p.cols, dev, /*noise_twice=*/!p.hard)) {
     const int64_t max_len = max_chunk_len(U, stream ? 0 : sizeof(acc_t), dev.smem);
     const int64_t len = split_chunk_len(p.rows, p.cols, U, max_len, dev.sms);
     const int64_t nchunks = (p.cols + len - 1) / len;
@@ -760,9 +858,10 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
                           kSplitThreads);
     }
   }
-  TORCH_INTERNAL_ASSERT(!stream || (1 << plan.layout.group_log2) == plan.threads);
+  TORCH_INTERNAL_ASSERT((!stream && cluster == 1) ||
+                        (1 << plan.layout.group_log2) == plan.threads);
   at::Tensor workspace;
-  if (plan.layout.nchunks > 1) {
+  if (plan.layout.nchunks > 1 && cluster == 1) {
     workspace = at::empty(
         {p.rows * plan.layout.nchunks * static_cast<int64_t>(sizeof(SoftmaxState<acc_t>))},
         options.dtype(at::kByte));
@@ -780,11 +879,11 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
   const bool whole = whole_units(a.s, p.cols, U);
   const auto kernel =
       stream ? (whole ? forward_stream_kernel<scalar_t, true> : forward_stream_kernel<scalar_t, false>)
-             : (whole ? forward_segments_kernel<scalar_t, true>
-                      : forward_segments_kernel<scalar_t, false>);
-  allow_smem(kernel, plan.smem);
-  kernel<<<grid_size(plan.blocks), plan.threads, plan.smem, cuda_stream>>>(a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+      : cluster > 1 ? (whole ? forward_segments_kernel<scalar_t, true, true>
+                             : forward_segments_kernel<scalar_t, false, true>)
+                    : (whole ? forward_segments_kernel<scalar_t, true, false>
+                             : forward_segments_kernel<scalar_t, false, false>);
+  launch_cached(kernel, plan, cluster, cuda_stream, a);
   if (a.partials != nullptr) {
     // One block per chunk: as wide as step 1's for the soft sample, a warp for
     // the hard one's single store.
@@ -815,10 +914,14 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
   const bool from_logits = p.y_soft == nullptr;
-  const Plan whole = segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t),
-                                  from_logits ? kBackwardMaxThreads<scalar_t, true>
-                                              : kBackwardMaxThreads<scalar_t, false>);
-  if (should_split(whole, p.cols, dev, /*noise_twice=*/from_logits)) {
+  Plan whole = segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t),
+                            from_logits ? kBackwardMaxThreads<scalar_t, true>
+                                        : kBackwardMaxThreads<scalar_t, false>);
+  const int64_t cluster = cluster_blocks(whole, p.rows, p.cols, U, sizeof(acc_t), dev);
+  if (cluster > 1) {
+    whole = segment_plan(p.rows, p.cols, cluster, even_chunk_len(p.cols, cluster, U), U, 1,
+                         sizeof(acc_t), kSplitThreads);
+  } else if (should_split(whole, p.cols, dev, /*noise_twice=*/from_logits)) {
     // The split kernels stream (no cache): kSplitChunkMax bounds a chunk.
     const int64_t len = split_chunk_len(p.rows, p.cols, U,
                                         max_chunk_len(U, 0, dev.smem), dev.sms);
@@ -842,14 +945,17 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
   a.s = whole.layout;
   a.s.vec = vec;
   const bool whole_unit = whole_units(a.s, p.cols, U);
-  const auto kernel =
-      from_logits ? (whole_unit ? backward_segments_kernel<scalar_t, true, true>
-                                : backward_segments_kernel<scalar_t, false, true>)
-                  : (whole_unit ? backward_segments_kernel<scalar_t, true, false>
-                                : backward_segments_kernel<scalar_t, false, false>);
-  allow_smem(kernel, whole.smem);
-  kernel<<<grid_size(whole.blocks), whole.threads, whole.smem, stream>>>(a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const auto pick = [&](auto from_logits_c, auto cluster_c) {
+    constexpr bool kFromLogits = decltype(from_logits_c)::value;
+    constexpr bool kCluster = decltype(cluster_c)::value;
+    return whole_unit ? backward_segments_kernel<scalar_t, true, kFromLogits, kCluster>
+                      : backward_segments_kernel<scalar_t, false, kFromLogits, kCluster>;
+  };
+  using True = std::true_type;
+  using False = std::false_type;
+  const auto kernel = from_logits ? (cluster > 1 ? pick(True{}, True{}) : pick(True{}, False{}))
+                                  : (cluster > 1 ? pick(False{}, True{}) : pick(False{}, False{}));
+  launch_cached(kernel, whole, cluster, stream, a);
 }
 
 
