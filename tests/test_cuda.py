@@ -26,12 +26,14 @@ BACKWARD = torch.ops.fused_gumbel.st_softmax_backward
 
 # (rows, cols): each of the launcher's layouts. cols 1 and 7 misalign every row
 # start against the 4-wide Philox groups; 64 puts several rows in a warp; 4096
-# and 32768 take a block per row (the latter's cache fills most of shared
-# memory); 65540 (a cache too large, every SM busy) is split into chunks as
-# long as the kernels allow (kSplitChunkMax), 2**17 + 3 and 2**20 (few rows)
-# into more, all merged.
-SHAPES = [(37, 1), (33, 7), (130, 64), (300, 4096), (140, 32768), (140, 65540), (3, 2**17 + 3),
-          (1, 2**20)]
+# takes a block per row; 20001, 32768 and 65540 a block per row (on sm_80; the
+# cache of 32768 fills most of shared memory, 65540's is split into chunks as
+# long as the kernels allow, kSplitChunkMax) or, on sm_90, a cluster of 4, 4
+# and 8 blocks (20001: rows misaligned against the unit); 2**17 + 3 and 2**20
+# (few rows) are split into more chunks, all merged. The hard forward streams
+# every row of more than 128 units.
+SHAPES = [(37, 1), (33, 7), (130, 64), (300, 4096), (140, 20001), (140, 32768), (140, 65540),
+          (3, 2**17 + 3), (1, 2**20)]
 
 
 def _logits(shape, dtype, *, seed=0, scale=3.0, contiguous=True):
@@ -84,7 +86,8 @@ def test_row_caches_at_the_48_kb_default_limit(dtype, cols, hard):
     """Row caches of up to 48 KB, with enough rows (a block each, at least one
     per SM) not to be split: without the opt-in, the kernels' static shared
     memory counts against the default 48 KB and the launch fails (a reviewer
-    found it by reading)."""
+    found it by reading). On sm_90 the float32 and bfloat16 rows run as
+    clusters of two 24 KB chunks; float64's 6144 columns stay one block."""
     rows = max(256, torch.cuda.get_device_properties(0).multi_processor_count)
     _check_against_reference(_logits((rows, cols), dtype, seed=cols), 0.7, hard, -1, 99)
 
@@ -97,6 +100,7 @@ def test_row_caches_at_the_48_kb_default_limit(dtype, cols, hard):
     ((50, 129), -1, False),       # odd row stride: the element-wise path
     ((6, 20001), -1, False),      # ... on split rows
     ((2, 3, 4096), -1, False),
+    ((140, 9000), -1, False),     # ... on clusters (sm_90)
 ])
 def test_dims_and_strided_inputs_match_reference(dtype, shape, dim, contiguous, hard):
     _check_against_reference(_logits(shape, dtype, seed=7, contiguous=contiguous), 1.3, hard, dim, 99)

@@ -21,7 +21,8 @@
 //   clusters (sm_90)   rows longer than 8192 columns, enough of them to fill the
 //                      SMs: a thread-block cluster of 2, 4 or 8 blocks of 256
 //                      threads per row, each caching a chunk of at most 8192
-//                      columns (16384 at 8 blocks), the row's reductions
+//                      columns (longer at 8 blocks, while two chunks' caches
+//                      fit an SM's shared memory), the row's reductions
 //                      exchanged through distributed shared memory; cached
 //                      forward and backward alike.
 //   split rows         when the cache does not fit, or when the rows would occupy
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(kCluster ? kSplitThreads : kMaxThreads,
     cluster_arrive();
   }
 
-  if (partial) {
+  if (!kCluster && partial) {
     if (active && tig == 0) a.partials[seg] = SoftmaxState<acc_t>{m, l, arg};
     return;
   }
@@ -745,7 +746,7 @@ struct DeviceLimits {
 DeviceLimits device_limits() {
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
   return {prop->multiProcessorCount, prop->sharedMemPerBlockOptin - kStaticSmem,
-          prop->major >= 9};
+          prop->major >= 9 && prop->clusterLaunch != 0};
 }
 
 // Columns per chunk when a row is cut into `blocks` chunks: a multiple of the unit.
@@ -766,8 +767,8 @@ int64_t cluster_blocks(const Plan& whole, int64_t rows, int64_t cols, int unit,
   int64_t blocks = 2;
   while (blocks < kMaxCluster && (cols + blocks - 1) / blocks > kClusterChunkMax) blocks *= 2;
   const int64_t len = even_chunk_len(cols, blocks, unit);
-  // Two blocks per SM at least (a float64 row of 131072 columns would hold an SM
-  // with one: it stays split).
+  // About two blocks per SM at least (a float64 row of 131072 columns would
+  // hold an SM with one: it stays split).
   const bool fits = static_cast<size_t>(len + 2 * unit) * acc_size <= dev.smem / 2;
   const bool all_chunks = (cols + len - 1) / len == blocks;
   return fits && all_chunks && rows * blocks >= dev.sms ? blocks : 1;
@@ -798,6 +799,16 @@ int grid_size(int64_t blocks) {
   TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(),
               "fused_gumbel: too many rows for one launch (", number(blocks), " blocks)");
   return static_cast<int>(blocks);
+}
+
+// Whether `kernel` was compiled with cluster support (from PTX of compute_90 or
+// later). A build for older architectures runs on an H100 from their PTX,
+// where the cluster instantiations trap.
+template <class Args>
+bool compiled_for_clusters(void (*kernel)(Args)) {
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  return attr.ptxVersion >= 90;
 }
 
 // A cached kernel's launch: plain, or with `cluster` blocks per thread-block
@@ -844,8 +855,10 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
   // A hard sample of rows that take a block each streams (forward_stream_kernel),
   // in chunks split as the cached kernel's: its blocks hold no row cache.
   const bool stream = p.hard && (1 << plan.layout.group_log2) > 32;
-  const int64_t cluster =
-      stream ? 1 : cluster_blocks(plan, p.rows, p.cols, U, sizeof(acc_t), dev);
+  int64_t cluster = stream ? 1 : cluster_blocks(plan, p.rows, p.cols, U, sizeof(acc_t), dev);
+  if (cluster > 1 && !compiled_for_clusters(forward_segments_kernel<scalar_t, false, true>)) {
+    cluster = 1;
+  }
   if (cluster > 1) {
     plan = segment_plan(p.rows, p.cols, cluster, even_chunk_len(p.cols, cluster, U), U, 1,
                         sizeof(acc_t), kSplitThreads);
@@ -917,7 +930,10 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
   Plan whole = segment_plan(p.rows, p.cols, 1, p.cols, U, 1, sizeof(acc_t),
                             from_logits ? kBackwardMaxThreads<scalar_t, true>
                                         : kBackwardMaxThreads<scalar_t, false>);
-  const int64_t cluster = cluster_blocks(whole, p.rows, p.cols, U, sizeof(acc_t), dev);
+  int64_t cluster = cluster_blocks(whole, p.rows, p.cols, U, sizeof(acc_t), dev);
+  if (cluster > 1 && !compiled_for_clusters(backward_segments_kernel<scalar_t, false, false, true>)) {
+    cluster = 1;
+  }
   if (cluster > 1) {
     whole = segment_plan(p.rows, p.cols, cluster, even_chunk_len(p.cols, cluster, U), U, 1,
                          sizeof(acc_t), kSplitThreads);
