@@ -584,7 +584,10 @@ _COMPILE_SCRIPT = textwrap.dedent("""
             build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True,
                   ALIGNED=aligned, TAU_IN_MEMORY=False, CACHE_S=True, PHASE=phase, **loop), 8)
         build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=not flag, ALIGNED=aligned,
-              TAU_IN_MEMORY=not flag, PHASE=phase, **loop), 8)
+              TAU_IN_MEMORY=not flag, CACHE_Y=False, PHASE=phase, **loop), 8)
+        if not flag or phase == 1:
+            build(K._backward_long_kernel, "fp32", dict(FROM_LOGITS=True, ALIGNED=aligned,
+                  TAU_IN_MEMORY=False, CACHE_Y=True, PHASE=phase, **loop), 8)
     ptx = build(noise.fill_noise_kernel, "fp32", dict(BLOCK=1024), 4).asm["ptx"]
     print("fma", len(re.findall(r"\\bfma\\.[a-z.]*f32", ptx)),
           "mad", len(re.findall(r"\\bmad\\.[a-z.]*f32", ptx)),
@@ -621,6 +624,7 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
 # permute_15 was invalid, but is output"). The kernels' TTIR for sm_90 is made
 # here without a GPU (a stand-in driver names the target).
 _MUTATION_SCRIPT = textwrap.dedent("""
+    import itertools
     import torch
     from triton.backends.compiler import GPUTarget
     from triton.runtime.driver import driver
@@ -671,14 +675,15 @@ _MUTATION_SCRIPT = textwrap.dedent("""
                                noise_stride=9, noise_offset=0, HARD=hard, SEED_IN_STATE=True,
                                ALIGNED=False, TAU_IN_MEMORY=tau_in_memory, CACHE_S=cache_s,
                                PHASE=phase, BLOCK=16), written)
-            for phase in (0, 1, 2):
+            for cache_y, phase in itertools.product((False, True) if hard else (False,), (0, 1, 2)):
+                # Pass 1 stores the recomputed y_soft in grad_x (CACHE_Y).
                 check(S._backward_long_kernel,
                       ["grad_ptr", "y_ptr", "x_ptr", "stats_ptr", "rng_state_ptr", "out_ptr",
                        "part_ptr", "tau_ptr"],
                       dict(n, grad_row_stride=9, y_row_stride=9, x_row_stride=9, blocks_per_split=1,
                            n_splits=2, FROM_LOGITS=hard, ALIGNED=False,
-                           TAU_IN_MEMORY=tau_in_memory, PHASE=phase, BLOCK=16),
-                      ["part_ptr"] if phase == 1 else ["out_ptr"])
+                           TAU_IN_MEMORY=tau_in_memory, CACHE_Y=cache_y, PHASE=phase, BLOCK=16),
+                      (["part_ptr"] + (["out_ptr"] if cache_y else [])) if phase == 1 else ["out_ptr"])
             check(S._backward_rows_kernel,
                   ["grad_ptr", "y_ptr", "x_ptr", "stats_ptr", "rng_state_ptr", "out_ptr", "tau_ptr"],
                   dict(n, grad_row_stride=9, y_row_stride=9, x_row_stride=9, FROM_LOGITS=hard,

@@ -466,11 +466,14 @@ def _backward_long_kernel(
     stats_ptr, rng_state_ptr, out_ptr, part_ptr,
     rows, cols, tau: tl.float64, tau_ptr, blocks_per_split, n_splits,
     FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr, TAU_IN_MEMORY: tl.constexpr,
-    PHASE: tl.constexpr, BLOCK: tl.constexpr,
+    CACHE_Y: tl.constexpr, PHASE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Looped backward, phases as in _forward_long_kernel: pass 1 sums
     grad * y_soft over the blocks (PHASE 1 stores the chunk's sum, PHASE 2
-    adds the row's chunk sums in order), pass 2 writes grad_x."""
+    adds the row's chunk sums in order), pass 2 writes grad_x. CACHE_Y (y_soft
+    recomputed, grad_x of the accumulation dtype): pass 1 stores y_soft in
+    grad_x, pass 2 reads it back instead of regenerating the noise (the same
+    bits), as the forward's CACHE_S."""
     acc_ty = stats_ptr.dtype.element_ty
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
@@ -502,17 +505,26 @@ def _backward_long_kernel(
             col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
             g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
             dot += tl.sum(g * y, axis=1)
+            if CACHE_Y:
+                tl.store(out_ptr + row * cols + col, y, mask=valid)
     if PHASE == 1:
         # 2. A chunk's sum goes to the workspace; PHASE 2 takes over.
         tl.store(part_ptr + part + one, dot)
     else:
         # 3. Pass 2: grad_x = inv_tau * y * (grad - dot).
+        if CACHE_Y:
+            # Pass 1's stores, from any thread, visible to all (PHASE 0).
+            tl.debug_barrier()
         for b in range(first_block, last_block):
             win_col = b * BLOCK - lead + one[:, None]
-            y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
-                                       seed, base, row, row_ok, cols, win_col, inv,
-                                       FROM_LOGITS, BLOCK)
             col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
+            if CACHE_Y:
+                valid = row_ok & (col >= 0) & (col < cols)
+                y = tl.load(out_ptr + row * cols + col, mask=valid, other=0.0)
+            else:
+                y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
+                                           seed, base, row, row_ok, cols, win_col, inv,
+                                           FROM_LOGITS, BLOCK)
             g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
             dx = inv * y * (g - dot[:, None])
             tl.store(out_ptr + row * cols + col, dx.to(out_ptr.dtype.element_ty), mask=valid)
@@ -656,6 +668,7 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
         wrap(_backward_rows_kernel)[(cdiv(rows, p.rows_per_program),)](
             *args, rows, cols, tau, tau_ptr, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
         return
+    flags["CACHE_Y"] = from_logits and out_rows.dtype == stats.dtype
     if p.n_splits == 1:
         # PHASE 0 has no workspace: stats stands in for its pointer.
         wrap(_backward_long_kernel)[(rows, 1)](
