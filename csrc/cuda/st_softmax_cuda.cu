@@ -63,6 +63,7 @@
 #include <algorithm>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/cluster_reduce.cuh"
 #include "cuda/group_reduce.cuh"
@@ -180,6 +181,19 @@ struct BwdArgs {
   acc_t* partials;  // [rows, nchunks] partial sums of grad * y_soft when split
 };
 
+// The launch's (seed, base), unpacked from its PhiloxCudaState; the grid's
+// first thread records them in rng_state for the backward.
+__device__ __forceinline__ std::pair<uint64_t, uint64_t> forward_seeds(
+    const at::PhiloxCudaState& philox, int64_t* rng_state) {
+  const auto seeds = at::cuda::philox::unpack(philox);
+  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    rng_state[0] = static_cast<int64_t>(seed);
+    rng_state[1] = static_cast<int64_t>(base);
+  }
+  return {seed, base};
+}
+
 // s = logits + noise for the segment's i-th unit (lanes outside the segment hold
 // noise only; callers mask them).
 template <int U, bool kWhole = false, class scalar_t, class acc_t>
@@ -216,12 +230,7 @@ __global__ void __launch_bounds__(kCluster ? kSplitThreads : kMaxThreads,
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
   acc_t* cache = reinterpret_cast<acc_t*>(smem_raw) + slot * a.s.cache_stride;
 
-  const auto seeds = at::cuda::philox::unpack(a.philox);
-  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    p.rng_state[0] = static_cast<int64_t>(seed);
-    p.rng_state[1] = static_cast<int64_t>(base);
-  }
+  const auto [seed, base] = forward_seeds(a.philox, p.rng_state);
 
   // 1. s = x + g into the cache and this thread's max. Per element only a
   // NaN-propagating max; per unit one comparison, which keeps the first unit
@@ -353,12 +362,7 @@ __global__ void __launch_bounds__(kSplitThreads)
 
   const ForwardParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
-  const auto seeds = at::cuda::philox::unpack(a.philox);
-  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    p.rng_state[0] = static_cast<int64_t>(seed);
-    p.rng_state[1] = static_cast<int64_t>(base);
-  }
+  const auto [seed, base] = forward_seeds(a.philox, p.rng_state);
 
   const scalar_t* row_in =
       static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
@@ -875,6 +879,9 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
                         (1 << plan.layout.group_log2) == plan.threads);
   at::Tensor workspace;
   if (plan.layout.nchunks > 1 && cluster == 1) {
+    // forward_finalize_kernel writes a hard sample's 1 only: its zeros come
+    // from forward_stream_kernel.
+    TORCH_INTERNAL_ASSERT(!p.hard || stream);
     workspace = at::empty(
         {p.rows * plan.layout.nchunks * static_cast<int64_t>(sizeof(SoftmaxState<acc_t>))},
         options.dtype(at::kByte));
