@@ -15,11 +15,12 @@
 # QUICK=1: for the end of a device budget (about 4.5 minutes): the build, the
 # CUDA and Triton test files without their torch.compile and opcheck tests,
 # the large issue shapes against eager only, and ncu on float32.
-# BENCH_ONLY=1 (about 3 minutes): the build and the full benchmark, on a tree
-# whose tests have passed on the GPU.
+# RERUN=1 (about 4 minutes): the build, the CUDA test file without its
+# torch.compile and opcheck tests, and the full benchmark: for small changes
+# to a tree whose full run passed.
 set -u
 QUICK=${QUICK:-0}
-BENCH_ONLY=${BENCH_ONLY:-0}
+RERUN=${RERUN:-0}
 
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -81,8 +82,9 @@ EOF
 pytest_opts=()
 "$PY" -c "import xdist" 2>/dev/null && pytest_opts=(-n 14)
 "$PY" -c "import pytest_timeout" 2>/dev/null && pytest_opts+=(--timeout=180)
-if [ "$BENCH_ONLY" = 1 ]; then
-  echo "pytest skipped: BENCH_ONLY=1" | tee -a "$OUT/summary.txt"
+if [ "$RERUN" = 1 ]; then
+  step pytest 60 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=5 \
+    -k "not compile and not opcheck" tests/test_cuda.py
 elif [ "$QUICK" = 1 ]; then
   step pytest 90 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
     -k "not compile and not opcheck" tests/test_cuda.py tests/test_triton.py
@@ -112,8 +114,9 @@ if "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fuse
       --shapes 4096x32768,1024x131072 --no-reference --no-compile \
       --out "$OUT/bench_cuda.json" --no-plot --no-progress --time-budget 45
   else
+    # RERUN: the plain-PyTorch reference left out, so that every case fits.
     step bench 90 "$OUT/bench.log" "$PY" -m fused_gumbel.bench --device cuda --suite issue \
-      --out "$OUT/bench_cuda.json" --no-plot --time-budget 75
+      --out "$OUT/bench_cuda.json" --no-plot --time-budget 75 $([ "$RERUN" = 1 ] && echo --no-reference)
   fi
 else
   echo "bench skipped: no fused_gumbel.bench" | tee -a "$OUT/summary.txt"
@@ -122,13 +125,13 @@ fi
 # 4. Host time against GPU time of a router-sized call, per backend, and
 # profiler tables of the Triton backend's (its forward+backward took 0.65-2.2 ms
 # at 16384 x 64 in the last run, the CUDA backend's 0.18 ms).
-[ "$QUICK" = 1 ] || [ "$BENCH_ONLY" = 1 ] || step host 30 "$OUT/host.log" "$PY" scripts/profile_host.py --profile triton
+[ "$QUICK" = 1 ] || [ "$RERUN" = 1 ] || step host 30 "$OUT/host.log" "$PY" scripts/profile_host.py --profile triton
 
 # 5. Nsight Compute on the kernels of one call per contender at 4096 x 32768
 # (scripts/ncu_kernels.py): what bounds each (DRAM, issue slots, stalls), and
 # the instructions it executed. Appended to host.log (eight files at most).
-if [ "$BENCH_ONLY" = 1 ]; then
-  echo "ncu skipped: BENCH_ONLY=1" | tee -a "$OUT/summary.txt"
+if [ "$RERUN" = 1 ]; then
+  echo "ncu skipped: RERUN=1" | tee -a "$OUT/summary.txt"
 elif command -v ncu > /dev/null; then
   dtypes="float32 bfloat16"
   [ "$QUICK" = 1 ] && dtypes=float32
@@ -145,7 +148,7 @@ else
 fi
 
 # 6. The environment the numbers came from.
-step env 20 "$OUT/env.tmp" "$PY" - "$OUT/env.json" <<'EOF'
+[ "$RERUN" = 1 ] || step env 20 "$OUT/env.tmp" "$PY" - "$OUT/env.json" <<'EOF'
 import json, platform, subprocess, sys
 
 import torch

@@ -69,6 +69,18 @@ __device__ __forceinline__ int lane_in_unit(int64_t col, int64_t col0) {
   return d < static_cast<uint64_t>(U) ? static_cast<int>(d) : -1;
 }
 
+// Bit k set: lane k of the unit starting at col0 lies in [c0, c1).
+template <int U>
+__device__ __forceinline__ uint32_t lanes_inside(int64_t col0, int64_t c0, int64_t c1) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int k = 0; k < U; ++k) {
+    const int64_t col = col0 + k;
+    bits |= (col >= c0 && col < c1 ? 1u : 0u) << k;
+  }
+  return bits;
+}
+
 // Kernel arguments besides the shared ForwardParams / BackwardParams.
 struct SegmentLayout {
   int64_t nchunks;       // segments per row
