@@ -152,10 +152,11 @@ acc_t exp_scale_for(double tau) {
 
 // exp((s - m) / tau) given scale, where an s of -inf (a masked logit, or a lane
 // outside the segment) contributes exactly 0 even when m is -inf too (then
-// s - m is NaN). In float32 evaluated unconditionally, then selected: a branch
-// around exp2f costs more instructions than it saves. float64's exp is long
-// enough to keep behind the branch (evaluated for every lane, four of them
-// overflow the registers of a 1024-thread block).
+// s - m is NaN). In float32 the argument is selected (-inf, which ex2 maps to
+// +0) and the exponential always evaluated: a branch around it costs more
+// instructions than it saves. float64's exp is long enough to keep behind the
+// branch (evaluated for every lane, four of them overflow the registers of a
+// 1024-thread block).
 __device__ __forceinline__ float tempered_exp(float s, float m, float scale) {
   return exp_scaled(s == neg_inf<float>() ? neg_inf<float>() : (s - m) * scale);
 }
