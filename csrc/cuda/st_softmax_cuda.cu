@@ -115,9 +115,10 @@ constexpr int kSplitThreads = 256;
 // A soft row longer than kClusterChunkMax columns, on sm_90, is cached by a
 // thread-block cluster of 2, 4 or 8 (the portable limit) blocks of at most
 // kSplitThreads, one chunk each: a 128 KB cache (32768 float32 columns) in one
-// 1024-thread block left the SM idle at each of its barriers (H100, 4096 x
-// 32768 float32: 0.65 ms, 56% of copy bandwidth), where 32 KB chunks let
-// several blocks of different rows share an SM.
+// 1024-thread block left the SM idle at each of its barriers, where 32 KB
+// chunks let several blocks of different rows share an SM (H100, float32 soft
+// forward: 4096 x 32768 0.65 -> 0.59 ms; 1024 x 131072, split before, 0.88 ->
+// 0.60 ms).
 constexpr int64_t kClusterChunkMax = 8192;
 constexpr int64_t kMaxCluster = 8;
 constexpr size_t kStaticSmem = 2048;  // reduction scratch, kept free of the row cache
@@ -359,8 +360,8 @@ __global__ void __launch_bounds__(kCluster ? kSplitThreads : kMaxThreads,
 // SM, so that one block's barriers and loads overlap another's arithmetic: the
 // cached kernel's 128 KB row of 32768 float32 columns held a whole SM for one
 // 1024-thread block (H100, 4096 x 32768 float32: 0.65 ms, 56% of copy
-// bandwidth). Every segment is a whole block (group > 32): its __syncthreads
-// order the zeros before the 1.
+// bandwidth; streaming, 0.50 ms, 72%, issue-bound). Every segment is a whole
+// block (group > 32): its __syncthreads order the zeros before the 1.
 template <class scalar_t, bool kWhole>
 __global__ void __launch_bounds__(kSplitThreads)
     forward_stream_kernel(const FwdArgs<acc_type<scalar_t>> a) {
@@ -768,10 +769,11 @@ int64_t even_chunk_len(int64_t cols, int64_t blocks, int unit) {
   return (len + unit - 1) / unit * unit;
 }
 
-// Blocks per row of a clustered cached forward, or 1 for none: rows longer than
-// kClusterChunkMax columns that take a block each, cut into the fewest chunks
-// (a power of two, at most kMaxCluster) of at most kClusterChunkMax columns or,
-// at kMaxCluster, whose cache fits; enough rows for the blocks to fill the SMs.
+// Blocks per row of a clustered cached kernel (forward or backward), or 1 for
+// none: rows longer than kClusterChunkMax columns that take a block each, cut
+// into the fewest chunks (a power of two, at most kMaxCluster) of at most
+// kClusterChunkMax columns or, at kMaxCluster, whose cache fits; enough rows
+// for the blocks to fill the SMs.
 int64_t cluster_blocks(const Plan& whole, int64_t rows, int64_t cols, int unit,
                        size_t acc_size, const DeviceLimits& dev) {
   if (!dev.clusters || cols <= kClusterChunkMax || (1 << whole.layout.group_log2) <= 32) {
@@ -824,7 +826,7 @@ bool compiled_for_clusters(void (*kernel)(Args)) {
   return attr.ptxVersion >= 90;
 }
 
-// A cached kernel's launch: plain, or with `cluster` blocks per thread-block
+// A segment kernel's launch: plain, or with `cluster` blocks per thread-block
 // cluster (consecutive blocks: one row's chunks).
 template <class Args>
 void launch_cached(void (*kernel)(Args), const Plan& plan, int64_t cluster,
