@@ -363,6 +363,28 @@ def test_special_values(rows, cols, hard):
     assert torch.equal(y[[0, 2, 4]], y_clean[[0, 2, 4]])
 
 
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("rows,cols", [(4, 700), (140, 20000), (4, 2**17 + 3)])
+def test_ties_and_several_nans_give_the_first_column(rows, cols, hard):
+    """Logits of 1e30 swallow the noise (its largest value, 22.9, is far below
+    their float32 spacing), so those columns tie exactly: the index is the
+    first of them across threads, blocks, cluster ranks (140 x 20000 soft, on
+    sm_90), streaming blocks (hard) and split chunks (4 x 2**17 + 3); with
+    several NaNs, the first NaN."""
+    x = _logits((rows, cols), torch.float32, seed=5)
+    tied = [cols - 50, cols // 2 + 1, cols // 2, 400]
+    x[0, tied] = 1e30
+    x[1, [3, 2, cols - 1]] = 1e30
+    x[2, [cols - 50, 20, 333]] = math.nan
+    x[3, 5] = math.nan
+    x[3, 1] = 1e30
+    y, index = fg.gumbel_softmax(x, 0.7, hard, seed=4, return_index=True, backend="cuda")
+    _, index_ref = reference(x, 0.7, hard, -1, 4)
+    assert index[:4].tolist() == [min(tied), 2, 20, 5]
+    torch.testing.assert_close(index, index_ref, rtol=0, atol=0)
+    assert torch.isnan(y[2:4]).all() and torch.isfinite(y[:2]).all()
+
+
 def test_empty_inputs():
     for shape, dim in (((0, 5), -1), ((3, 0, 4), -1), ((4, 0), 0)):
         x = torch.randn(shape, device="cuda")

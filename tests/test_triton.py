@@ -355,6 +355,27 @@ def test_long_rows(looped, rows, cols, programs, hard):
     assert_close(grad, grad_ref, torch.float64)
 
 
+@pytest.mark.parametrize("programs", [0, 1, 8], ids=["one_window", "one_program_per_row", "split"])
+def test_ties_and_several_nans_give_the_first_column(looped, programs):
+    """Logits of 1e30 swallow the noise (its largest value, 22.9, is far below
+    their float32 spacing), so those columns tie exactly: the index is the
+    first of them, in one window or across the looped kernel's blocks and
+    chunks; with several NaNs, the first NaN."""
+    if programs:
+        looped(programs)
+    x = sample_inputs((4, 700), torch.float32)
+    x[0, [650, 131, 130, 400]] = 1e30
+    x[1, [3, 2, 699]] = 1e30
+    x[2, [650, 20, 333]] = float("nan")
+    x[3, 5] = float("nan")
+    x[3, 1] = 1e30
+    for hard in (False, True):
+        y, index, _, _ = OP(x, 0.7, hard, -1, 4)
+        _, index_ref = reference(x, 0.7, hard, -1, noise_like(x, -1, 4))
+        assert index.tolist() == [130, 2, 20, 5] == index_ref.tolist()
+        assert torch.isnan(y[2:]).all() and torch.isfinite(y[:2]).all()
+
+
 @pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
 def test_long_rows_nan_and_all_inf(looped, programs):
     """Rows without a valid sample are NaN: the hard sample's pass 1 wrote
