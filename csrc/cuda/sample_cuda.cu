@@ -95,13 +95,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
 #pragma unroll
       for (int j = 0; j < 4; ++j) s[4 * q + j] = scaled_add(s[4 * q + j], a.temperature, g[j]);
     }
-    if (col0 < sg.c0 || col0 + U > sg.c1) {
-#pragma unroll
-      for (int k = 0; k < U; ++k) {
-        const int64_t col = col0 + k;
-        if (col < sg.c0 || col >= sg.c1) s[k] = neg_inf<acc_t>();
-      }
-    }
+    mask_outside<U>(col0, sg.c0, sg.c1, s);
     acc_t unit_max = s[0];
 #pragma unroll
     for (int k = 1; k < U; ++k) unit_max = max_nan(unit_max, s[k]);

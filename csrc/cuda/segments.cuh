@@ -81,6 +81,18 @@ __device__ __forceinline__ uint32_t lanes_inside(int64_t col0, int64_t c0, int64
   return bits;
 }
 
+// Lanes of the unit starting at col0 that lie outside [c0, c1) set to -inf:
+// they add 0 to a sum of exponentials and never win an argmax.
+template <int U, class T>
+__device__ __forceinline__ void mask_outside(int64_t col0, int64_t c0, int64_t c1, T (&s)[U]) {
+  if (col0 >= c0 && col0 + U <= c1) return;
+#pragma unroll
+  for (int k = 0; k < U; ++k) {
+    const int64_t col = col0 + k;
+    if (col < c0 || col >= c1) s[k] = neg_inf<T>();
+  }
+}
+
 // Kernel arguments besides the shared ForwardParams / BackwardParams.
 struct SegmentLayout {
   int64_t nchunks;       // segments per row

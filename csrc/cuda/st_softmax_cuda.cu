@@ -391,14 +391,7 @@ __global__ void __launch_bounds__(kSplitThreads)
     acc_t s[U];
     unit_scores<U, kWhole>(row_in, sg, i, a.s.vec, seed, base, s);
     store_unit<U, kWhole>(row_out, col0, sg.c0, sg.c1, a.s.vec, zeros);
-    if (!kWhole && !(col0 >= sg.c0 && col0 + U <= sg.c1)) {
-#pragma unroll
-      for (int k = 0; k < U; ++k) {
-        const int64_t col = col0 + k;
-        // Outside the segment: contributes 0 to the sum, never the argmax.
-        if (col < sg.c0 || col >= sg.c1) s[k] = neg_inf<acc_t>();
-      }
-    }
+    if (!kWhole) mask_outside<U>(col0, sg.c0, sg.c1, s);
     acc_t unit_max = neg_inf<acc_t>();
 #pragma unroll
     for (int k = 0; k < U; ++k) unit_max = max_nan(unit_max, s[k]);
