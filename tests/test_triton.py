@@ -37,7 +37,7 @@ import fused_gumbel.triton_kernels as triton_kernels  # noqa: E402
 from numpy_noise import gumbel_from_bits as gumbel_from_bits_np  # noqa: E402
 from numpy_noise import philox4x32_10  # noqa: E402
 from fused_gumbel.triton_kernels import st_softmax as kernels  # noqa: E402
-from fused_gumbel.triton_kernels.noise import gumbel_from_bits, gumbel_window  # noqa: E402
+from fused_gumbel.triton_kernels.noise import gumbel_from_bits, gumbel_units, gumbel_window, philox  # noqa: E402
 
 _OK, _WHY = triton_kernels.is_available()
 pytestmark = [
@@ -172,6 +172,39 @@ def _window_kernel(out_ptr, seed, first, BLOCK: tl.constexpr):
     tl.store(out_ptr + tl.arange(0, BLOCK)[None, :], g)
 
 
+@triton.jit
+def _units_kernel(out_ptr, seed, first, G: tl.constexpr):
+    """out = gumbel_units of positions first .. first + 4 G - 1 (base 0), row-major."""
+    offs = 4 * tl.arange(0, G)[:, None] + tl.arange(0, 4)[None, :]
+    tl.store(out_ptr + offs, gumbel_units(seed, 0, first, G))
+
+
+@triton.jit
+def _philox_kernel(out_ptr, seed, counter_ptr, N: tl.constexpr):
+    """out[j, q] = word q of noise.philox under seed for the 64-bit counter j,
+    as int32 bits ([N, 4] row-major)."""
+    j = tl.arange(0, N)
+    counter = tl.load(counter_ptr + j)
+    w0, w1, w2, w3 = philox(seed, counter.to(tl.uint32), (counter >> 32).to(tl.uint32))
+    tl.store(out_ptr + 4 * j, w0.to(tl.int32, bitcast=True))
+    tl.store(out_ptr + 4 * j + 1, w1.to(tl.int32, bitcast=True))
+    tl.store(out_ptr + 4 * j + 2, w2.to(tl.int32, bitcast=True))
+    tl.store(out_ptr + 4 * j + 3, w3.to(tl.int32, bitcast=True))
+
+
+@pytest.mark.parametrize("seed", [0, 2**32 + 5, 2**64 - 1])
+def test_philox_words_match_numpy(seed):
+    """noise.philox (64-bit products) against the NumPy Philox4x32-10, for
+    random 64-bit counters and the largest one."""
+    counters = np.random.default_rng(seed % 2**32).integers(0, 2**63, size=64, dtype=np.int64)
+    counters[0] = -1  # both words all ones
+    out = torch.empty(256, dtype=torch.int32, device=DEVICE)
+    signed = seed - 2**64 if seed >= 2**63 else seed
+    _philox_kernel[(1,)](out, signed, torch.from_numpy(counters).to(DEVICE), N=64)
+    expected = philox4x32_10(seed, counters.view(np.uint64))
+    np.testing.assert_array_equal(out.cpu().numpy().view(np.uint32).reshape(64, 4), expected)
+
+
 def test_gumbel_from_bits_extremes_match_numpy():
     """Every edge of the transform (0, 2^31 - 1, 2^31, 3/4 of the range, 2^32 - 1)
     and a stride through all 2^32 inputs."""
@@ -189,11 +222,16 @@ def test_gumbel_from_bits_extremes_match_numpy():
     assert got.max() == np.float32(22.873857498168945)  # 33 log 2, from r = 2^32 - 1
 
 
-def test_noise_window_at_positions_beyond_2_to_the_32():
-    """gumbel_window with first positions >= 2^32 (int64 positions, no wrap)."""
+@pytest.mark.parametrize("layout", ["window", "units"])
+def test_noise_window_at_positions_beyond_2_to_the_32(layout):
+    """gumbel_window ([1, 4 G]) and gumbel_units ([G, 4], the looped forward's)
+    with first positions >= 2^32 (int64 positions, no wrap)."""
     first = 2**35 + 2**32 + 4 * 12345
     out = torch.empty(64, device=DEVICE)
-    _window_kernel[(1,)](out, 77, first, BLOCK=64, enable_fp_fusion=False)
+    if layout == "window":
+        _window_kernel[(1,)](out, 77, first, BLOCK=64, enable_fp_fusion=False)
+    else:
+        _units_kernel[(1,)](out, 77, first, G=16, enable_fp_fusion=False)
     # Position first + k with base 0 is position k with base first / 4.
     expected = np_noise(64, 77, base=first // 4)
     np.testing.assert_array_equal(out.cpu().numpy().view(np.uint32), expected.view(np.uint32))

@@ -150,6 +150,37 @@ def gumbel_from_bits(r):
 
 
 @triton.jit
+def _mulhilo(a, M: tl.constexpr):
+    """(hi, lo) 32-bit words of the product M * a (uint32 a): one 64-bit
+    product, which ptxas makes one IMAD.WIDE.U32 (tl.philox's umulhi and mul
+    are two IMADs: 520 -> 400 sm_90 instructions per 4 words and thread)."""
+    p = a.to(tl.uint64) * M
+    return (p >> 32).to(tl.uint32), p.to(tl.uint32)
+
+
+@triton.jit
+def philox(seed, c0, c1):
+    """Philox4x32-10 of the counter (c0, c1, 0, 0) (uint32 tensors) under the
+    key (seed_lo, seed_hi) of the int64 seed: tl.philox's rounds and
+    constants (gumbel_math.h's philox4x32_10)."""
+    seed = seed.to(tl.uint64)
+    k0 = (seed & 0xFFFFFFFF).to(tl.uint32)
+    k1 = (seed >> 32).to(tl.uint32)
+    c2 = c0 * 0
+    c3 = c0 * 0
+    for _ in tl.static_range(10):
+        hi0, lo0 = _mulhilo(c0, 0xD2511F53)
+        hi1, lo1 = _mulhilo(c2, 0xCD9E8D57)
+        c0 = hi1 ^ c1 ^ k0
+        c2 = hi0 ^ c3 ^ k1
+        c1 = lo1
+        c3 = lo0
+        k0 = tl.add(k0, 0x9E3779B9, sanitize_overflow=False)
+        k1 = tl.add(k1, 0xBB67AE85, sanitize_overflow=False)
+    return c0, c1, c2, c3
+
+
+@triton.jit
 def gumbel_window(seed, base, first_position, N_GROUPS: tl.constexpr):
     """Noise of 4 * N_GROUPS consecutive positions per row, float32.
 
@@ -164,12 +195,25 @@ def gumbel_window(seed, base, first_position, N_GROUPS: tl.constexpr):
     counter = base + (first_position >> 2) + j[None, :]
     # 64-bit counter -> (lo, hi) words: int64 addition wraps like the uint64
     # counter, and the casts truncate to the low 32 bits.
-    c0 = counter.to(tl.uint32)
-    c1 = (counter >> 32).to(tl.uint32)
-    zero = c0 * 0
-    w0, w1, w2, w3 = tl.philox(seed, c0, c1, zero, zero)
+    w0, w1, w2, w3 = philox(seed, counter.to(tl.uint32), (counter >> 32).to(tl.uint32))
     # interleave(interleave(w0, w2), interleave(w1, w3)) = [w0, w1, w2, w3, ...].
     r = tl.interleave(tl.interleave(w0, w2), tl.interleave(w1, w3))
+    return gumbel_from_bits(r)
+
+
+@triton.jit
+def gumbel_units(seed, base, first_position, N_GROUPS: tl.constexpr):
+    """Noise of the 4 * N_GROUPS positions first_position + 4 u + q as
+    [N_GROUPS, 4] (u, q), float32; first_position (a scalar) is a multiple of 4.
+
+    The shape in which each 4-position group is one row: Triton keeps such a
+    row in one thread, so that reductions over axis 1 need no shuffles (the
+    looped forward's per-unit state). join(join(w0, w2), join(w1, w3)) is
+    [N_GROUPS, 2, 2] with word 2 i + j at [u, i, j]: flattened, w0..w3.
+    """
+    counter = base + (first_position >> 2) + tl.arange(0, N_GROUPS).to(tl.int64)
+    w0, w1, w2, w3 = philox(seed, counter.to(tl.uint32), (counter >> 32).to(tl.uint32))
+    r = tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), [N_GROUPS, 4])
     return gumbel_from_bits(r)
 
 

@@ -17,6 +17,10 @@ float32 otherwise:
     y_hard = one_hot(arg) if m finite and 0 < l < inf else NaN
     grad_x = inv_tau * y_soft * (grad_y - sum_k grad_y_k * y_soft_k)
 
+exp((s - m) * inv_tau) is evaluated as the CUDA kernel evaluates it: in
+float32 ex2.approx.ftz((s - m) * scale) with scale = log2(e) / tau (clamped
+as inv_tau), in float64 exp (_tempered_exp).
+
 Noise windows: a Philox call covers a 4-aligned group of positions, so a row's
 columns are walked in windows that start at a 4-aligned *position*. A row whose
 first position row * cols is not a multiple of 4 starts its first window
@@ -32,8 +36,14 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         num_warps = elements / 256 within [4, 16]: 8 elements per thread
         (60-100 registers, no spills on sm_90: several programs per SM).
     longer rows: "long" kernels, BLOCK = LOOP_BLOCK (2048), 8 warps, the row
-        walked in blocks with the online (max, sum) merge; two passes over the
-        row. hard=True's first pass writes the one-hot's zeros as it goes,
+        walked in blocks; two passes over the row. The first sees a block as
+        BLOCK / 4 units of 4 columns (one Philox call each, one thread's),
+        and each unit lane keeps a running (max, sum, first unit holding the
+        max) through the blocks, as the CUDA kernel's threads do; the lanes
+        are reduced once, after the loop, not every block with shuffles and
+        barriers (sm_90 SASS of the hard first pass, triton 3.8: 96
+        instructions per element before, 74 with unit lanes and
+        _tempered_exp, 71 with noise.philox). hard=True's first pass writes the one-hot's zeros as it goes,
         its second only the 1 (or NaN over a row without a valid sample). The
         soft sample needs s again: when the sample's dtype is the
         accumulation dtype (float32, float64: CACHE_S) the first pass stores s
@@ -52,6 +62,7 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,7 +71,7 @@ import triton
 import triton.language as tl
 
 from .host_ints import cdiv, next_power_of_2
-from .noise import gumbel_window
+from .noise import INTERPRETED, gumbel_units, gumbel_window
 
 # The plan table (module constants so that tests can shrink them to reach the
 # looped and split paths with small tensors).
@@ -76,6 +87,7 @@ FLOAT_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).max)
 DOUBLE_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float64).max)
 FLOAT_TINY: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).tiny)
 DOUBLE_TINY: tl.constexpr = tl.constexpr(torch.finfo(torch.float64).tiny)
+LN2: tl.constexpr = tl.constexpr(math.log(2.0))
 
 
 # ----------------------------------------------------------------------------
@@ -132,13 +144,37 @@ def _argmax_better(m_b, i_b, m_a, i_a):
 
 
 @triton.jit
-def _rescale(m_from, m_to, inv_tau):
-    """exp((m_from - m_to) * inv_tau), exactly 1 when equal (also -inf = -inf)."""
-    return tl.where(m_from == m_to, 1.0, tl.exp((m_from - m_to) * inv_tau))
+def _exp2_ftz(x):
+    """2^x for float32 x by one ex2.approx.ftz.f32 (tl.exp wraps the MUFU.EX2
+    in a multiply by log2(e) and a rescaling of arguments below -126: six
+    instructions against two with the multiply by the scale). The interpreter
+    runs no PTX: exp2 there."""
+    if INTERPRETED:
+        return tl.exp2(x)
+    else:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
 
 
 @triton.jit
-def _merge(m_a, l_a, i_a, m_b, l_b, i_b, inv_tau):
+def _tempered_exp(d, scale):
+    """exp(d / tau) given scale = _exp_scale(tau): as the CUDA kernel's
+    exp_scaled, 2^(d * scale) by ex2.approx.ftz in float32 (within 2 ulp, 0
+    below 2^-126), exp(d * scale) in float64."""
+    if d.dtype == tl.float64:
+        return tl.exp(d * scale)
+    else:
+        return _exp2_ftz(d * scale)
+
+
+@triton.jit
+def _rescale(m_from, m_to, scale):
+    """exp((m_from - m_to) / tau), exactly 1 when equal (also -inf = -inf)."""
+    return tl.where(m_from == m_to, 1.0, _tempered_exp(m_from - m_to, scale))
+
+
+@triton.jit
+def _merge(m_a, l_a, i_a, m_b, l_b, i_b, scale):
     """softmax_merge: the (m, l, arg) of the union of pieces a and b.
 
     Each sum is rescaled to the common max (Milakov & Gimelshein, "Online
@@ -148,12 +184,12 @@ def _merge(m_a, l_a, i_a, m_b, l_b, i_b, inv_tau):
     b_wins = _argmax_better(m_b, i_b, m_a, i_a)
     m = tl.where(b_wins, m_b, m_a)
     i = tl.where(b_wins, i_b, i_a)
-    l = l_a * _rescale(m_a, m, inv_tau) + l_b * _rescale(m_b, m, inv_tau)
+    l = l_a * _rescale(m_a, m, scale) + l_b * _rescale(m_b, m, scale)
     return m, l, i
 
 
 @triton.jit
-def _piece_state(s, win_col, valid, inv_tau, BLOCK: tl.constexpr):
+def _piece_state(s, win_col, valid, scale, BLOCK: tl.constexpr):
     """(m, l, arg) of each row of a [R, BLOCK] piece whose lane k is column
     win_col + k (reductions along axis 1).
 
@@ -164,7 +200,7 @@ def _piece_state(s, win_col, valid, inv_tau, BLOCK: tl.constexpr):
        2 * BLOCK otherwise (sm_90 SASS from triton 3.8: 1073 -> 899
        instructions per 2048-wide block and thread of the hard long forward,
        against an int64 min of the columns for each, with their shuffles).
-    2. l = sum exp((s - m) * inv_tau), with m = -inf replaced by 0 so that an
+    2. l = sum exp((s - m) / tau), with m = -inf replaced by 0 so that an
        all -inf piece sums exp(-inf) = 0 instead of NaN.
     """
     # 1. Max and first argmax.
@@ -180,8 +216,64 @@ def _piece_state(s, win_col, valid, inv_tau, BLOCK: tl.constexpr):
     arg = tl.where(first < 2 * BLOCK, arg, _NO_INDEX)
     # 2. Sum of the tempered exponentials.
     m_safe = tl.where(m_num == float("-inf"), 0.0, m_num)
-    e = tl.where(valid, tl.exp((s - m_safe[:, None]) * inv_tau), 0.0)
+    e = tl.where(valid, _tempered_exp(s - m_safe[:, None], scale), 0.0)
     return m, tl.sum(e, axis=1), arg
+
+
+@triton.jit
+def _unit_columns(win_col, G: tl.constexpr):
+    """The columns win_col + 4 u + q of a window of G units ([G, 4]; pointer
+    free, as _window_columns)."""
+    return win_col + (4 * tl.arange(0, G).to(tl.int64))[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
+
+
+@triton.jit
+def _max_nan(a, b):
+    """The larger of a and b, NaN if either is NaN (a reduction's combine)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _unit_update(s, b, m_u, l_u, best_s, best_b, scale):
+    """One window ([G, 4] s of block b) into the unit lanes' running states.
+
+    Lane u's state covers its units of the blocks so far: m_u their max (NaN
+    from the first NaN), l_u = sum exp((s - m_u) / tau) (rescaled when m_u
+    grows), and the first unit that holds m_u as its values best_s and its
+    block best_b. Only a larger max or a first NaN replaces the best unit, so
+    it is the first one (the columns of a lane grow with b). The reductions
+    are along axis 1, within a thread: no shuffles, no barriers.
+    """
+    u_max = tl.reduce(s, 1, _max_nan)
+    better = (u_max > m_u) | ((u_max != u_max) & (m_u == m_u))
+    best_s = tl.where(better[:, None], s, best_s)
+    best_b = tl.where(better, tl.cast(b, tl.int32), best_b)
+    m_new = tl.where(better, u_max, m_u)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    e = tl.sum(_tempered_exp(s - m_safe[:, None], scale), axis=1)
+    return m_new, l_u * _rescale(m_u, m_new, scale) + e, best_s, best_b
+
+
+@triton.jit
+def _units_state(m_u, l_u, best_s, best_b, lead, cols, scale, BLOCK: tl.constexpr):
+    """(m, l, arg) of a chunk from its unit lanes' states (_unit_update), as
+    _piece_state's: the first column of the max, or of the first NaN; an all
+    -inf chunk gives its first column, with l = 0. A lane's best unit starts
+    as the chunk's first block, all -inf, so that a lane that never sees a
+    number larger than -inf offers its first valid column there."""
+    # The first column of each lane's best unit that holds the lane's max.
+    col = (best_b.to(tl.int64) * BLOCK - lead)[:, None] + _unit_columns(0, BLOCK // 4)
+    lane_nan = m_u != m_u
+    hit = (col >= 0) & (col < cols) & tl.where(lane_nan[:, None], best_s != best_s,
+                                               best_s == m_u[:, None])
+    lane_col = tl.min(tl.where(hit, col, _NO_INDEX), axis=1)
+    # The lanes' max (NaN if any), the first column holding it, the sums.
+    m_num = tl.max(tl.where(lane_nan, float("-inf"), m_u), axis=0)
+    has_nan = tl.max(lane_nan.to(tl.int32), axis=0) > 0
+    holds = tl.where(has_nan, lane_nan, ~lane_nan & (m_u == m_num))
+    arg = tl.min(tl.where(holds, lane_col, _NO_INDEX), axis=0)
+    l = tl.sum(l_u * _rescale(m_u, m_num, scale), axis=0)
+    return tl.where(has_nan, float("nan"), m_num), l, arg
 
 
 @triton.jit
@@ -196,6 +288,17 @@ def _inverse_temperature(tau, acc_ty: tl.constexpr):
     else:
         inv = tl.minimum(tl.maximum(inv, FLOAT_TINY), FLOAT_MAX)
     return inv.to(acc_ty)
+
+
+@triton.jit
+def _exp_scale(tau, acc_ty: tl.constexpr):
+    """The scale of _tempered_exp, the CUDA kernel's exp_scale_for:
+    _inverse_temperature(tau ln 2) for float32 (log2(e) / tau), of tau for
+    float64."""
+    if acc_ty == tl.float64:
+        return _inverse_temperature(tau, acc_ty)
+    else:
+        return _inverse_temperature(tau * LN2, acc_ty)
 
 
 @triton.jit
@@ -260,7 +363,7 @@ def _forward_rows_kernel(
     """ROWS whole rows per program, each row one BLOCK-wide window. Row r's
     noise starts at position r * noise_stride + noise_offset."""
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
+    scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
     # 1. s = x + g for the rows of this program ([ROWS, BLOCK]).
     row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
@@ -274,13 +377,13 @@ def _forward_rows_kernel(
                                 base, acc_ty, BLOCK)
     col = _window_columns(-lead, BLOCK)  # not _noisy_logits': see _window_columns
     # 2. m, arg and l = sum exp((s - m) * inv_tau) per row.
-    m, l, arg = _piece_state(s, -lead, valid, inv, BLOCK)
-    # 3. The sample: y_soft = exp((s - m) * inv_tau) / l, or the one-hot.
+    m, l, arg = _piece_state(s, -lead, valid, scale, BLOCK)
+    # 3. The sample: y_soft = exp((s - m) / tau) / l, or the one-hot.
     if HARD:
         y = _hard_sample(col, arg[:, None], _row_is_valid(m, l)[:, None])
     else:
         m_safe = tl.where(m == float("-inf"), 0.0, m)
-        y = tl.exp((s - m_safe[:, None]) * inv) * (1.0 / l)[:, None]
+        y = _tempered_exp(s - m_safe[:, None], scale) * (1.0 / l)[:, None]
     tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
     # 4. index and stats = (m, l) per row.
     row1 = tl.reshape(row, [ROWS])
@@ -309,7 +412,7 @@ def _forward_long_kernel(
     back instead of regenerating the noise (the same bits).
     """
     acc_ty = stats_ptr.dtype.element_ty
-    inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
+    scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
     # The row's state is kept as [1] tensors, the shape of a [1, BLOCK]
     # piece's reductions; `one` turns scalar offsets into [1] offsets.
@@ -336,21 +439,33 @@ def _forward_long_kernel(
             m_k = tl.load(part_ptr + 2 * (row_part + k) + one)
             l_k = tl.load(part_ptr + 2 * (row_part + k) + 1 + one)
             arg_k = tl.load(part_arg_ptr + row_part + k + one)
-            m, l, arg = _merge(m, l, arg, m_k, l_k, arg_k, inv)
+            m, l, arg = _merge(m, l, arg, m_k, l_k, arg_k, scale)
     else:
-        # Pass 1: the online merge of each block's (m, l, arg).
+        # Pass 1 over the windows as [BLOCK // 4, 4] units (gumbel_units):
+        # each unit lane keeps a running state, reduced once after the loop.
+        r = tl.program_id(0).to(tl.int64)
+        x_row = x_ptr + r * x_row_stride
+        y_row = y_ptr + r * cols
+        m_u = tl.full([BLOCK // 4], float("-inf"), acc_ty)
+        l_u = tl.zeros([BLOCK // 4], acc_ty)
+        best_s = tl.full([BLOCK // 4, 4], float("-inf"), acc_ty)
+        best_b = tl.zeros([BLOCK // 4], tl.int32) + first_block
         for b in range(first_block, last_block):
-            win_col = b * BLOCK - lead + one[:, None]
-            s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
-                                        win_col, key, base, acc_ty, BLOCK)
-            col = _window_columns(win_col, BLOCK)  # not _noisy_logits': see _window_columns
-            m_b, l_b, arg_b = _piece_state(s, win_col, valid, inv, BLOCK)
-            m, l, arg = _merge(m, l, arg, m_b, l_b, arg_b, inv)
+            win = b * BLOCK - lead
+            col = _unit_columns(win, BLOCK // 4)
+            valid = (col >= 0) & (col < cols)
+            x = tl.load(x_row + col, mask=valid, other=float("-inf"))
+            s = x.to(acc_ty) + gumbel_units(key, base, r * noise_stride + noise_offset + win,
+                                            BLOCK // 4).to(acc_ty)
+            m_u, l_u, best_s, best_b = _unit_update(s, b, m_u, l_u, best_s, best_b, scale)
             if CACHE_S:
-                tl.store(y_ptr + row * cols + col, s, mask=valid)
+                tl.store(y_row + col, s, mask=valid)
             if HARD:
-                tl.store(y_ptr + row * cols + col, tl.zeros_like(s).to(y_ptr.dtype.element_ty),
-                         mask=valid)
+                tl.store(y_row + col, tl.zeros_like(s).to(y_ptr.dtype.element_ty), mask=valid)
+        m_r, l_r, arg_r = _units_state(m_u, l_u, best_s, best_b, lead, cols, scale, BLOCK)
+        m = m_r + tl.zeros([1], acc_ty)
+        l = l_r + tl.zeros([1], acc_ty)
+        arg = arg_r + one
     if PHASE == 1:
         # 2. A chunk's state goes to the workspace; PHASE 2 takes over.
         tl.store(part_ptr + 2 * part + one, m)
@@ -394,11 +509,11 @@ def _forward_long_kernel(
                 if CACHE_S:
                     valid = (col >= 0) & (col < cols)
                     s = tl.load(y_ptr + row * cols + col, mask=valid, other=float("-inf"))
-                    y = tl.exp((s - m_safe) * inv) * inv_l
+                    y = _tempered_exp(s - m_safe, scale) * inv_l
                 else:
                     s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
                                                 win_col, key, base, acc_ty, BLOCK)
-                    y = tl.exp((s - m_safe) * inv) * inv_l
+                    y = _tempered_exp(s - m_safe, scale) * inv_l
                 tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
 
 
@@ -421,10 +536,10 @@ def _noise_key(rng_state_ptr, FROM_LOGITS: tl.constexpr):
 
 @triton.jit
 def _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base,
-                 row, row_ok, cols, win_col, inv,
+                 row, row_ok, cols, win_col, scale,
                  FROM_LOGITS: tl.constexpr, BLOCK: tl.constexpr):
     """y_soft on a [R, BLOCK] window, 0 outside the row: read (hard=False) or
-    recomputed as exp((s - m) * inv_tau) / l from the logits, the regenerated
+    recomputed as exp((s - m) / tau) / l from the logits, the regenerated
     noise and the forward's stats (hard=True)."""
     acc_ty = stats_ptr.dtype.element_ty
     if FROM_LOGITS:
@@ -432,7 +547,7 @@ def _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base
                                       win_col, seed, base, acc_ty, BLOCK)
         m = tl.load(stats_ptr + 2 * row, mask=row_ok, other=0.0)
         l = tl.load(stats_ptr + 2 * row + 1, mask=row_ok, other=1.0)
-        y = tl.where(valid, tl.exp((s - m) * inv) * (1.0 / l), 0.0)
+        y = tl.where(valid, _tempered_exp(s - m, scale) * (1.0 / l), 0.0)
     else:
         col = _window_columns(win_col, BLOCK)
         valid = row_ok & (col >= 0) & (col < cols)
@@ -450,6 +565,7 @@ def _backward_rows_kernel(
     """grad_x = inv_tau * y * (grad - sum(grad * y)) for ROWS whole rows."""
     acc_ty = stats_ptr.dtype.element_ty
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
+    scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
     row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS).to(tl.int64)[:, None]
     row_ok = row < rows
@@ -459,7 +575,7 @@ def _backward_rows_kernel(
         lead = (row * cols) & 3
     # 1. y_soft and the incoming gradient.
     y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base,
-                               row, row_ok, cols, -lead, inv, FROM_LOGITS, BLOCK)
+                               row, row_ok, cols, -lead, scale, FROM_LOGITS, BLOCK)
     col = _window_columns(-lead, BLOCK)  # not _soft_sample's: see _window_columns
     g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
     # 2. dot = sum_k grad_k * y_k; 3. the softmax Jacobian-vector product.
@@ -484,6 +600,7 @@ def _backward_long_kernel(
     bits), as the forward's CACHE_S."""
     acc_ty = stats_ptr.dtype.element_ty
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
+    scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
     one = tl.zeros([1], tl.int64)  # as in _forward_long_kernel: [1] row state
     row = tl.program_id(0).to(tl.int64) + one[:, None]
@@ -504,17 +621,20 @@ def _backward_long_kernel(
         for k in range(0, n_splits):
             dot += tl.load(part_ptr + row_part + k + one)
     else:
-        # Pass 1 over the blocks.
+        # Pass 1 over the blocks, a sum per lane, added up after the loop
+        # (no shuffles and barriers per block).
+        dot_lanes = tl.zeros([1, BLOCK], acc_ty)
         for b in range(first_block, last_block):
             win_col = b * BLOCK - lead + one[:, None]
             y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
-                                       seed, base, row, row_ok, cols, win_col, inv,
+                                       seed, base, row, row_ok, cols, win_col, scale,
                                        FROM_LOGITS, BLOCK)
             col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
             g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
-            dot += tl.sum(g * y, axis=1)
+            dot_lanes += g * y
             if CACHE_Y:
                 tl.store(out_ptr + row * cols + col, y, mask=valid)
+        dot += tl.sum(dot_lanes, axis=1)
     if PHASE == 1:
         # 2. A chunk's sum goes to the workspace; PHASE 2 takes over.
         tl.store(part_ptr + part + one, dot)
@@ -531,7 +651,7 @@ def _backward_long_kernel(
                 y = tl.load(out_ptr + row * cols + col, mask=valid, other=0.0)
             else:
                 y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
-                                           seed, base, row, row_ok, cols, win_col, inv,
+                                           seed, base, row, row_ok, cols, win_col, scale,
                                            FROM_LOGITS, BLOCK)
             g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
             dx = inv * y * (g - dot[:, None])
