@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # One pass on a GPU machine: build the extension against that machine's torch,
-# run the CUDA tests and the rest of the suite, run the benchmark, and record the
-# environment. Every step has a time limit; a failing step is recorded and the
-# script goes on. Writes at most 8 files (the device tool's limit), all directly
-# in OUTDIR:
-#   build.log  ptxas.txt  pytest.log  bench.log  host.log (with the ncu reports)
+# run the CUDA and Triton tests, run the benchmark, and record the environment.
+# Every step has a time limit; a failing step is recorded and the script goes
+# on. Writes at most 8 files (the device tool's limit), all directly in OUTDIR:
+#   build.log  ptxas.txt  pytest.log  bench.log  host.log (Triton variants, ncu)
 #   bench_cuda.json  env.json
 #   summary.txt (one line per step: name, exit status, seconds)
-# The whole run stays under about 10.5 minutes (the step limits add up to 640 s;
-# the third session's run took 389 s with the tests stopped at 220 s).
+# About 8 minutes: the step limits add up to 555 s (the fourth session's run,
+# with the host profile and ncu of both dtypes and every backend's tests, took
+# 566 s of its 640). The test suites run their parametrized cases for the CUDA,
+# Triton and reference backends only (FUSED_GUMBEL_TEST_BACKENDS): the CPU
+# backend's, among them the slowest torch.compile tests, run in CI.
 #
 # Usage: scripts/gpu_check.sh OUTDIR        (PYTHON overrides the interpreter)
 #
+# PROFILE=1 adds the host-time profile of a router-sized call
+# (scripts/profile_host.py) and Nsight Compute of bfloat16 (about 70 s).
 # QUICK=1: for the end of a device budget (about 4.5 minutes): the build, the
 # CUDA and Triton test files without their torch.compile and opcheck tests,
 # the large issue shapes against eager only, and ncu on float32.
-# RERUN=1 (about 4 minutes): the build, the CUDA test file without its
-# torch.compile and opcheck tests, and the full benchmark: for small changes
-# to a tree whose full run passed.
+# RERUN=1 (about 5 minutes): the build, the CUDA test file without its
+# torch.compile and opcheck tests, the full benchmark and the Triton
+# variants: for small changes to a tree whose full run passed.
 set -u
 QUICK=${QUICK:-0}
 RERUN=${RERUN:-0}
@@ -46,7 +50,7 @@ step() {
 # 1. Build for this GPU only (sm_90), with the ptxas resource report. The
 # Triton kernels are installed as fused_gumbel.triton_kernels; in this
 # uninstalled checkout a link stands in for the install.
-step build "$([ "$QUICK" = 1 ] && echo 110 || echo 150)" "$OUT/build.log" env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
+step build "$([ "$QUICK" = 1 ] && echo 110 || echo 120)" "$OUT/build.log" env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
   FUSED_GUMBEL_PTXAS_VERBOSE=1 "$PY" setup.py build_ext --inplace
 [ -e fused_gumbel/triton_kernels ] || ln -s ../triton_kernels fused_gumbel/triton_kernels
 # The scripts run from scripts/ import the package from this checkout.
@@ -78,7 +82,8 @@ EOF
 
 # 2. Every suite that runs a GPU backend (cuda and triton), in parallel worker
 # processes (pytest-xdist: Triton's compiles are CPU-bound and the machine has
-# 16 cores); the CPU-only files run in CI.
+# 16 cores); the CPU-only files and the CPU backend's cases run in CI.
+export FUSED_GUMBEL_TEST_BACKENDS=cuda,triton,reference
 pytest_opts=()
 "$PY" -c "import xdist" 2>/dev/null && pytest_opts=(-n 14)
 "$PY" -c "import pytest_timeout" 2>/dev/null && pytest_opts+=(--timeout=180)
@@ -89,7 +94,7 @@ elif [ "$QUICK" = 1 ]; then
   step pytest 90 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
     -k "not compile and not opcheck" tests/test_cuda.py tests/test_triton.py
 else
-  step pytest 270 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
+  step pytest 240 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
     tests/test_cuda.py tests/test_triton.py tests/test_sample.py tests/test_topk.py \
     tests/test_parity.py tests/test_registration.py tests/test_contract.py tests/test_statistics.py
 fi
@@ -122,10 +127,21 @@ else
   echo "bench skipped: no fused_gumbel.bench" | tee -a "$OUT/summary.txt"
 fi
 
-# 4. Host time against GPU time of a router-sized call, per backend, and
-# profiler tables of the Triton backend's (its forward+backward took 0.65-2.2 ms
-# at 16384 x 64 in the last run, the CUDA backend's 0.18 ms).
-[ "$QUICK" = 1 ] || [ "$RERUN" = 1 ] || step host 30 "$OUT/host.log" "$PY" scripts/profile_host.py --profile triton
+# 4. The Triton looped kernels with and without their row cache in the output
+# (st_softmax.CACHE_IN_OUTPUT), next to CUDA: the measurement that decides the
+# default. With PROFILE=1, host time against GPU time of a router-sized call,
+# per backend, and profiler tables of the Triton backend's.
+: > "$OUT/host.log"
+if [ "$QUICK" != 1 ]; then
+  step variants 45 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
+  { echo "== triton_variants"; cat "$OUT/variants.tmp"; } >> "$OUT/host.log"
+  rm -f "$OUT/variants.tmp"
+fi
+if [ "${PROFILE:-0}" = 1 ]; then
+  step host 30 "$OUT/host.tmp" "$PY" scripts/profile_host.py --profile triton
+  { echo "== profile_host"; cat "$OUT/host.tmp"; } >> "$OUT/host.log"
+  rm -f "$OUT/host.tmp"
+fi
 
 # 5. Nsight Compute on the kernels of one call per contender at 4096 x 32768
 # (scripts/ncu_kernels.py): what bounds each (DRAM, issue slots, stalls), and
@@ -133,8 +149,8 @@ fi
 if [ "$RERUN" = 1 ]; then
   echo "ncu skipped: RERUN=1" | tee -a "$OUT/summary.txt"
 elif command -v ncu > /dev/null; then
-  dtypes="float32 bfloat16"
-  [ "$QUICK" = 1 ] && dtypes=float32
+  dtypes=float32
+  [ "${PROFILE:-0}" = 1 ] && dtypes="float32 bfloat16"
   for dtype in $dtypes; do
     step "ncu-$dtype" 40 "$OUT/ncu.tmp" ncu --profile-from-start off --clock-control none \
       --section SpeedOfLight --section Occupancy --section LaunchStats \
@@ -219,7 +235,8 @@ rm -f "$OUT/env.tmp"
 # What the caller sees first: the step summary, spills, the test verdicts.
 echo "== summary"; cat "$OUT/summary.txt"
 echo "== ptxas"; cat "$OUT/ptxas.txt"
-for log in pytest.log bench.log host.log; do
+for log in pytest.log bench.log; do
   [ -f "$OUT/$log" ] && { echo "== $log"; tail -n 40 "$OUT/$log"; }
 done
+echo "== host.log (Triton variants)"; grep -A 10 "== triton_variants" "$OUT/host.log"
 echo "done: $(ls "$OUT" | wc -l) files in $OUT"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -18,9 +19,18 @@ def device_of(backend: str) -> str:
     return "cuda" if backend in ("cuda", "triton") and torch.cuda.is_available() else "cpu"
 
 
+# FUSED_GUMBEL_TEST_BACKENDS (a comma list) limits the backends the
+# parametrized suites run: scripts/gpu_check.sh leaves out the CPU backend,
+# whose cases (its torch.compile ones take minutes) CI runs.
+SELECTED_BACKENDS = os.environ.get("FUSED_GUMBEL_TEST_BACKENDS")
+
+
 def backend_param(backend: str):
-    """A pytest param for `backend`, skipped with the reason when it cannot run."""
+    """A pytest param for `backend`, skipped with the reason when it cannot
+    run or was not selected."""
     ok, why = backend_status(backend, device_of(backend))
+    if ok and SELECTED_BACKENDS and backend not in SELECTED_BACKENDS.split(","):
+        ok, why = False, "not in FUSED_GUMBEL_TEST_BACKENDS"
     return pytest.param(backend, marks=pytest.mark.skipif(not ok, reason=f"backend {backend!r}: {why}"), id=backend)
 
 

@@ -81,6 +81,13 @@ ROWS_ELEMENTS = 2048     # elements per program the rows kernels aim for
 MAX_ROWS = 128           # rows per program, at most
 SPLIT_PROGRAMS_PER_SM = 2  # programs per SM the split path aims for
 INTERPRETER_SMS = 4      # "SMs" assumed without a GPU (the interpreter)
+# Whether the looped kernels keep a row's s (forward, hard=False) or
+# recomputed y_soft (backward, hard=True) in their float32/float64 output
+# between the two passes (CACHE_S, CACHE_Y), or regenerate the noise: one more
+# write and read of the row (from L2 while it is still there) against the
+# noise's arithmetic, which the unit lanes made cheaper. Unmeasured since;
+# scripts/triton_variants.py times both on a GPU.
+CACHE_IN_OUTPUT = True
 
 _NO_INDEX: tl.constexpr = tl.constexpr(2**62)  # larger than any column
 FLOAT_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).max)
@@ -754,7 +761,7 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
             BLOCK=p.block, **flags)
         return
     args = (x_rows, x_rows.stride(0), y_rows, index, stats, rng_state)
-    flags["CACHE_S"] = not hard and y_rows.dtype == stats.dtype
+    flags["CACHE_S"] = CACHE_IN_OUTPUT and not hard and y_rows.dtype == stats.dtype
     if p.n_splits == 1:
         # PHASE 0 has no workspace: stats and index stand in for its pointers.
         wrap(_forward_long_kernel)[(rows, 1)](
@@ -796,7 +803,7 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
         wrap(_backward_rows_kernel)[(cdiv(rows, p.rows_per_program),)](
             *args, rows, cols, tau, tau_ptr, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
         return
-    flags["CACHE_Y"] = from_logits and out_rows.dtype == stats.dtype
+    flags["CACHE_Y"] = CACHE_IN_OUTPUT and from_logits and out_rows.dtype == stats.dtype
     if p.n_splits == 1:
         # PHASE 0 has no workspace: stats stands in for its pointer.
         wrap(_backward_long_kernel)[(rows, 1)](
