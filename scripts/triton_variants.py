@@ -2,7 +2,10 @@
 their output (st_softmax.CACHE_IN_OUTPUT: the soft forward's s, the hard
 backward's y_soft, kept in the float32 output between the two passes, or the
 noise regenerated), next to the CUDA backend, at the issue's long-row shapes:
-the measurement that decides the default.
+the measurement that decides the default. The cache changes only the soft
+forward and the hard backward: the hard forward and the soft backward run
+the same kernels in both Triton columns (a measure of the noise between
+runs).
 
 Usage: python scripts/triton_variants.py [--out results.json]
 """

@@ -414,6 +414,37 @@ def test_ties_and_several_nans_give_the_first_column(looped, programs):
         assert torch.isnan(y[2:]).all() and torch.isfinite(y[:2]).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "regenerate"])
+@pytest.mark.parametrize("programs", [1, 64], ids=["one_program_per_row", "split"])
+def test_long_rows_cache_or_regenerate(looped, monkeypatch, dtype, cache, programs):
+    """The looped kernels' second passes read s (soft forward) or y_soft (hard
+    backward) back from a float32 output (CACHE_IN_OUTPUT) or rebuild it from
+    the logits and the regenerated noise (16-bit outputs always): either way
+    the values of the first pass. Rows of 1022 columns (unaligned windows):
+    the plan's 9 blocks of 128 cover cols + 3, each row needs 8, so split in
+    9 chunks every row's last chunk lies past its end. A +inf logit makes its
+    row NaN, with the index at the +inf."""
+    looped(programs)
+    monkeypatch.setattr(kernels, "CACHE_IN_OUTPUT", cache)
+    assert kernels.plan(3, 1022, torch.device(DEVICE)).n_splits == (9 if programs > 1 else 1)
+    x = sample_inputs((3, 1022), dtype)
+    x[2, 700] = float("inf")
+    x.requires_grad_()
+    w = torch.randn(3, 1022, device=DEVICE).to(dtype)
+    for hard in (False, True):
+        y, index, _, _ = OP(x, 0.8, hard, -1, 9)
+        y_ref, index_ref = reference(x.detach(), 0.8, hard, -1, noise_like(x, -1, 9))
+        assert torch.equal(index.cpu(), index_ref) and index[2].item() == 700
+        assert torch.isnan(y[2]).all()
+        assert_close(y[:2], y_ref[:2], dtype)
+        (grad,) = torch.autograd.grad((y[:2] * w[:2]).sum(), x)
+        x_ref = x.detach().cpu().requires_grad_()
+        y_ref, _ = reference(x_ref, 0.8, hard, -1, noise_like(x, -1, 9))
+        (grad_ref,) = torch.autograd.grad((y_ref[:2] * w[:2].cpu()).sum(), x_ref)
+        assert_close(grad[:2], grad_ref[:2], dtype)
+
+
 @pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
 def test_long_rows_nan_and_all_inf(looped, programs):
     """Rows without a valid sample are NaN: the hard sample's pass 1 wrote
@@ -647,8 +678,15 @@ _COMPILE_SCRIPT = textwrap.dedent("""
         if not flag or phase == 1:
             build(K._backward_long_kernel, "fp32", dict(FROM_LOGITS=True, ALIGNED=aligned,
                   TAU_IN_MEMORY=False, CACHE_Y=True, PHASE=phase, **loop), 8)
+    build(K._forward_long_kernel, "fp64", dict(HARD=True, SEED_IN_STATE=False, ALIGNED=False,
+          TAU_IN_MEMORY=False, CACHE_S=False, PHASE=0, **loop), 8)
+    long_ptx = build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True, ALIGNED=True,
+                     TAU_IN_MEMORY=False, CACHE_S=True, PHASE=0, **loop), 8).asm["ptx"]
     ptx = build(noise.fill_noise_kernel, "fp32", dict(BLOCK=1024), 4).asm["ptx"]
-    print("fma", len(re.findall(r"\\bfma\\.[a-z.]*f32", ptx)),
+    print("ex2_ftz", len(re.findall(r"\\bex2\\.approx\\.ftz\\.f32", long_ptx)),
+          "mul_wide", len(re.findall(r"\\bmul\\.wide\\.u32", ptx)),
+          "mul_hi", len(re.findall(r"\\bmul\\.hi\\.u32", ptx)),
+          "fma", len(re.findall(r"\\bfma\\.[a-z.]*f32", ptx)),
           "mad", len(re.findall(r"\\bmad\\.[a-z.]*f32", ptx)),
           "div_rn", len(re.findall(r"\\bdiv\\.rn\\.f32", ptx)),
           "div_approx", len(re.findall(r"\\bdiv\\.(full|approx)\\.f32", ptx)))
@@ -662,7 +700,9 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
     own ptxas) on a machine without a GPU: the interpreter accepts code the
     compiler rejects (int32/int64 mixes, for one). The noise PTX must hold the
     specification's FMAs and no other: 21 per value (one for u, ten per log),
-    none contracted from a multiply and an add, and no division."""
+    none contracted from a multiply and an add, and no division; Philox's
+    products must be 64-bit (mul.wide, no mul.hi: ptxas makes each one
+    IMAD.WIDE), and the float32 exponentials ex2.approx.ftz."""
     pytest.importorskip("triton.compiler")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -672,6 +712,7 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
     counts = dict(re.findall(r"(\w+) (\d+)", done.stdout.strip().splitlines()[-1]))
     values_per_thread = 1024 // (4 * 32)  # fill_noise_kernel: BLOCK=1024, 4 warps
     assert int(counts["fma"]) == 21 * values_per_thread
+    assert int(counts["mul_wide"]) > 0 and counts["mul_hi"] == "0" and int(counts["ex2_ftz"]) > 0
     assert counts["mad"] == "0" and counts["div_rn"] == "0" and counts["div_approx"] == "0"
 
 

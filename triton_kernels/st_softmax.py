@@ -43,8 +43,8 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         are reduced once, after the loop, not every block with shuffles and
         barriers (sm_90 SASS of the hard first pass, triton 3.8: 96
         instructions per element before, 74 with unit lanes and
-        _tempered_exp, 71 with noise.philox). hard=True's first pass writes the one-hot's zeros as it goes,
-        its second only the 1 (or NaN over a row without a valid sample). The
+        _tempered_exp, 71 with noise.philox). hard=True's first pass writes
+        the one-hot's zeros as it goes, its second only the 1 (or NaN over a row without a valid sample). The
         soft sample needs s again: when the sample's dtype is the
         accumulation dtype (float32, float64: CACHE_S) the first pass stores s
         in the output, where the second pass reads it back (from L2 when the
@@ -433,7 +433,9 @@ def _forward_long_kernel(
     else:
         lead = (tl.program_id(0).to(tl.int64) * noise_stride + noise_offset) & 3
     first_block = split * blocks_per_split
-    last_block = tl.minimum(first_block + blocks_per_split, tl.cdiv(cols + lead, BLOCK))
+    # int64: an int32 cols + BLOCK - 1 wraps for rows within BLOCK of 2^31.
+    n_blocks = tl.cdiv(tl.cast(cols, tl.int64) + lead, BLOCK)
+    last_block = tl.minimum(first_block + blocks_per_split, n_blocks)
     part = tl.program_id(0).to(tl.int64) * n_splits + split
     # 1. The state (m, l, arg) of the row (PHASES 0, 2) or of this chunk (PHASE 1).
     m = tl.full([1], float("-inf"), acc_ty)
@@ -618,7 +620,9 @@ def _backward_long_kernel(
     else:
         lead = (tl.program_id(0).to(tl.int64) * cols) & 3
     first_block = split * blocks_per_split
-    last_block = tl.minimum(first_block + blocks_per_split, tl.cdiv(cols + lead, BLOCK))
+    # int64: an int32 cols + BLOCK - 1 wraps for rows within BLOCK of 2^31.
+    n_blocks = tl.cdiv(tl.cast(cols, tl.int64) + lead, BLOCK)
+    last_block = tl.minimum(first_block + blocks_per_split, n_blocks)
     part = tl.program_id(0).to(tl.int64) * n_splits + split
     # 1. dot = sum_k grad_k * y_k of the row (PHASES 0, 2) or of this chunk (PHASE 1).
     dot = tl.zeros([1], acc_ty)

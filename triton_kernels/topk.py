@@ -44,7 +44,6 @@ from .st_softmax import (
     _inverse_temperature,
     _noisy_logits,
     _philox_key,
-    _rescale,
     _tau_args,
     _temperature,
     _window_columns,
@@ -147,6 +146,14 @@ def _step_piece(a, valid, inv):
     count = tl.sum(is_max.to(a.dtype), axis=1)
     rest = tl.where(m == float("-inf"), -1.0, tl.sum(e, axis=1) + count - 1.0)
     return m, rest
+
+
+@triton.jit
+def _rescale(m_from, m_to, inv):
+    """exp((m_from - m_to) * inv), exactly 1 when equal (also -inf = -inf).
+    tl.exp with 1 / tau, as every exponential here (st_softmax's _rescale
+    takes the scale of its ex2 form)."""
+    return tl.where(m_from == m_to, 1.0, tl.exp((m_from - m_to) * inv))
 
 
 @triton.jit
