@@ -44,9 +44,10 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         barriers (sm_90 SASS of the hard first pass, triton 3.8: 96
         instructions per element before, 74 with unit lanes and
         _tempered_exp, 71 with noise.philox). hard=True's first pass writes
-        the one-hot's zeros as it goes, its second only the 1 (or NaN over a row without a valid sample). The
-        soft sample needs s again: when the sample's dtype is the
-        accumulation dtype (float32, float64: CACHE_S) the first pass stores s
+        the one-hot's zeros as it goes, its second only the 1 (or NaN over a
+        row without a valid sample). The soft sample needs s again: when the
+        sample's dtype is the accumulation dtype (float32, float64: CACHE_S,
+        while CACHE_IN_OUTPUT) the first pass stores s
         in the output, where the second pass reads it back (from L2 when the
         row is still there) and overwrites it with y; for 16-bit samples the
         second pass regenerates the noise. The noise was about a third of the
