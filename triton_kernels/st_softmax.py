@@ -434,8 +434,10 @@ def _forward_long_kernel(
     else:
         lead = (tl.program_id(0).to(tl.int64) * noise_stride + noise_offset) & 3
     first_block = split * blocks_per_split
-    # int64: an int32 cols + BLOCK - 1 wraps for rows within BLOCK of 2^31.
-    n_blocks = tl.cdiv(tl.cast(cols, tl.int64) + lead, BLOCK)
+    # cdiv(cols + lead, BLOCK) without cols + BLOCK - 1, which wraps in int32
+    # for rows within BLOCK of 2^31 (an int64 cdiv made the loop counter
+    # int64: 48 -> 56 registers in the forward).
+    n_blocks = cols // BLOCK + tl.cdiv(cols % BLOCK + lead, BLOCK)
     last_block = tl.minimum(first_block + blocks_per_split, n_blocks)
     part = tl.program_id(0).to(tl.int64) * n_splits + split
     # 1. The state (m, l, arg) of the row (PHASES 0, 2) or of this chunk (PHASE 1).
@@ -621,8 +623,10 @@ def _backward_long_kernel(
     else:
         lead = (tl.program_id(0).to(tl.int64) * cols) & 3
     first_block = split * blocks_per_split
-    # int64: an int32 cols + BLOCK - 1 wraps for rows within BLOCK of 2^31.
-    n_blocks = tl.cdiv(tl.cast(cols, tl.int64) + lead, BLOCK)
+    # cdiv(cols + lead, BLOCK) without cols + BLOCK - 1, which wraps in int32
+    # for rows within BLOCK of 2^31 (an int64 cdiv made the loop counter
+    # int64: 48 -> 56 registers in the forward).
+    n_blocks = cols // BLOCK + tl.cdiv(cols % BLOCK + lead, BLOCK)
     last_block = tl.minimum(first_block + blocks_per_split, n_blocks)
     part = tl.program_id(0).to(tl.int64) * n_splits + split
     # 1. dot = sum_k grad_k * y_k of the row (PHASES 0, 2) or of this chunk (PHASE 1).
