@@ -9,9 +9,10 @@
 # About 8 minutes; the step limits add up to 535 s, and each step gets at most
 # 10 s more to end after its SIGINT: under the device tool's 600 s per call
 # (the fourth session's run, with the host profile, ncu of both dtypes and
-# every backend's tests, took 566 s of its 640). The test suites run their parametrized cases for the CUDA,
-# Triton and reference backends only (FUSED_GUMBEL_TEST_BACKENDS): the CPU
-# backend's, among them the slowest torch.compile tests, run in CI.
+# every backend's tests, took 566 s of its 640). The test suites run their
+# parametrized cases for the CUDA, Triton and reference backends only
+# (FUSED_GUMBEL_TEST_BACKENDS): the CPU backend's, among them the slowest
+# torch.compile tests, run in CI.
 #
 # Usage: scripts/gpu_check.sh OUTDIR        (PYTHON overrides the interpreter)
 #

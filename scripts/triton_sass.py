@@ -70,20 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     ints = dict(rows=args.rows, cols=args.cols, x_row_stride=args.cols, y_row_stride=args.cols,
                 grad_row_stride=args.cols, noise_stride=args.cols, noise_offset=0,
                 blocks_per_split=triton.cdiv(args.cols, K.LOOP_BLOCK), n_splits=1)
-    aligned = args.cols % 4 == 0
-    flags = dict(SEED_IN_STATE=True, ALIGNED=aligned, TAU_IN_MEMORY=False, PHASE=0, BLOCK=K.LOOP_BLOCK)
+    flags = dict(ALIGNED=args.cols % 4 == 0, TAU_IN_MEMORY=False, PHASE=0, BLOCK=K.LOOP_BLOCK)
+    forward = dict(flags, SEED_IN_STATE=True)
     kernels = {
-        "forward hard": (K._forward_long_kernel, dict(flags, HARD=True, CACHE_S=False)),
-        "forward soft (CACHE_S)": (K._forward_long_kernel, dict(flags, HARD=False, CACHE_S=True)),
-        "backward hard (CACHE_Y)": (K._backward_long_kernel,
-                                    dict(flags, FROM_LOGITS=True, CACHE_Y=True, SEED_IN_STATE=None)),
-        "backward soft": (K._backward_long_kernel,
-                          dict(flags, FROM_LOGITS=False, CACHE_Y=False, SEED_IN_STATE=None)),
+        "forward hard": (K._forward_long_kernel, dict(forward, HARD=True, CACHE_S=False)),
+        "forward soft (CACHE_S)": (K._forward_long_kernel, dict(forward, HARD=False, CACHE_S=True)),
+        "backward hard (CACHE_Y)": (K._backward_long_kernel, dict(flags, FROM_LOGITS=True, CACHE_Y=True)),
+        "backward soft": (K._backward_long_kernel, dict(flags, FROM_LOGITS=False, CACHE_Y=False)),
     }
     per_thread = K.LOOP_BLOCK // (8 * 32)
     with tempfile.TemporaryDirectory() as tmp:
         for label, (fn, constexprs) in kernels.items():
-            constexprs = {k: v for k, v in constexprs.items() if v is not None}
             kernel = compile_like_jit(fn, constexprs, ints, num_warps=8)
             path = os.path.join(tmp, "k.cubin")
             with open(path, "wb") as f:
