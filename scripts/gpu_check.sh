@@ -6,13 +6,13 @@
 #   build.log  ptxas.txt  pytest.log  bench.log  host.log (Triton variants, ncu)
 #   bench_cuda.json  env.json
 #   summary.txt (one line per step: name, exit status, seconds)
-# About 8 minutes; the step limits add up to 535 s, and each step gets at most
-# 10 s more to end after its SIGINT: under the device tool's 600 s per call
-# (the fourth session's run, with the host profile, ncu of both dtypes and
-# every backend's tests, took 566 s of its 640). The test suites run their
-# parametrized cases for the CUDA, Triton and reference backends only
-# (FUSED_GUMBEL_TEST_BACKENDS): the CPU backend's, among them the slowest
-# torch.compile tests, run in CI.
+# About 7 minutes; the step limits add up to 535 s, and each step gets at most
+# 10 s more to end after its SIGINT: under the device tool's 600 s per call.
+# The fifth session's full run on an H200 took 422 s (build 55, tests 240
+# stopped at their then limit of 230 s, benchmark 67); its tests alone, with
+# work stealing, 233 s. The test suites run their parametrized cases for the
+# CUDA, Triton and reference backends only (FUSED_GUMBEL_TEST_BACKENDS): the
+# CPU backend's, among them the slowest torch.compile tests, run in CI.
 #
 # Usage: scripts/gpu_check.sh OUTDIR        (PYTHON overrides the interpreter)
 #
@@ -24,9 +24,16 @@
 # RERUN=1 (about 5 minutes): the build, the CUDA test file without its
 # torch.compile and opcheck tests, the full benchmark and the Triton
 # variants: for small changes to a tree whose full run passed.
+# TESTS=1 (about 5.5 minutes): the build and the full run's tests, with
+# 290 s instead of 265 and nothing after them: when the full run's tests did
+# not finish.
+# pytest.log ends with the failures and the tests slower than 10 s as they
+# happened (scripts/pytest_progress_log.py): a step stopped at its limit
+# prints no summary.
 set -u
 QUICK=${QUICK:-0}
 RERUN=${RERUN:-0}
+TESTS=${TESTS:-0}
 
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -52,11 +59,11 @@ step() {
 # 1. Build for this GPU only (sm_90), with the ptxas resource report. The
 # Triton kernels are installed as fused_gumbel.triton_kernels; in this
 # uninstalled checkout a link stands in for the install.
-step build 110 "$OUT/build.log" env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
+step build 95 "$OUT/build.log" env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
   FUSED_GUMBEL_PTXAS_VERBOSE=1 "$PY" setup.py build_ext --inplace
 [ -e fused_gumbel/triton_kernels ] || ln -s ../triton_kernels fused_gumbel/triton_kernels
 # The scripts run from scripts/ import the package from this checkout.
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD:$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}"
 # Registers, spills and stack per kernel, one line each, spills flagged.
 "$PY" - "$OUT/build.log" > "$OUT/ptxas.txt" 2>&1 <<'EOF'
 import re, sys
@@ -86,9 +93,14 @@ EOF
 # processes (pytest-xdist: Triton's compiles are CPU-bound and the machine has
 # 16 cores); the CPU-only files and the CPU backend's cases run in CI.
 export FUSED_GUMBEL_TEST_BACKENDS=cuda,triton,reference
-pytest_opts=()
-"$PY" -c "import xdist" 2>/dev/null && pytest_opts=(-n 14)
-"$PY" -c "import pytest_timeout" 2>/dev/null && pytest_opts+=(--timeout=180)
+export FUSED_GUMBEL_PROGRESS_LOG="$OUT/progress.tmp"
+: > "$FUSED_GUMBEL_PROGRESS_LOG"
+pytest_opts=(-p no:cacheprovider -p no:benchmark -p pytest_progress_log)
+"$PY" -c "import xdist" 2>/dev/null && pytest_opts+=(-n 16)
+# Work stealing (pytest-xdist 3.2): an idle worker takes tests queued for a
+# busy one, so that one long compile does not hold the end of the run.
+"$PY" -c "import xdist.scheduler as s; s.WorkStealingScheduling" 2>/dev/null && pytest_opts+=(--dist worksteal)
+"$PY" -c "import pytest_timeout" 2>/dev/null && pytest_opts+=(--timeout=240)
 if [ "$RERUN" = 1 ]; then
   step pytest 60 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=5 \
     -k "not compile and not opcheck" tests/test_cuda.py
@@ -96,9 +108,17 @@ elif [ "$QUICK" = 1 ]; then
   step pytest 90 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
     -k "not compile and not opcheck" tests/test_cuda.py tests/test_triton.py
 else
-  step pytest 230 "$OUT/pytest.log" "$PY" -m pytest -q -rfE "${pytest_opts[@]}" --durations=15 \
+  step pytest "$([ "$TESTS" = 1 ] && echo 290 || echo 265)" "$OUT/pytest.log" "$PY" -m pytest -q -rfEs \
+    "${pytest_opts[@]}" --durations=15 \
     tests/test_cuda.py tests/test_triton.py tests/test_sample.py tests/test_topk.py \
     tests/test_parity.py tests/test_registration.py tests/test_contract.py tests/test_statistics.py
+fi
+{ echo "== failures and slow tests, as they happened"; cat "$FUSED_GUMBEL_PROGRESS_LOG"; } >> "$OUT/pytest.log"
+rm -f "$FUSED_GUMBEL_PROGRESS_LOG"
+if [ "$TESTS" = 1 ]; then
+  echo "== summary"; cat "$OUT/summary.txt"
+  echo "== pytest.log"; grep -v PytestBenchmarkWarning "$OUT/pytest.log" | tail -n 60
+  exit 0
 fi
 
 # Workers of a pytest stopped at its limit can outlive it, still running CUDA
@@ -135,7 +155,7 @@ fi
 # per backend, and profiler tables of the Triton backend's.
 : > "$OUT/host.log"
 if [ "$QUICK" != 1 ]; then
-  step variants 45 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
+  step variants 30 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
   { echo "== triton_variants"; cat "$OUT/variants.tmp"; } >> "$OUT/host.log"
   rm -f "$OUT/variants.tmp"
 fi
@@ -166,7 +186,7 @@ else
 fi
 
 # 6. The environment the numbers came from.
-[ "$RERUN" = 1 ] || step env 20 "$OUT/env.tmp" "$PY" - "$OUT/env.json" <<'EOF'
+[ "$RERUN" = 1 ] || step env 15 "$OUT/env.tmp" "$PY" - "$OUT/env.json" <<'EOF'
 import json, platform, subprocess, sys
 
 import torch

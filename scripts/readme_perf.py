@@ -16,7 +16,7 @@ from fused_gumbel import bench  # noqa: E402
 
 RESULTS = [
     ("CPU: 2 cores (AMD EPYC), the issue's CPU shapes", "bench/results/cpu_epyc_2threads"),
-    ("GPU: NVIDIA H100 80GB HBM3 (lent machine), the issue's CUDA shapes", "bench/results/cuda_h100_issue_shapes"),
+    ("GPU: NVIDIA H200 (lent machine), the issue's CUDA shapes", "bench/results/cuda_h200_issue_shapes"),
 ]
 
 
