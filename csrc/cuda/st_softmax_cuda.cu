@@ -17,9 +17,9 @@
 //                      memory (about 56K float32 columns on an H100, forward and
 //                      backward alike).
 //   hard forward       rows of more than 128 units stream (no cache) in blocks of
-//                      at most 256 threads, a block per chunk of at most 32768
-//                      columns, shorter where the rows would not give every SM
-//                      four blocks.
+//                      at most 256 threads: chunks of at most 32768 columns
+//                      where the rows then give every SM four blocks, else
+//                      split as below.
 //   clusters (sm_90)   rows longer than 8192 columns, enough of them to fill the
 //                      SMs: a thread-block cluster of 2, 4 or 8 blocks of 256
 //                      threads per row, each caching a chunk of at most 8192
@@ -42,9 +42,9 @@
 // Forward, hard, rows of a block or more (forward_stream_kernel): no cache. One
 // pass keeps a running (max, sum, argmax) and writes the one-hot's zeros; the
 // 1 follows the block's reductions, or forward_finalize_kernel's merge when the
-// row is split (blocks as the split layout's, longer chunks). The backward has the
-// cached (or clustered) and split layouts; y_soft is read, or recomputed from the
-// logits, the regenerated noise and the saved (max, sum).
+// row is split (kStreamChunkMax). The backward has the cached (or clustered) and
+// split layouts; y_soft is read, or recomputed from the logits, the regenerated
+// noise and the saved (max, sum).
 // Its cached layout keeps only y on chip and reads the incoming gradient twice:
 // the second read, right after the first by the same block, comes from L2, and
 // a cache of one array (not two) keeps rows up to about 56K float32 columns out
@@ -108,14 +108,15 @@ constexpr int64_t kChunkMin = 2048;  // columns: enough work to amortize a block
 // float32 hard forward took 1.03 ms, the same number of elements in
 // 4096 x 32768 rows 0.71 ms (at 8192: 0.66 and 0.65 ms).
 constexpr int64_t kSplitChunkMax = 8192;
-// A streaming hard forward's chunks: at most kStreamChunkMax columns, cut
-// shorter only where the rows would give fewer than kStreamBlocksPerSm blocks
-// per SM. Each block's setup, reductions and state store are paid once per
-// chunk, per thread: on the H200 at 4096 x 32768 float32 the kernel in 8192-
-// column chunks (8 units per thread) executed 91 instructions per element
-// around a loop of 77, plus a finalize launch, and took 0.453 ms, where the
-// Triton kernel, a 256-thread program per whole row, executed 79 around a loop
-// of 71 and took 0.405 ms (ncu, bench/results/cuda_h200_ncu.txt).
+// A streaming hard forward's chunks: at most kStreamChunkMax columns where
+// the rows then give every SM kStreamBlocksPerSm blocks; fewer rows are split
+// as the split layout's (kSplitChunkMax). Each block's setup, reductions and
+// state store are paid once per chunk, per thread: on the H200 at 4096 x 32768
+// float32 the kernel in 8192-column chunks (8 units per thread) executed 91
+// instructions per element around a loop of 77, plus a finalize launch, and
+// took 0.453 ms, where the Triton kernel, a 256-thread program per whole row,
+// executed 79 around a loop of 71 and took 0.405 ms (ncu,
+// bench/results/cuda_h200_ncu.txt).
 constexpr int64_t kStreamChunkMax = 32768;
 constexpr int64_t kStreamBlocksPerSm = 4;  // of 256 threads at 48 registers, 5 fit
 // Threads of a split row's block. Small blocks, several per SM, so that one
@@ -728,12 +729,12 @@ Plan segment_plan(int64_t rows, int64_t cols, int64_t nchunks, int64_t len, int 
   return plan;
 }
 
-// Columns per chunk of a split row: at most max_len, enough chunks for
-// fill_blocks blocks in all, none shorter than kChunkMin; a multiple of the unit.
+// Columns per chunk of a split row: at most max_len, enough chunks for about two
+// blocks per SM, none shorter than kChunkMin; a multiple of the unit.
 int64_t split_chunk_len(int64_t rows, int64_t cols, int unit, int64_t max_len,
-                        int64_t fill_blocks) {
+                        int64_t sms) {
   const int64_t by_size = (cols + max_len - 1) / max_len;
-  const int64_t by_fill = std::min((fill_blocks + rows - 1) / rows, cols / kChunkMin);
+  const int64_t by_fill = std::min((2 * sms + rows - 1) / rows, cols / kChunkMin);
   const int64_t nchunks = std::max<int64_t>({by_size, by_fill, 1});
   const int64_t len = (cols + nchunks - 1) / nchunks;
   return (len + unit - 1) / unit * unit;
@@ -883,9 +884,12 @@ void launch_forward(const ForwardParams& p, const at::PhiloxCudaState& philox,
     plan = segment_plan(p.rows, p.cols, cluster, even_chunk_len(p.cols, cluster, U), U, 1,
                         sizeof(acc_t), kSplitThreads);
   } else if (stream || should_split(plan, p.cols, dev, /*noise_twice=*/!p.hard)) {
-    const int64_t max_len = stream ? kStreamChunkMax : max_chunk_len(U, sizeof(acc_t), dev.smem);
-    const int64_t len = split_chunk_len(p.rows, p.cols, U, max_len,
-                                        (stream ? kStreamBlocksPerSm : 2) * dev.sms);
+    const int64_t long_chunks = (p.cols + kStreamChunkMax - 1) / kStreamChunkMax;
+    const int64_t len =
+        stream && p.rows * long_chunks >= kStreamBlocksPerSm * dev.sms
+            ? even_chunk_len(p.cols, long_chunks, U)
+            : split_chunk_len(p.rows, p.cols, U,
+                              max_chunk_len(U, stream ? 0 : sizeof(acc_t), dev.smem), dev.sms);
     const int64_t nchunks = (p.cols + len - 1) / len;
     if (stream || nchunks > 1) {
       plan = segment_plan(p.rows, p.cols, nchunks, len, U, stream ? 0 : 1, sizeof(acc_t),
@@ -964,7 +968,7 @@ void launch_backward(const BackwardParams& p, const at::TensorOptions& options) 
   } else if (should_split(whole, p.cols, dev, /*noise_twice=*/from_logits)) {
     // The split kernels stream (no cache): kSplitChunkMax bounds a chunk.
     const int64_t len = split_chunk_len(p.rows, p.cols, U,
-                                        max_chunk_len(U, 0, dev.smem), 2 * dev.sms);
+                                        max_chunk_len(U, 0, dev.smem), dev.sms);
     const int64_t nchunks = (p.cols + len - 1) / len;
     if (nchunks > 1 || whole.smem > dev.smem) {
       const Plan plan =
