@@ -115,10 +115,12 @@ constexpr int64_t kSplitChunkMax = 8192;
 // float32 the kernel in 8192-column chunks (8 units per thread) executed 91
 // instructions per element around a loop of 77, plus a finalize launch, and
 // took 0.453 ms, where the Triton kernel, a 256-thread program per whole row,
-// executed 79 around a loop of 71 and took 0.405 ms (ncu,
+// executed 79 around a loop of 73.5 and took 0.405 ms (ncu,
 // bench/results/cuda_h200_ncu.txt).
 constexpr int64_t kStreamChunkMax = 32768;
-constexpr int64_t kStreamBlocksPerSm = 4;  // of 256 threads at 48 registers, 5 fit
+// Of 256 threads: 5 fit an SM at float32's 48 registers, 4 at the 50-64 of the
+// other types.
+constexpr int64_t kStreamBlocksPerSm = 4;
 // Threads of a split row's block. Small blocks, several per SM, so that one
 // block's reductions and global loads overlap another's arithmetic: a
 // 1024-thread block takes a whole SM's registers and the SM idles at each of
