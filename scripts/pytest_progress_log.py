@@ -3,8 +3,8 @@
 pytest prints its failures and durations at the end of the session, and a
 run killed at its limit (scripts/gpu_check.sh gives each step one) prints
 neither. This plugin appends to the file named by FUSED_GUMBEL_PROGRESS_LOG,
-as each test ends: the full report of every failure or error, and one line
-for every test that took longer than 10 seconds. Under pytest-xdist the
+as each test ends: the full report of every failure or error (collection
+errors too), and one line for every test that took longer than 10 seconds. Under pytest-xdist the
 reports reach the controller process, which writes them.
 
 Usage: PYTHONPATH=scripts FUSED_GUMBEL_PROGRESS_LOG=progress.log \
@@ -41,3 +41,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _write(f"FAILED {report.nodeid} ({report.when}, {report.duration:.1f} s)\n{report.longreprtext}\n\n")
     elif report.when == "call" and report.duration > SLOW_S:
         _write(f"slow {report.duration:6.1f} s {report.nodeid}\n")
+
+
+@pytest.hookimpl
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        _write(f"COLLECTION FAILED {report.nodeid}\n{report.longreprtext}\n\n")
