@@ -4,8 +4,9 @@ pytest prints its failures and durations at the end of the session, and a
 run killed at its limit (scripts/gpu_check.sh gives each step one) prints
 neither. This plugin appends to the file named by FUSED_GUMBEL_PROGRESS_LOG,
 as each test ends: the full report of every failure or error (collection
-errors too), and one line for every test that took longer than 10 seconds. Under pytest-xdist the
-reports reach the controller process, which writes them.
+errors too), and one line for every test that took longer than SLOW_S
+seconds. Under pytest-xdist the reports reach the controller process, which
+writes them.
 
 Usage: PYTHONPATH=scripts FUSED_GUMBEL_PROGRESS_LOG=progress.log \
        python -m pytest -p pytest_progress_log ...
