@@ -85,9 +85,10 @@ INTERPRETER_SMS = 4      # "SMs" assumed without a GPU (the interpreter)
 # Whether the looped kernels keep a row's s (forward, hard=False) or
 # recomputed y_soft (backward, hard=True) in their float32/float64 output
 # between the two passes (CACHE_S, CACHE_Y), or regenerate the noise: one more
-# write and read of the row (from L2 while it is still there) against the
-# noise's arithmetic, which the unit lanes made cheaper. Unmeasured since;
-# scripts/triton_variants.py times both on a GPU.
+# write and read of the row against the noise's arithmetic. On the H200
+# (scripts/triton_variants.py, bench/results/cuda_h200_triton_variants.txt)
+# the cache won: soft forward 0.58 ms against 0.75 at 4096 x 32768 float32,
+# hard forward+backward 1.19 against 1.21.
 CACHE_IN_OUTPUT = True
 
 _NO_INDEX: tl.constexpr = tl.constexpr(2**62)  # larger than any column
@@ -299,6 +300,15 @@ def _inverse_temperature(tau, acc_ty: tl.constexpr):
 
 
 @triton.jit
+def _row_blocks(cols, lead, BLOCK: tl.constexpr):
+    """cdiv(cols + lead, BLOCK): the BLOCK-wide windows of a row whose first
+    window starts lead columns early, without cols + BLOCK - 1, which wraps in
+    int32 for rows within BLOCK of 2^31 (an int64 cdiv made the loop counter
+    int64: 48 -> 56 registers in the forward)."""
+    return cols // BLOCK + tl.cdiv(cols % BLOCK + lead, BLOCK)
+
+
+@triton.jit
 def _exp_scale(tau, acc_ty: tl.constexpr):
     """The scale of _tempered_exp, the CUDA kernel's exp_scale_for:
     _inverse_temperature(tau ln 2) for float32 (log2(e) / tau), of tau for
@@ -434,11 +444,7 @@ def _forward_long_kernel(
     else:
         lead = (tl.program_id(0).to(tl.int64) * noise_stride + noise_offset) & 3
     first_block = split * blocks_per_split
-    # cdiv(cols + lead, BLOCK) without cols + BLOCK - 1, which wraps in int32
-    # for rows within BLOCK of 2^31 (an int64 cdiv made the loop counter
-    # int64: 48 -> 56 registers in the forward).
-    n_blocks = cols // BLOCK + tl.cdiv(cols % BLOCK + lead, BLOCK)
-    last_block = tl.minimum(first_block + blocks_per_split, n_blocks)
+    last_block = tl.minimum(first_block + blocks_per_split, _row_blocks(cols, lead, BLOCK))
     part = tl.program_id(0).to(tl.int64) * n_splits + split
     # 1. The state (m, l, arg) of the row (PHASES 0, 2) or of this chunk (PHASE 1).
     m = tl.full([1], float("-inf"), acc_ty)
@@ -576,6 +582,8 @@ def _backward_rows_kernel(
 ):
     """grad_x = inv_tau * y * (grad - sum(grad * y)) for ROWS whole rows."""
     acc_ty = stats_ptr.dtype.element_ty
+    # _temperature twice, not once into a local: the interpreter keeps a
+    # float64 scalar local as float32 (the cost: one scalar load per program).
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
@@ -611,6 +619,8 @@ def _backward_long_kernel(
     grad_x, pass 2 reads it back instead of regenerating the noise (the same
     bits), as the forward's CACHE_S."""
     acc_ty = stats_ptr.dtype.element_ty
+    # _temperature twice, not once into a local: the interpreter keeps a
+    # float64 scalar local as float32 (the cost: one scalar load per program).
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
@@ -623,11 +633,7 @@ def _backward_long_kernel(
     else:
         lead = (tl.program_id(0).to(tl.int64) * cols) & 3
     first_block = split * blocks_per_split
-    # cdiv(cols + lead, BLOCK) without cols + BLOCK - 1, which wraps in int32
-    # for rows within BLOCK of 2^31 (an int64 cdiv made the loop counter
-    # int64: 48 -> 56 registers in the forward).
-    n_blocks = cols // BLOCK + tl.cdiv(cols % BLOCK + lead, BLOCK)
-    last_block = tl.minimum(first_block + blocks_per_split, n_blocks)
+    last_block = tl.minimum(first_block + blocks_per_split, _row_blocks(cols, lead, BLOCK))
     part = tl.program_id(0).to(tl.int64) * n_splits + split
     # 1. dot = sum_k grad_k * y_k of the row (PHASES 0, 2) or of this chunk (PHASE 1).
     dot = tl.zeros([1], acc_ty)
