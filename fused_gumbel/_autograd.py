@@ -1,5 +1,6 @@
-"""Autograd plumbing the operators' registrations share: keeping tau for the
-backward, and refusing a second derivative instead of returning a wrong one."""
+"""Autograd plumbing the Triton operators' registrations share: keeping tau for
+the backward, and refusing a second derivative instead of returning a wrong
+one. The C++ operators' autograd (csrc/autograd.cpp) does the same in C++."""
 
 from __future__ import annotations
 

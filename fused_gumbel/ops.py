@@ -1,14 +1,12 @@
-"""The public functions, the fake (meta) kernels and the autograd of the
-registered operators. The schemas and the CPU/CUDA kernels are in csrc/; the
-Triton backend registers its own sibling op in fused_gumbel.triton_kernels."""
+"""The public functions and the fake (meta) kernels of the registered
+operators. The schemas, the CPU/CUDA kernels and the operators' autograd are in
+csrc/; the Triton backend registers its own sibling op in
+fused_gumbel.triton_kernels."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from ._autograd import first_order_only, save_with_tau, saved_with_tau
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, empty_dim_last,
                       normalize_seed, op_tau, output_layouts, tau_needs_grad)
 from ._extension import extension_loaded, has_kernel, require_extension
@@ -64,35 +62,8 @@ if extension_loaded():
     def _st_softmax_backward_tau_tensor_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
         return _st_softmax_backward_fake(grad, y_soft, logits, stats, rng_state, 1.0, dim)
 
-    def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        logits, tau, hard, dim, _seed = inputs
-        y, _index, stats, rng_state, y_soft = output
-        # hard=False saves the output itself (no extra memory). hard=True saves
-        # the kept soft sample where the kernel wrote one, else the logits, from
-        # which the backward regenerates it (as FlashAttention does).
-        ctx.recompute = hard and not keeps_soft_sample(logits, hard)
-        saved = logits if ctx.recompute else (y_soft if hard else y)
-        save_with_tau(ctx, tau, saved, stats, rng_state)
-        ctx.dim = dim
-        # Only the sample has a gradient. Left differentiable, the kept soft
-        # sample would get a tensor of zeros as its incoming gradient in every
-        # backward: a full-size allocation and fill for nothing.
-        ctx.mark_non_differentiable(_index, stats, rng_state, y_soft)
-        ctx.set_materialize_grads(False)
-
-    def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng, _grad_soft):
-        first_order_only()
-        if grad_y is None:
-            return None, None, None, None, None
-        (saved, stats, rng_state), tau, op = saved_with_tau(
-            ctx, torch.ops.fused_gumbel.st_softmax_backward,
-            torch.ops.fused_gumbel.st_softmax_backward_tau_tensor)
-        y_soft, logits = (None, saved) if ctx.recompute else (saved, None)
-        grad = op(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim)
-        return grad, None, None, None, None
-
-    for _name in ("fused_gumbel::st_softmax", "fused_gumbel::st_softmax_tau_tensor"):
-        torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
+    # The operators' autograd is registered in C++ (csrc/autograd.cpp): see
+    # there for why.
 
 
 def _triton_module():

@@ -1,16 +1,14 @@
-"""Straight-through Gumbel top-k: the public function, the fake kernels and the
-autograd of the registered operators fused_gumbel::gumbel_topk and
-gumbel_topk_backward. The schemas and the CPU/CUDA kernels are in csrc/topk.cpp,
-csrc/cpu/topk_cpu.cpp and csrc/cuda/topk_cuda.cu; the Triton backend registers
-its own sibling op in fused_gumbel.triton_kernels.topk_op."""
+"""Straight-through Gumbel top-k: the public function and the fake kernels of
+the registered operators fused_gumbel::gumbel_topk and gumbel_topk_backward.
+The schemas and the CPU/CUDA kernels are in csrc/topk.cpp,
+csrc/cpu/topk_cpu.cpp and csrc/cuda/topk_cuda.cu, their autograd in
+csrc/autograd.cpp; the Triton backend registers its own sibling op in
+fused_gumbel.triton_kernels.topk_op."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from ._autograd import first_order_only, save_with_tau, saved_with_tau
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, empty_dim_last, normalize_seed,
                       op_tau, output_layouts)
 from ._extension import extension_loaded, has_kernel, require_extension
@@ -28,8 +26,6 @@ def _check(logits: torch.Tensor, k: int, tau: float, dim: int) -> tuple[int, int
     dim = check_inputs(logits, tau, dim)
     moved, _ = output_layouts(logits, dim)
     return dim, check_k(k, moved[-1])
-
-
 
 
 if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
@@ -60,25 +56,7 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
     def _gumbel_topk_backward_tau_tensor_fake(grad, logits, stats, rng_state, k, tau, dim):
         return _gumbel_topk_backward_fake(grad, logits, stats, rng_state, k, 1.0, dim)
 
-    def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        logits, k, tau, _hard, dim, _seed = inputs
-        _y, _index, stats, rng_state = output
-        # The logits (kept by the caller anyway), the k per-step (max, rest-sum)
-        # per row and the Philox state: the backward regenerates the noise and
-        # every step's softmax from them, as FlashAttention does.
-        save_with_tau(ctx, tau, logits, stats, rng_state)
-        ctx.k, ctx.dim = k, dim
-
-    def _backward(ctx: Any, grad_y, _grad_index, _grad_stats, _grad_rng):
-        first_order_only()
-        (logits, stats, rng_state), tau, op = saved_with_tau(
-            ctx, torch.ops.fused_gumbel.gumbel_topk_backward,
-            torch.ops.fused_gumbel.gumbel_topk_backward_tau_tensor)
-        grad = op(grad_y, logits, stats, rng_state, ctx.k, tau, ctx.dim)
-        return grad, None, None, None, None, None
-
-    for _name in ("fused_gumbel::gumbel_topk", "fused_gumbel::gumbel_topk_tau_tensor"):
-        torch.library.register_autograd(_name, _backward, setup_context=_setup_context)
+    # The operators' autograd is registered in C++ (csrc/autograd.cpp).
 
 
 def _resolve(backend: str, device: torch.device, k: int, tau: float | torch.Tensor) -> str:

@@ -152,7 +152,7 @@ fi
 # 4. The Triton looped kernels with and without their row cache in the output
 # (st_softmax.CACHE_IN_OUTPUT), next to CUDA: the measurement that decides the
 # default. With PROFILE=1, host time against GPU time of a router-sized call,
-# per backend, and profiler tables of the Triton backend's.
+# per backend, and profiler tables of the Triton and CUDA backends' calls.
 : > "$OUT/host.log"
 if [ "$QUICK" != 1 ]; then
   step variants 25 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
@@ -160,7 +160,7 @@ if [ "$QUICK" != 1 ]; then
   rm -f "$OUT/variants.tmp"
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
-  step host 30 "$OUT/host.tmp" "$PY" scripts/profile_host.py --profile triton
+  step host 30 "$OUT/host.tmp" "$PY" scripts/profile_host.py --profile triton cuda
   { echo "== profile_host"; cat "$OUT/host.tmp"; } >> "$OUT/host.log"
   rm -f "$OUT/host.tmp"
 fi

@@ -1,13 +1,19 @@
-"""Where the time of a small (router-sized) call goes on a GPU: host time per
-call against GPU time per call, for each backend and for F.gumbel_softmax,
-then PyTorch profiler tables of one backend's forward+backward.
+"""Where the time of a small (router-sized) call goes: host time per call
+against GPU time per call, for each backend (gumbel_softmax and gumbel_topk
+with k=2) and for F.gumbel_softmax, then PyTorch profiler tables of some
+contenders' forward and forward+backward.
 
 At 16384 x 64 the GPU work takes microseconds and the benchmark's timings are
 the host's (the H100 run measured 0.18 ms forward and 0.65-2.2 ms
 forward+backward for the Triton backend against 0.011 ms and 0.18 ms for the
 CUDA one); this says which calls the host spends them in.
 
-Usage: python scripts/profile_host.py [--rows 16384] [--cols 64] [--profile triton]
+With --device cpu (the default without a GPU) the shape defaults to 4 x 8,
+where the kernels' work is negligible and a call's time is the host overhead
+of the Python wrapper, the dispatcher and autograd, which the CUDA backend
+pays too.
+
+Usage: python scripts/profile_host.py [--device cuda] [--rows 16384] [--cols 64] [--profile triton cuda]
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ import torch.nn.functional as F
 import fused_gumbel as fg
 
 
-def per_call(fn, reps: int) -> tuple[float, float]:
-    """(host microseconds per call, GPU microseconds per call) over reps calls
-    issued back to back: the host time stops before the final synchronize."""
-    for _ in range(5):
+def per_call(fn, reps: int, cuda: bool) -> tuple[float, float]:
+    """(host microseconds per call, GPU microseconds per call, NaN without
+    CUDA) over reps calls issued back to back: the host time stops before the
+    final synchronize."""
+    for _ in range(max(5, reps // 10)):
         fn()
+    if not cuda:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) / reps * 1e6, float("nan")
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     t0 = time.perf_counter()
@@ -40,45 +52,65 @@ def per_call(fn, reps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=16384)
-    parser.add_argument("--cols", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=200)
-    parser.add_argument("--profile", default="triton", help="backend whose fwd+bwd is profiled")
+    parser.add_argument("--device", choices=("cuda", "cpu"),
+                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rows", type=int, default=None, help="16384 on CUDA, 4 on the CPU")
+    parser.add_argument("--cols", type=int, default=None, help="64 on CUDA, 8 on the CPU")
+    parser.add_argument("--reps", type=int, default=None, help="200 on CUDA, 5000 on the CPU")
+    parser.add_argument("--profile", nargs="*", default=["triton", "cuda"],
+                        help="contenders (e.g. cuda, 'cuda top2', eager) whose calls are profiled")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("profile_host.py needs a CUDA device")
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("profile_host.py --device cuda needs a CUDA device")
+    rows = args.rows or (16384 if cuda else 4)
+    cols = args.cols or (64 if cuda else 8)
+    reps = args.reps or (200 if cuda else 5000)
+    if not cuda:
+        torch.set_num_threads(1)
 
-    x = torch.randn(args.rows, args.cols, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    x = torch.randn(rows, cols, device=args.device, dtype=torch.bfloat16, requires_grad=True)
     g = torch.randn_like(x)
-    contenders = {"eager": lambda t: F.gumbel_softmax(t, 1.0, hard=True)}
-    for backend in fg.available_backends("cuda"):
-        if backend != "reference":
-            contenders[backend] = lambda t, b=backend: fg.gumbel_softmax(t, 1.0, hard=True, backend=b)
-
-    print(f"{args.rows} x {args.cols} bfloat16, hard=True, {args.reps} calls back to back")
-    print(f"{'contender':10s} {'pass':8s} {'host us/call':>13s} {'GPU us/call':>12s}")
-    for name, f in contenders.items():
+    print(f"{rows} x {cols} bfloat16 on {args.device}, {reps} calls back to back, torch {torch.__version__}")
+    print(f"{'contender':12s} {'hard':5s} {'pass':8s} {'host us/call':>13s} {'GPU us/call':>12s}")
+    contenders = {}
+    for hard in (False, True):
+        contenders["eager", hard] = lambda t, h=hard: F.gumbel_softmax(t, 1.0, hard=h)
+        for backend in fg.available_backends(args.device):
+            if backend != "reference":
+                contenders[backend, hard] = (
+                    lambda t, b=backend, h=hard: fg.gumbel_softmax(t, 1.0, hard=h, backend=b))
+                contenders[f"{backend} top2", hard] = (
+                    lambda t, b=backend, h=hard: fg.gumbel_topk(t, 2, 1.0, hard=h, backend=b))
+    for (name, hard), f in contenders.items():
         for label, fn in (("fwd", lambda f=f: f(x.detach())),
                           ("fwd+bwd", lambda f=f: torch.autograd.grad(f(x), x, g))):
-            host, gpu = per_call(fn, args.reps)
-            print(f"{name:10s} {label:8s} {host:13.1f} {gpu:12.1f}")
+            host, gpu = per_call(fn, reps, cuda)
+            print(f"{name:12s} {str(hard):5s} {label:8s} {host:13.1f} {gpu:12.1f}")
 
-    if args.profile in contenders:
-        f = contenders[args.profile]
+    for name, hard in contenders:
+        if name not in args.profile:
+            continue
+        f = contenders[name, hard]
         for label, fn in (("fwd", lambda: f(x.detach())),
                           ("fwd+bwd", lambda: torch.autograd.grad(f(x), x, g))):
             for _ in range(5):
                 fn()
-            torch.cuda.synchronize()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                    torch.profiler.ProfilerActivity.CUDA]) as prof:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if cuda:
+                torch.cuda.synchronize()
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            with torch.profiler.profile(activities=activities) as prof:
                 for _ in range(20):
                     fn()
-                torch.cuda.synchronize()
-            print(f"\n== {args.profile} {label}, 20 calls, by self CPU time")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20,
+                if cuda:
+                    torch.cuda.synchronize()
+            # Sorted by self CPU time; on CUDA the kernels' rows give each
+            # kernel's own GPU time, which the back-to-back timing above
+            # cannot separate from the host's.
+            print(f"\n== {name} hard={hard} {label}, 20 calls, by self CPU time")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=16,
                                             max_name_column_width=60))
-
 
 if __name__ == "__main__":
     main()

@@ -185,6 +185,25 @@ def test_only_the_sample_is_differentiable():
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("backend", [b for b in FUSED_BACKENDS if b.values[0] != "triton"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+@pytest.mark.parametrize("tau_tensor", [False, True], ids=["tau", "tau_tensor"])
+def test_the_backward_keeps_what_the_readme_says(backend, hard, tau_tensor):
+    """What autograd keeps for the backward (README, "What the backward
+    keeps"): the sample itself for hard=False (no extra memory), the kept soft
+    sample on the CPU or the logits on CUDA for hard=True; then the per-row
+    statistics, rng_state, and the temperature where it is a tensor."""
+    x = torch.randn(6, 10, device=device_of(backend), requires_grad=True)
+    tau = torch.tensor(0.7, dtype=torch.float64) if tau_tensor else 0.7
+    op = torch.ops.fused_gumbel.st_softmax_tau_tensor if tau_tensor else OP
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y, _, stats, rng_state, y_soft = op(x, tau, hard, -1, 3)
+    first = (x if x.device.type == "cuda" else y_soft) if hard else y
+    expected = [first, stats, rng_state] + ([tau] if tau_tensor else [])
+    assert [t.data_ptr() for t in saved] == [t.data_ptr() for t in expected]
+
+
 def test_checked_tau_copies_a_good_tau_and_raises_on_a_bad_one():
     tau = torch.tensor(0.37, dtype=torch.float64)
     torch.library.opcheck(torch.ops.fused_gumbel.checked_tau, (tau, torch.device("cpu")))

@@ -474,14 +474,20 @@ def test_seed_none_follows_manual_seed_and_calls_differ(backend):
 
 
 @pytest.mark.skipif(not has_kernel("gumbel_topk", "CPU"), reason="the extension has no gumbel_topk")
-def test_backward_saves_only_per_step_row_statistics():
-    """What autograd keeps: the logits, [rows, k, 2] statistics and rng_state."""
+@pytest.mark.parametrize("tau_tensor", [False, True], ids=["tau", "tau_tensor"])
+def test_backward_saves_only_per_step_row_statistics(tau_tensor):
+    """What autograd keeps: the logits, [rows, k, 2] statistics and rng_state
+    (and tau where it is a tensor); only y carries a gradient."""
     x = torch.randn(64, 100, requires_grad=True)
+    tau = torch.tensor(0.6, dtype=torch.float64) if tau_tensor else 0.6
+    op = torch.ops.fused_gumbel.gumbel_topk_tau_tensor if tau_tensor else torch.ops.fused_gumbel.gumbel_topk
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        fg.gumbel_topk(x, 4, seed=1, backend="cpu")
-    shapes = sorted(tuple(t.shape) for t in saved)
-    assert shapes == [(2,), (64, 4, 2), (64, 100)]
+        y, index, stats, rng_state = op(x, 4, tau, True, -1, 1)
+    expected = [x, stats, rng_state] + ([tau] if tau_tensor else [])
+    assert [t.data_ptr() for t in saved] == [t.data_ptr() for t in expected]
+    assert stats.shape == (64, 4, 2) and rng_state.shape == (2,)
+    assert y.requires_grad and not any(t.requires_grad for t in (index, stats, rng_state))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])

@@ -1,0 +1,207 @@
+// The autograd of st_softmax and gumbel_topk (and their _tau_tensor siblings),
+// registered at the Autograd key in C++ rather than with
+// torch.library.register_autograd: at router sizes (16384 x 64) a call costs
+// its host time, and the Python autograd wrapper cost more than the C++ ops
+// (CPU, 4 x 8 bfloat16, forward+backward through the public functions:
+// gumbel_softmax 41 -> 23 us, gumbel_topk 50 -> 27 us, F.gumbel_softmax 25-35
+// us; python scripts/profile_host.py --device cpu).
+// Each backward is another registered op, which torch.compile traces into its
+// graph and opcheck checks.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <type_traits>
+
+#include "st_softmax.h"
+
+namespace fused_gumbel {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The same words as fused_gumbel/_autograd.py's, which the Triton operators
+// raise.
+constexpr const char* kDoubleBackward =
+    "fused_gumbel: the gradient of the gradient (double backward) is not implemented; "
+    "use backend='reference' for higher-order derivatives";
+
+// Called first in every backward: under create_graph=True the backward op,
+// which has no autograd, would be a constant to autograd, and the second
+// derivative wrong (with a warning at best).
+void first_order_only() {
+  TORCH_CHECK_NOT_IMPLEMENTED(!at::GradMode::is_enabled(), kDoubleBackward);
+}
+
+// Tau is a double, or for the _tau_tensor siblings (which torch.compile passes
+// a graph input instead of a constant) a one-element CPU tensor.
+template <class Tau>
+constexpr bool kTauTensor = std::is_same_v<Tau, at::Tensor>;
+
+template <class Tau>
+using TauArg = std::conditional_t<kTauTensor<Tau>, const at::Tensor&, double>;
+
+template <class Signature>
+c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+// tau kept for the backward: among the saved tensors when it is one (saved
+// after the others), on the context when it is a double.
+template <class Tau>
+void save_with_tau(AutogradContext* ctx, TauArg<Tau> tau, variable_list saved) {
+  if constexpr (kTauTensor<Tau>) {
+    saved.push_back(tau);
+  } else {
+    ctx->saved_data["tau"] = tau;
+  }
+  ctx->save_for_backward(saved);
+}
+
+template <class Tau>
+Tau saved_tau(AutogradContext* ctx, const variable_list& saved) {
+  if constexpr (kTauTensor<Tau>) {
+    return saved.back();
+  } else {
+    return ctx->saved_data["tau"].toDouble();
+  }
+}
+
+using SoftmaxOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+template <class Tau>
+struct StSoftmaxFunction : public torch::autograd::Function<StSoftmaxFunction<Tau>> {
+  static const auto& forward_op() {
+    static const auto op =
+        typed_op<SoftmaxOutputs(const at::Tensor&, TauArg<Tau>, bool, int64_t, std::optional<int64_t>)>(
+            kTauTensor<Tau> ? "fused_gumbel::st_softmax_tau_tensor" : "fused_gumbel::st_softmax");
+    return op;
+  }
+
+  static const auto& backward_op() {
+    static const auto op =
+        typed_op<at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&,
+                            const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+                            TauArg<Tau>, int64_t)>(
+            kTauTensor<Tau> ? "fused_gumbel::st_softmax_backward_tau_tensor"
+                            : "fused_gumbel::st_softmax_backward");
+    return op;
+  }
+
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, TauArg<Tau> tau,
+                               bool hard, int64_t dim, std::optional<int64_t> seed) {
+    SoftmaxOutputs out;
+    {
+      const at::AutoDispatchBelowADInplaceOrView below;
+      out = forward_op().call(logits, tau, hard, dim, seed);
+    }
+    auto& [y, index, stats, rng_state, y_soft] = out;
+    // hard=False saves the output itself (no extra memory). hard=True saves
+    // the kept soft sample where the kernel wrote one, else the logits, from
+    // which the backward regenerates it (as FlashAttention does).
+    const bool recompute = hard && !keeps_soft_sample(logits, hard);
+    save_with_tau<Tau>(ctx, tau, {recompute ? logits : (hard ? y_soft : y), stats, rng_state});
+    ctx->saved_data["recompute"] = recompute;
+    ctx->saved_data["dim"] = dim;
+    // Only the sample has a gradient. Left differentiable, the kept soft
+    // sample would get a tensor of zeros as its incoming gradient in every
+    // backward: a full-size allocation and fill for nothing.
+    ctx->mark_non_differentiable({index, stats, rng_state, y_soft});
+    ctx->set_materialize_grads(false);
+    return {y, index, stats, rng_state, y_soft};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    first_order_only();
+    variable_list grad_inputs(5);
+    if (!grads[0].defined()) return grad_inputs;
+    const variable_list saved = ctx->get_saved_variables();
+    const bool recompute = ctx->saved_data["recompute"].toBool();
+    grad_inputs[0] = backward_op().call(
+        grads[0], recompute ? std::nullopt : std::optional<at::Tensor>(saved[0]),
+        recompute ? std::optional<at::Tensor>(saved[0]) : std::nullopt, saved[1], saved[2],
+        saved_tau<Tau>(ctx, saved), ctx->saved_data["dim"].toInt());
+    return grad_inputs;
+  }
+};
+
+using TopkOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+template <class Tau>
+struct GumbelTopkFunction : public torch::autograd::Function<GumbelTopkFunction<Tau>> {
+  static const auto& forward_op() {
+    static const auto op =
+        typed_op<TopkOutputs(const at::Tensor&, int64_t, TauArg<Tau>, bool, int64_t,
+                             std::optional<int64_t>)>(
+            kTauTensor<Tau> ? "fused_gumbel::gumbel_topk_tau_tensor" : "fused_gumbel::gumbel_topk");
+    return op;
+  }
+
+  static const auto& backward_op() {
+    static const auto op =
+        typed_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, int64_t, TauArg<Tau>, int64_t)>(
+            kTauTensor<Tau> ? "fused_gumbel::gumbel_topk_backward_tau_tensor"
+                            : "fused_gumbel::gumbel_topk_backward");
+    return op;
+  }
+
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, int64_t k,
+                               TauArg<Tau> tau, bool hard, int64_t dim,
+                               std::optional<int64_t> seed) {
+    TopkOutputs out;
+    {
+      const at::AutoDispatchBelowADInplaceOrView below;
+      out = forward_op().call(logits, k, tau, hard, dim, seed);
+    }
+    auto& [y, index, stats, rng_state] = out;
+    // The logits (kept by the caller anyway), the k per-step (max, rest-sum)
+    // per row and the Philox state: the backward regenerates the noise and
+    // every step's softmax from them, as FlashAttention does.
+    save_with_tau<Tau>(ctx, tau, {logits, stats, rng_state});
+    ctx->saved_data["k"] = k;
+    ctx->saved_data["dim"] = dim;
+    ctx->mark_non_differentiable({index, stats, rng_state});
+    ctx->set_materialize_grads(false);
+    return {y, index, stats, rng_state};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    first_order_only();
+    variable_list grad_inputs(6);
+    if (!grads[0].defined()) return grad_inputs;
+    const variable_list saved = ctx->get_saved_variables();
+    grad_inputs[0] = backward_op().call(grads[0], saved[0], saved[1], saved[2],
+                                        ctx->saved_data["k"].toInt(), saved_tau<Tau>(ctx, saved),
+                                        ctx->saved_data["dim"].toInt());
+    return grad_inputs;
+  }
+};
+
+template <class Tau>
+SoftmaxOutputs st_softmax_autograd(const at::Tensor& logits, TauArg<Tau> tau, bool hard,
+                                   int64_t dim, std::optional<int64_t> seed) {
+  const variable_list out = StSoftmaxFunction<Tau>::apply(logits, tau, hard, dim, seed);
+  return {out[0], out[1], out[2], out[3], out[4]};
+}
+
+template <class Tau>
+TopkOutputs gumbel_topk_autograd(const at::Tensor& logits, int64_t k, TauArg<Tau> tau, bool hard,
+                                 int64_t dim, std::optional<int64_t> seed) {
+  const variable_list out = GumbelTopkFunction<Tau>::apply(logits, k, tau, hard, dim, seed);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_gumbel, Autograd, m) {
+  m.impl("st_softmax", &st_softmax_autograd<double>);
+  m.impl("st_softmax_tau_tensor", &st_softmax_autograd<at::Tensor>);
+  m.impl("gumbel_topk", &gumbel_topk_autograd<double>);
+  m.impl("gumbel_topk_tau_tensor", &gumbel_topk_autograd<at::Tensor>);
+}
+
+}  // namespace fused_gumbel

@@ -1,0 +1,40 @@
+"""scripts/profile_host.py, the host-time profile of router-sized calls that
+the GPU check runs with PROFILE=1: on the CPU (tiny rows, where a call's time
+is its host overhead) it must time every contender and print the profiler
+tables it is asked for."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fused_gumbel._extension import has_kernel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(not has_kernel("gumbel_topk", "CPU"), reason="needs the compiled CPU kernels")
+def test_times_every_contender_and_profiles_the_named_one() -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "scripts/profile_host.py", "--device", "cpu", "--reps", "20",
+                          "--profile", "cpu top2"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {}
+    for line in run.stdout.splitlines():
+        parts = line.rsplit(maxsplit=4)
+        if len(parts) == 5 and parts[2] in ("fwd", "fwd+bwd"):
+            rows[parts[0], parts[1], parts[2]] = float(parts[3])
+    for name in ("eager", "cpu", "cpu top2"):
+        for hard in ("False", "True"):
+            for label in ("fwd", "fwd+bwd"):
+                host = rows[name, hard, label]
+                assert math.isfinite(host) and host > 0
+    assert "== cpu top2 hard=False fwd+bwd" in run.stdout
+    assert "== cpu top2 hard=True fwd," in run.stdout and "fused_gumbel::gumbel_topk" in run.stdout
+    assert "== cpu hard=" not in run.stdout
