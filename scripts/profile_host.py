@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="16384 on CUDA, 4 on the CPU")
     parser.add_argument("--cols", type=int, default=None, help="64 on CUDA, 8 on the CPU")
     parser.add_argument("--reps", type=int, default=None, help="200 on CUDA, 5000 on the CPU")
+    parser.add_argument("--compiled", action="store_true",
+                        help="add torch.compile(F.gumbel_softmax) (compiles first: tens of seconds)")
     parser.add_argument("--profile", nargs="*", default=["triton", "cuda"],
                         help="contenders (e.g. cuda, 'cuda top2', eager) whose calls are profiled")
     args = parser.parse_args()
@@ -76,6 +78,8 @@ def main() -> None:
     contenders = {}
     for hard in (False, True):
         contenders["eager", hard] = lambda t, h=hard: F.gumbel_softmax(t, 1.0, hard=h)
+        if args.compiled:
+            contenders["compiled", hard] = torch.compile(lambda t, h=hard: F.gumbel_softmax(t, 1.0, hard=h))
         for backend in fg.available_backends(args.device):
             if backend != "reference":
                 contenders[backend, hard] = (
