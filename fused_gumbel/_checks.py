@@ -151,8 +151,8 @@ def normalize_seed(seed: int | None) -> int | None:
 def output_layouts(logits: torch.Tensor, dim: int):
     """Shapes of the operator's outputs: the sample is allocated with `dim`
     last and contiguous, then viewed back (as the C++ wrapper does)."""
-    x = logits.reshape(1) if logits.dim() == 0 else logits
-    moved = list(x.movedim(dim, -1).shape)
+    moved = list(logits.shape) or [1]
+    moved.append(moved.pop(dim))
     return moved, moved[:-1]
 
 
@@ -171,11 +171,12 @@ def empty_dim_last(logits: torch.Tensor, dim: int, size: int | None = None,
     if logits.dim() == 0:
         return logits.new_empty((), dtype=dtype)
     # Contiguous strides of the dim-last shape (torch's rule: a dim of size 0
-    # counts as 1; sym_max adds no guard on a symbolic size), then dim put back
-    # in its place.
+    # counts as 1; sym_max adds no guard on a symbolic size, and max() costs
+    # less host time on a plain int), then dim put back in its place.
     strides = [1] * len(moved)
     for i in range(len(moved) - 2, -1, -1):
-        strides[i] = strides[i + 1] * torch.sym_max(moved[i + 1], 1)
+        size = moved[i + 1]
+        strides[i] = strides[i + 1] * (max(size, 1) if isinstance(size, int) else torch.sym_max(size, 1))
     dim = dim % logits.dim()
     order = [d for d in range(logits.dim()) if d != dim] + [dim]
     shape, stride = [0] * len(order), [0] * len(order)

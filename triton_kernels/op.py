@@ -67,9 +67,10 @@ def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
 
 def _as_rows(t: torch.Tensor, dim: int, rows: int, cols: int) -> torch.Tensor:
     """t with dim moved last as [rows, cols] with column stride 1 (a copy only
-    when no such view exists), as csrc/st_softmax.cpp's as_rows."""
+    when no such view exists), as csrc/st_softmax.cpp's as_rows (and, as
+    there, without the movedim op where dim is already last: host time)."""
     x = t.reshape(1) if t.dim() == 0 else t
-    r = x.movedim(dim, -1).reshape(rows, cols)
+    r = (x if dim % x.dim() == x.dim() - 1 else x.movedim(dim, -1)).reshape(rows, cols)
     return r.contiguous() if cols > 1 and r.stride(1) != 1 else r
 
 
