@@ -24,11 +24,10 @@ import sys
 import tempfile
 
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sass_loops  # noqa: E402
+from triton_sm90 import compile_sm90  # noqa: E402
 
 from fused_gumbel.triton_kernels import st_softmax as K  # noqa: E402
 
@@ -57,8 +56,7 @@ def compile_like_jit(fn, constexprs: dict, ints: dict, num_warps: int):
             signature[name] = "i64" if name.endswith("row_stride") else "i32"
             if ints.get(name, 3) % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    return triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=num_warps, enable_fp_fusion=False))
+    return compile_sm90(fn, signature, constexprs, num_warps, attrs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,6 @@ TRITON_INTERPRET=1 without a GPU): it gets the small shapes only."""
 
 import itertools
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,8 +20,8 @@ import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
 from utils import (Case, DTYPES, assert_annealing_reuses_the_graph, assert_bad_tau_refused_under_compile,
-                   assert_compiled_matches_eager, assert_double_backward_refused, backend_param, device_of,
-                   tolerance)
+                   assert_compiled_matches_eager, assert_double_backward_refused, backend_param, compile_env,
+                   device_of, tolerance)
 
 ON_GPU = torch.cuda.is_available()
 # The interpreter evaluates masked lanes too (inf - inf in padding rows).
@@ -523,30 +522,9 @@ def test_triton_windowed_rows_match_single_window(monkeypatch, hard, cols, dtype
 
 
 _COMPILE_SCRIPT = textwrap.dedent("""
-    import os, re, subprocess, tempfile
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from triton_sm90 import build, spill_bytes
     from fused_gumbel.triton_kernels import topk as K
-
-    PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-
-    def build(fn, dt, constexprs, num_warps):
-        acc = "fp64" if dt == "fp64" else "fp32"
-        types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
-                     index_ptr="*i64", rng_state_ptr="*i64", stats_ptr="*" + acc, seed="i64",
-                     tau="fp64", tau_ptr="*fp64", x_row_stride="i64", grad_row_stride="i64")
-        sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
-        return triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32),
-                              options=dict(num_warps=num_warps, enable_fp_fusion=False))
-
-    def spill_bytes(kernel):
-        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-            f.write(kernel.asm["ptx"])
-        report = subprocess.run([PTXAS, "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
-                                capture_output=True, text=True).stderr
-        os.unlink(f.name)
-        return int(re.search(r"(\\d+) bytes spill stores", report).group(1))
 
     # (rows, cols, k, dtype, hard, seed drawn on the device)
     for rows, cols, k, dt, hard, seed_in in ((16384, 64, 2, "fp16", True, True),
@@ -569,9 +547,7 @@ def test_triton_topk_kernels_compile_for_sm90():
     constexpr branch to sm_90 (Triton's own ptxas) without a GPU. Rows of one
     window must not spill; the windowed path may spill a few bytes."""
     pytest.importorskip("triton.compiler")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=compile_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     for line in done.stdout.strip().splitlines():

@@ -38,6 +38,7 @@ from numpy_noise import gumbel_from_bits as gumbel_from_bits_np  # noqa: E402
 from numpy_noise import philox4x32_10  # noqa: E402
 from fused_gumbel.triton_kernels import st_softmax as kernels  # noqa: E402
 from fused_gumbel.triton_kernels.noise import gumbel_from_bits, gumbel_units, gumbel_window, philox  # noqa: E402
+from utils import compile_env  # noqa: E402
 
 _OK, _WHY = triton_kernels.is_available()
 pytestmark = [
@@ -642,20 +643,8 @@ def test_plan_table():
 _COMPILE_SCRIPT = textwrap.dedent("""
     import re
     import torch
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from triton_sm90 import build
     from fused_gumbel.triton_kernels import noise, st_softmax as K
-
-    def build(fn, dt, constexprs, num_warps):
-        acc = "fp64" if dt == "fp64" else "fp32"
-        types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
-                     index_ptr="*i64", part_arg_ptr="*i64", rng_state_ptr="*i64",
-                     stats_ptr="*" + acc, part_ptr="*" + acc, seed="i64", tau="fp64", tau_ptr="*fp64",
-                     x_row_stride="i64", y_row_stride="i64", grad_row_stride="i64")
-        sig = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
-        return triton.compile(ASTSource(fn, sig, constexprs), target=GPUTarget("cuda", 90, 32),
-                              options=dict(num_warps=num_warps, enable_fp_fusion=False))
 
     # Every kernel and every constexpr branch at least once, at the plan's
     # block sizes and warps.
@@ -704,9 +693,7 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
     products must be 64-bit (mul.wide, no mul.hi: ptxas makes each one
     IMAD.WIDE), and the float32 exponentials ex2.approx.ftz."""
     pytest.importorskip("triton.compiler")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=compile_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     counts = dict(re.findall(r"(\w+) (\d+)", done.stdout.strip().splitlines()[-1]))
@@ -804,9 +791,7 @@ _MUTATION_SCRIPT = textwrap.dedent("""
 @pytest.mark.skipif(ON_GPU, reason="the GPU runs check the same through opcheck")
 def test_kernels_write_only_their_outputs_for_torch_mutation_analysis():
     pytest.importorskip("triton.compiler")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    done = subprocess.run([sys.executable, "-c", _MUTATION_SCRIPT], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _MUTATION_SCRIPT], env=compile_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-4000:]
 

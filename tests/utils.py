@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import pytest
 import torch
@@ -13,6 +14,18 @@ import fused_gumbel as fg
 from fused_gumbel.ops import backend_status
 
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+def compile_env() -> dict[str, str]:
+    """The environment of a subprocess that compiles the Triton kernels for
+    sm_90 (scripts/triton_sm90.py): this process's imports, without
+    TRITON_INTERPRET (set before triton is imported, it would make the kernels
+    interpreted functions)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([SCRIPTS] + [p for p in sys.path if p])
+    return env
 
 
 def device_of(backend: str) -> str:
