@@ -149,9 +149,9 @@ else
   echo "bench skipped: no fused_gumbel.bench" | tee -a "$OUT/summary.txt"
 fi
 
-# 4. The Triton looped kernels with and without their row cache in the output
-# (st_softmax.CACHE_IN_OUTPUT), next to CUDA: the measurement that decides the
-# default. With PROFILE=1, host time against GPU time of a router-sized call,
+# 4. The Triton looped kernels with and without their row cache between the
+# passes (st_softmax.CACHE_BETWEEN_PASSES), next to CUDA: the measurement
+# that decides the default. With PROFILE=1, host time against GPU time of a router-sized call,
 # per backend, and profiler tables of the Triton and CUDA backends' calls.
 : > "$OUT/host.log"
 if [ "$QUICK" != 1 ]; then

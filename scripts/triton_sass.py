@@ -33,17 +33,19 @@ from fused_gumbel.triton_kernels import st_softmax as K  # noqa: E402
 
 POINTERS = dict(x_ptr="*fp32", y_ptr="*fp32", grad_ptr="*fp32", out_ptr="*fp32", index_ptr="*i64",
                 part_arg_ptr="*i64", rng_state_ptr="*i64", stats_ptr="*fp32", part_ptr="*fp32",
-                tau_ptr="*fp64")
+                tau_ptr="*fp64", cache_ptr="*fp32")
 
 
-def compile_like_jit(fn, constexprs: dict, ints: dict, num_warps: int):
-    """fn compiled for sm_90 with the JIT's specialization of these int values."""
+def compile_like_jit(fn, constexprs: dict, ints: dict, num_warps: int, data: str = "fp32"):
+    """fn compiled for sm_90 with the JIT's specialization of these int values,
+    for logits and outputs of element type `data`."""
     signature, attrs, constexprs = {}, {}, dict(constexprs)
+    pointers = dict(POINTERS, **{k: "*" + data for k in ("x_ptr", "y_ptr", "grad_ptr", "out_ptr")})
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
             signature[name] = "constexpr"
-        elif name in POINTERS:
-            signature[name] = POINTERS[name]
+        elif name in pointers:
+            signature[name] = pointers[name]
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif name == "tau":
             signature[name] = "fp64"
@@ -67,19 +69,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ints = dict(rows=args.rows, cols=args.cols, x_row_stride=args.cols, y_row_stride=args.cols,
                 grad_row_stride=args.cols, noise_stride=args.cols, noise_offset=0,
-                blocks_per_split=triton.cdiv(args.cols, K.LOOP_BLOCK), n_splits=1)
+                blocks_per_split=triton.cdiv(args.cols, K.LOOP_BLOCK), n_splits=1, programs=args.rows)
     flags = dict(ALIGNED=args.cols % 4 == 0, TAU_IN_MEMORY=False, PHASE=0, BLOCK=K.LOOP_BLOCK)
-    forward = dict(flags, SEED_IN_STATE=True)
+    forward = dict(flags, SEED_IN_STATE=True, PERSISTENT=False)
     kernels = {
-        "forward hard": (K._forward_long_kernel, dict(forward, HARD=True, CACHE_S=False)),
-        "forward soft (CACHE_S)": (K._forward_long_kernel, dict(forward, HARD=False, CACHE_S=True)),
-        "backward hard (CACHE_Y)": (K._backward_long_kernel, dict(flags, FROM_LOGITS=True, CACHE_Y=True)),
-        "backward soft": (K._backward_long_kernel, dict(flags, FROM_LOGITS=False, CACHE_Y=False)),
+        "forward hard": (K._forward_long_kernel, dict(forward, HARD=True, CACHE_S=False), "fp32"),
+        "forward soft (CACHE_S)": (K._forward_long_kernel, dict(forward, HARD=False, CACHE_S=True), "fp32"),
+        "forward soft bfloat16 (CACHE_S, PERSISTENT)": (
+            K._forward_long_kernel, dict(forward, HARD=False, CACHE_S=True, PERSISTENT=True), "bf16"),
+        "backward hard (CACHE_Y)": (
+            K._backward_long_kernel, dict(flags, FROM_LOGITS=True, CACHE_Y=True, PERSISTENT=False), "fp32"),
+        "backward hard bfloat16 (CACHE_Y, PERSISTENT)": (
+            K._backward_long_kernel, dict(flags, FROM_LOGITS=True, CACHE_Y=True, PERSISTENT=True), "bf16"),
+        "backward soft": (
+            K._backward_long_kernel, dict(flags, FROM_LOGITS=False, CACHE_Y=False, PERSISTENT=False), "fp32"),
     }
     per_thread = K.LOOP_BLOCK // (8 * 32)
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (fn, constexprs) in kernels.items():
-            kernel = compile_like_jit(fn, constexprs, ints, num_warps=8)
+        for label, (fn, constexprs, data) in kernels.items():
+            kernel = compile_like_jit(fn, constexprs, ints, num_warps=8, data=data)
             path = os.path.join(tmp, "k.cubin")
             with open(path, "wb") as f:
                 f.write(kernel.asm["cubin"])

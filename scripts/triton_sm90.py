@@ -32,7 +32,8 @@ def build(fn, dt: str, constexprs: dict, num_warps: int):
     acc = "fp64" if dt == "fp64" else "fp32"
     types = dict(x_ptr="*" + dt, y_ptr="*" + dt, grad_ptr="*" + dt, out_ptr="*" + dt,
                  index_ptr="*i64", part_arg_ptr="*i64", rng_state_ptr="*i64",
-                 stats_ptr="*" + acc, part_ptr="*" + acc, seed="i64", tau="fp64", tau_ptr="*fp64",
+                 stats_ptr="*" + acc, part_ptr="*" + acc, cache_ptr="*" + acc, seed="i64", tau="fp64",
+                 tau_ptr="*fp64",
                  x_row_stride="i64", y_row_stride="i64", grad_row_stride="i64")
     signature = {a: "constexpr" if a in constexprs else types.get(a, "i32") for a in fn.arg_names}
     return compile_sm90(fn, signature, constexprs, num_warps)

@@ -1,11 +1,10 @@
-"""Times the Triton backend's looped kernels with and without the row cache in
-their output (st_softmax.CACHE_IN_OUTPUT: the soft forward's s, the hard
-backward's y_soft, kept in the float32 output between the two passes, or the
-noise regenerated), next to the CUDA backend, at the issue's long-row shapes:
-the measurement that decides the default. The cache changes only the soft
-forward and the hard backward: the hard forward and the soft backward run
-the same kernels in both Triton columns (a measure of the noise between
-runs).
+"""Times the Triton backend's looped kernels with and without their row cache
+between the two passes (st_softmax.CACHE_BETWEEN_PASSES: the soft forward's s
+and the hard backward's recomputed y_soft, kept in a float32 output or, for
+16-bit ones, a float32 workspace of persistent programs; or the noise
+regenerated), next to the CUDA backend, at the issue's long-row shapes in
+float32 and bfloat16: the measurement that decides the default. The cache
+changes only the soft forward and the hard backward, the two passes timed.
 
 Usage: python scripts/triton_variants.py [--out results.json]
 """
@@ -13,6 +12,7 @@ Usage: python scripts/triton_variants.py [--out results.json]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import torch
@@ -33,30 +33,30 @@ def main() -> None:
     timer = CudaTimer(TimerConfig(rep_ms=60.0))
     variants = [("cuda", None), ("triton", True), ("triton", False)]
     records = []
-    print(f"{'shape':>14s} {'mode':5s} {'pass':8s} " + " ".join(
+    print(f"{'shape':>14s} {'dtype':9s} {'mode':5s} {'pass':8s} " + " ".join(
         f"{b + ('' if c is None else ' cache' if c else ' regen'):>13s}" for b, c in variants), flush=True)
-    for rows, cols in SHAPES:
-        x = torch.randn(rows, cols, device="cuda")
+    for dtype, (rows, cols) in itertools.product((torch.float32, torch.bfloat16), SHAPES):
+        x = torch.randn(rows, cols, device="cuda", dtype=dtype)
         xg = x.clone().requires_grad_(True)
         g = torch.randn_like(x)
-        for hard in (False, True):
-            for pass_ in ("fwd", "fwd+bwd"):
-                cells = []
-                for backend, cache in variants:
-                    if cache is not None:
-                        st_softmax.CACHE_IN_OUTPUT = cache
-                    if pass_ == "fwd":
-                        fn = lambda b=backend, h=hard: fg.gumbel_softmax(x, 0.7, hard=h, seed=1, backend=b)
-                    else:
-                        fn = lambda b=backend, h=hard: torch.autograd.grad(
-                            fg.gumbel_softmax(xg, 0.7, hard=h, seed=1, backend=b), xg, g)
-                    ms = timer(fn)["median_ms"]
-                    cells.append(ms)
-                    records.append(dict(shape=[rows, cols], dtype="float32", hard=hard, **{"pass": pass_},
-                                        backend=backend, cache_in_output=cache, median_ms=ms))
-                st_softmax.CACHE_IN_OUTPUT = True
-                print(f"{rows:>6d}x{cols:<7d} {'hard' if hard else 'soft':5s} {pass_:8s} "
-                      + " ".join(f"{c:13.3f}" for c in cells), flush=True)
+        for hard, pass_ in ((False, "fwd"), (True, "fwd+bwd")):
+            cells = []
+            for backend, cache in variants:
+                if cache is not None:
+                    st_softmax.CACHE_BETWEEN_PASSES = cache
+                if pass_ == "fwd":
+                    fn = lambda b=backend, h=hard: fg.gumbel_softmax(x, 0.7, hard=h, seed=1, backend=b)
+                else:
+                    fn = lambda b=backend, h=hard: torch.autograd.grad(
+                        fg.gumbel_softmax(xg, 0.7, hard=h, seed=1, backend=b), xg, g)
+                ms = timer(fn)["median_ms"]
+                cells.append(ms)
+                records.append(dict(shape=[rows, cols], dtype=str(dtype).removeprefix("torch."), hard=hard,
+                                    **{"pass": pass_}, backend=backend, cache_between_passes=cache,
+                                    median_ms=ms))
+            st_softmax.CACHE_BETWEEN_PASSES = True
+            print(f"{rows:>6d}x{cols:<7d} {str(dtype).removeprefix('torch.'):9s} {'hard' if hard else 'soft':5s} "
+                  f"{pass_:8s} " + " ".join(f"{c:13.3f}" for c in cells), flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, records=records), f,

@@ -420,14 +420,15 @@ def test_ties_and_several_nans_give_the_first_column(looped, programs):
 @pytest.mark.parametrize("programs", [1, 64], ids=["one_program_per_row", "split"])
 def test_long_rows_cache_or_regenerate(looped, monkeypatch, dtype, cache, programs):
     """The looped kernels' second passes read s (soft forward) or y_soft (hard
-    backward) back from a float32 output (CACHE_IN_OUTPUT) or rebuild it from
-    the logits and the regenerated noise (16-bit outputs always): either way
-    the values of the first pass. Rows of 1022 columns (unaligned windows):
+    backward) back from a float32 output or a workspace (CACHE_BETWEEN_PASSES;
+    split rows: float32 only) or rebuild it from the logits and the
+    regenerated noise: either way the values of the first pass. Rows of 1022
+    columns (unaligned windows):
     the plan's 9 blocks of 128 cover cols + 3, each row needs 8, so split in
     9 chunks every row's last chunk lies past its end. A +inf logit makes its
     row NaN, with the index at the +inf."""
     looped(programs)
-    monkeypatch.setattr(kernels, "CACHE_IN_OUTPUT", cache)
+    monkeypatch.setattr(kernels, "CACHE_BETWEEN_PASSES", cache)
     assert kernels.plan(3, 1022, torch.device(DEVICE)).n_splits == (9 if programs > 1 else 1)
     x = sample_inputs((3, 1022), dtype)
     x[2, 700] = float("inf")
@@ -444,6 +445,53 @@ def test_long_rows_cache_or_regenerate(looped, monkeypatch, dtype, cache, progra
         y_ref, _ = reference(x_ref, 0.8, hard, -1, noise_like(x, -1, 9))
         (grad_ref,) = torch.autograd.grad((y_ref[:2] * w[:2].cpu()).sum(), x_ref)
         assert_close(grad[:2], grad_ref[:2], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(looped, monkeypatch, dtype):
+    """A 16-bit sample or gradient cannot hold the looped kernels' float32
+    cache (s in the soft forward, y_soft in the hard backward): it goes to a
+    workspace of CACHE_PROGRAMS_PER_SM rows per SM, whose programs walk the
+    rows in turn. Shrunk to 3 programs for 11 rows (3 or 4 each, every one
+    reusing its workspace row; unaligned 1022 columns, a NaN and a +inf row):
+    every row and gradient as the reference's, through the persistent
+    launches (checked where the kernels are interpreted)."""
+    looped(1)
+    monkeypatch.setattr(kernels, "_sms", lambda device: 3)
+    monkeypatch.setattr(kernels, "CACHE_PROGRAMS_PER_SM", 1)
+    launches = []
+    if triton_kernels.interpreting():
+        def recorder(kernel, name):
+            class Recorder:
+                def __getitem__(self, grid):
+                    def launch(*args, **kwargs):
+                        launches.append((name, grid, kwargs["PERSISTENT"]))
+                        return kernel[grid](*args, **kwargs)
+                    return launch
+            return Recorder()
+
+        for name in ("_forward_long_kernel", "_backward_long_kernel"):
+            monkeypatch.setattr(kernels, name, recorder(getattr(kernels, name), name))
+    x = sample_inputs((11, 1022), dtype)
+    x[4, 3] = float("nan")
+    x[7, 1000] = float("inf")
+    ok = [r for r in range(11) if r not in (4, 7)]
+    w = torch.randn(11, 1022, device=DEVICE).to(dtype)
+    x.requires_grad_()
+    for hard in (False, True):
+        y, index, _, _ = OP(x, 0.8, hard, -1, 9)
+        x_ref = x.detach().cpu().requires_grad_()
+        y_ref, index_ref = reference(x_ref, 0.8, hard, -1, noise_like(x, -1, 9))
+        assert torch.equal(index.cpu(), index_ref)
+        assert torch.isnan(y[[4, 7]]).all()
+        assert_close(y[ok], y_ref[ok], dtype)
+        (grad,) = torch.autograd.grad((y[ok] * w[ok]).sum(), x)
+        (grad_ref,) = torch.autograd.grad((y_ref[ok] * w[ok].cpu()).sum(), x_ref)
+        assert_close(grad[ok], grad_ref[ok], dtype)
+    if triton_kernels.interpreting():
+        # Persistent: the soft forward and the hard (y_soft recomputed) backward.
+        assert launches == [("_forward_long_kernel", (3, 1), True), ("_backward_long_kernel", (11, 1), False),
+                            ("_forward_long_kernel", (11, 1), False), ("_backward_long_kernel", (3, 1), True)]
 
 
 @pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
@@ -658,19 +706,28 @@ _COMPILE_SCRIPT = textwrap.dedent("""
               TAU_IN_MEMORY=not hard, **rows), short.num_warps)
     for phase, flag, aligned in ((0, False, False), (1, True, True), (2, False, True), (2, True, False)):
         build(K._forward_long_kernel, "bf16", dict(HARD=flag, SEED_IN_STATE=not flag,
-              ALIGNED=aligned, TAU_IN_MEMORY=flag, CACHE_S=False, PHASE=phase, **loop), 8)
+              ALIGNED=aligned, TAU_IN_MEMORY=flag, CACHE_S=False, PERSISTENT=False, PHASE=phase,
+              **loop), 8)
         if not flag or phase == 1:
             build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True,
-                  ALIGNED=aligned, TAU_IN_MEMORY=False, CACHE_S=True, PHASE=phase, **loop), 8)
+                  ALIGNED=aligned, TAU_IN_MEMORY=False, CACHE_S=True, PERSISTENT=False,
+                  PHASE=phase, **loop), 8)
+        if phase == 0:
+            build(K._forward_long_kernel, "fp16", dict(HARD=False, SEED_IN_STATE=flag,
+                  ALIGNED=aligned, TAU_IN_MEMORY=not flag, CACHE_S=True, PERSISTENT=True,
+                  PHASE=0, **loop), 8)
         build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=not flag, ALIGNED=aligned,
-              TAU_IN_MEMORY=not flag, CACHE_Y=False, PHASE=phase, **loop), 8)
+              TAU_IN_MEMORY=not flag, CACHE_Y=False, PERSISTENT=False, PHASE=phase, **loop), 8)
         if not flag or phase == 1:
             build(K._backward_long_kernel, "fp32", dict(FROM_LOGITS=True, ALIGNED=aligned,
-                  TAU_IN_MEMORY=False, CACHE_Y=True, PHASE=phase, **loop), 8)
+                  TAU_IN_MEMORY=False, CACHE_Y=True, PERSISTENT=False, PHASE=phase, **loop), 8)
+        if phase == 0:
+            build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=True, ALIGNED=aligned,
+                  TAU_IN_MEMORY=flag, CACHE_Y=True, PERSISTENT=True, PHASE=0, **loop), 8)
     build(K._forward_long_kernel, "fp64", dict(HARD=True, SEED_IN_STATE=False, ALIGNED=False,
-          TAU_IN_MEMORY=False, CACHE_S=False, PHASE=0, **loop), 8)
+          TAU_IN_MEMORY=False, CACHE_S=False, PERSISTENT=False, PHASE=0, **loop), 8)
     long_ptx = build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True, ALIGNED=True,
-                     TAU_IN_MEMORY=False, CACHE_S=True, PHASE=0, **loop), 8).asm["ptx"]
+                     TAU_IN_MEMORY=False, CACHE_S=True, PERSISTENT=False, PHASE=0, **loop), 8).asm["ptx"]
     ptx = build(noise.fill_noise_kernel, "fp32", dict(BLOCK=1024), 4).asm["ptx"]
     print("ex2_ftz", len(re.findall(r"\\bex2\\.approx\\.ftz\\.f32", long_ptx)),
           "mul_wide", len(re.findall(r"\\bmul\\.wide\\.u32", ptx)),
@@ -750,27 +807,42 @@ _MUTATION_SCRIPT = textwrap.dedent("""
                   dict(n, x_row_stride=9, seed=3, noise_stride=9, noise_offset=0, HARD=hard,
                        SEED_IN_STATE=True, ALIGNED=False, TAU_IN_MEMORY=tau_in_memory, ROWS=4,
                        BLOCK=16), outputs)
-            for cache_s in ((False, True) if not hard else (False,)):
-                for phase in (0, 1, 2):
-                    # Pass 1 stores s (CACHE_S) or the one-hot's zeros (hard) in y.
-                    written = (["part_ptr", "part_arg_ptr"] + (["y_ptr"] if cache_s or hard else [])
-                               if phase == 1 else outputs)
-                    check(S._forward_long_kernel,
-                          ["x_ptr", "y_ptr", "index_ptr", "stats_ptr", "rng_state_ptr", "part_ptr",
-                           "part_arg_ptr", "tau_ptr"],
-                          dict(n, x_row_stride=9, seed=3, blocks_per_split=1, n_splits=2,
-                               noise_stride=9, noise_offset=0, HARD=hard, SEED_IN_STATE=True,
-                               ALIGNED=False, TAU_IN_MEMORY=tau_in_memory, CACHE_S=cache_s,
-                               PHASE=phase, BLOCK=16), written)
-            for cache_y, phase in itertools.product((False, True) if hard else (False,), (0, 1, 2)):
-                # Pass 1 stores the recomputed y_soft in grad_x (CACHE_Y).
+            # (CACHE_S, PERSISTENT, PHASE) as the launches combine them.
+            long_variants = [(False, False, phase) for phase in (0, 1, 2)]
+            if not hard:
+                long_variants += [(True, False, phase) for phase in (0, 1, 2)] + [(True, True, 0)]
+            for cache_s, persistent, phase in long_variants:
+                # Pass 1 stores s (CACHE_S) in y or the workspace (PERSISTENT),
+                # or the one-hot's zeros (hard) in y.
+                if phase == 1:
+                    written = ["part_ptr", "part_arg_ptr"] + (["y_ptr"] if cache_s or hard else [])
+                else:
+                    written = outputs + (["cache_ptr"] if persistent else [])
+                check(S._forward_long_kernel,
+                      ["x_ptr", "y_ptr", "index_ptr", "stats_ptr", "rng_state_ptr", "part_ptr",
+                       "part_arg_ptr", "cache_ptr", "tau_ptr"],
+                      dict(n, x_row_stride=9, seed=3, blocks_per_split=1, n_splits=2,
+                           noise_stride=9, noise_offset=0, programs=2, HARD=hard, SEED_IN_STATE=True,
+                           ALIGNED=False, TAU_IN_MEMORY=tau_in_memory, CACHE_S=cache_s,
+                           PERSISTENT=persistent, PHASE=phase, BLOCK=16), written)
+            # (CACHE_Y, PERSISTENT, PHASE) as the launches combine them.
+            long_variants = [(False, False, phase) for phase in (0, 1, 2)]
+            if hard:
+                long_variants += [(True, False, phase) for phase in (0, 1, 2)] + [(True, True, 0)]
+            for cache_y, persistent, phase in long_variants:
+                # Pass 1 stores the recomputed y_soft in grad_x or the
+                # workspace (CACHE_Y, PERSISTENT).
+                if phase == 1:
+                    written = ["part_ptr"] + (["out_ptr"] if cache_y else [])
+                else:
+                    written = ["out_ptr"] + (["cache_ptr"] if persistent else [])
                 check(S._backward_long_kernel,
                       ["grad_ptr", "y_ptr", "x_ptr", "stats_ptr", "rng_state_ptr", "out_ptr",
-                       "part_ptr", "tau_ptr"],
+                       "part_ptr", "cache_ptr", "tau_ptr"],
                       dict(n, grad_row_stride=9, y_row_stride=9, x_row_stride=9, blocks_per_split=1,
-                           n_splits=2, FROM_LOGITS=hard, ALIGNED=False,
-                           TAU_IN_MEMORY=tau_in_memory, CACHE_Y=cache_y, PHASE=phase, BLOCK=16),
-                      (["part_ptr"] + (["out_ptr"] if cache_y else [])) if phase == 1 else ["out_ptr"])
+                           n_splits=2, programs=2, FROM_LOGITS=hard, ALIGNED=False,
+                           TAU_IN_MEMORY=tau_in_memory, CACHE_Y=cache_y, PERSISTENT=persistent,
+                           PHASE=phase, BLOCK=16), written)
             check(S._backward_rows_kernel,
                   ["grad_ptr", "y_ptr", "x_ptr", "stats_ptr", "rng_state_ptr", "out_ptr", "tau_ptr"],
                   dict(n, grad_row_stride=9, y_row_stride=9, x_row_stride=9, FROM_LOGITS=hard,

@@ -45,14 +45,17 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         instructions per element before, 74 with unit lanes and
         _tempered_exp, 71 with noise.philox). hard=True's first pass writes
         the one-hot's zeros as it goes, its second only the 1 (or NaN over a
-        row without a valid sample). The soft sample needs s again: when the
-        sample's dtype is the accumulation dtype (float32, float64: CACHE_S,
-        while CACHE_IN_OUTPUT) the first pass stores s
-        in the output, where the second pass reads it back (from L2 when the
-        row is still there) and overwrites it with y; for 16-bit samples the
-        second pass regenerates the noise. The noise was about a third of the
-        soft forward's instructions on an H100 (200 per element against 134
-        for the hard one, which evaluates it once).
+        row without a valid sample). The soft sample needs s again
+        (CACHE_S, while CACHE_BETWEEN_PASSES): when the sample's dtype is the
+        accumulation dtype (float32, float64) the first pass stores s in the
+        output, where the second pass reads it back (from L2 when the row is
+        still there) and overwrites it with y; a 16-bit sample cannot hold
+        it, so s goes to a float32 workspace of CACHE_PROGRAMS_PER_SM rows per
+        SM whose persistent programs walk the rows (PERSISTENT; the
+        alternative, regenerating the noise, is the soft forward's largest
+        cost: about a third of its instructions on an H100, 200 per element
+        against 134 for the hard one, which evaluates it once). The hard
+        backward keeps its recomputed y_soft the same way (CACHE_Y).
         With at least 2 programs per SM worth of rows: one program per row
         does both passes (PHASE 0). With fewer rows, each row is split into
         n_splits chunks so every SM has work: PHASE 1 writes each chunk's
@@ -83,13 +86,20 @@ MAX_ROWS = 128           # rows per program, at most
 SPLIT_PROGRAMS_PER_SM = 2  # programs per SM the split path aims for
 INTERPRETER_SMS = 4      # "SMs" assumed without a GPU (the interpreter)
 # Whether the looped kernels keep a row's s (forward, hard=False) or
-# recomputed y_soft (backward, hard=True) in their float32/float64 output
-# between the two passes (CACHE_S, CACHE_Y), or regenerate the noise: one more
-# write and read of the row against the noise's arithmetic. On the H200
-# (scripts/triton_variants.py, bench/results/cuda_h200_triton_variants.txt)
-# the cache won: soft forward 0.58 ms against 0.75 at 4096 x 32768 float32,
-# hard forward+backward 1.19 against 1.21.
-CACHE_IN_OUTPUT = True
+# recomputed y_soft (backward, hard=True) between the two passes (CACHE_S,
+# CACHE_Y), in their float32/float64 output or a workspace, or regenerate the
+# noise: one more write and read of the row against the noise's arithmetic.
+# On the H200 (scripts/triton_variants.py,
+# bench/results/cuda_h200_triton_variants.txt) the cache in a float32 output
+# won: soft forward 0.58 ms against 0.75 at 4096 x 32768, hard
+# forward+backward 1.19 against 1.21. The 16-bit workspace is not yet
+# measured (the bfloat16 rows of that script).
+CACHE_BETWEEN_PASSES = True
+# Rows of the workspace per SM where the output cannot hold the cache (16-bit
+# samples and gradients), one per persistent program: 4 programs of 256
+# threads fit an SM at up to 64 registers (sm_90 SASS of the persistent
+# kernels: 40-63, python scripts/triton_sass.py with triton 3.6 and 3.8).
+CACHE_PROGRAMS_PER_SM = 4
 
 _NO_INDEX: tl.constexpr = tl.constexpr(2**62)  # larger than any column
 FLOAT_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).max)
@@ -414,11 +424,11 @@ def _forward_rows_kernel(
 @triton.jit(do_not_specialize=["seed"])
 def _forward_long_kernel(
     x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
-    part_ptr, part_arg_ptr,
+    part_ptr, part_arg_ptr, cache_ptr,
     rows, cols, seed: tl.int64, tau: tl.float64, tau_ptr, blocks_per_split, n_splits,
-    noise_stride, noise_offset,
+    noise_stride, noise_offset, programs,
     HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
-    TAU_IN_MEMORY: tl.constexpr, CACHE_S: tl.constexpr,
+    TAU_IN_MEMORY: tl.constexpr, CACHE_S: tl.constexpr, PERSISTENT: tl.constexpr,
     PHASE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """One row (PHASE 0) or one chunk of a row (PHASES 1, 2) per program.
@@ -426,33 +436,70 @@ def _forward_long_kernel(
     Program (row, split) owns blocks [split * blocks_per_split, ...) of the
     row's windows. PHASE 0: both passes. PHASE 1: pass 1, partial state to
     part (m, l) / part_arg. PHASE 2: merge the row's partials, then pass 2.
-    CACHE_S: pass 1 stores s in y (of the accumulation dtype), pass 2 reads it
-    back instead of regenerating the noise (the same bits).
+    CACHE_S: pass 1 stores s in row `slot` of cache_ptr (of the accumulation
+    dtype), pass 2 reads it back instead of regenerating the noise (the same
+    bits): the output itself, slot = row, or (PERSISTENT, PHASE 0) a
+    workspace of `programs` rows, one per program, each program walking the
+    rows program_id, program_id + programs, ...
     """
+    if PERSISTENT:
+        for r in range(tl.program_id(0), rows, programs):
+            _forward_long_row(
+                tl.cast(r, tl.int64), tl.program_id(0).to(tl.int64),
+                x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
+                part_ptr, part_arg_ptr, cache_ptr, rows, cols, seed, tau, tau_ptr,
+                blocks_per_split, n_splits, noise_stride, noise_offset,
+                HARD, SEED_IN_STATE, ALIGNED, TAU_IN_MEMORY, CACHE_S, PERSISTENT, PHASE, BLOCK)
+            # The next row's pass 1 overwrites the slot this row's pass 2
+            # read, with another mapping of columns to threads.
+            tl.debug_barrier()
+    else:
+        row = tl.program_id(0).to(tl.int64)
+        _forward_long_row(
+            row, row, x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
+            part_ptr, part_arg_ptr, cache_ptr, rows, cols, seed, tau, tau_ptr,
+            blocks_per_split, n_splits, noise_stride, noise_offset,
+            HARD, SEED_IN_STATE, ALIGNED, TAU_IN_MEMORY, CACHE_S, PERSISTENT, PHASE, BLOCK)
+
+
+@triton.jit
+def _forward_long_row(
+    r, slot, x_ptr, x_row_stride, y_ptr, index_ptr, stats_ptr, rng_state_ptr,
+    part_ptr, part_arg_ptr, cache_ptr, rows, cols, seed, tau, tau_ptr,
+    blocks_per_split, n_splits, noise_stride, noise_offset,
+    HARD: tl.constexpr, SEED_IN_STATE: tl.constexpr, ALIGNED: tl.constexpr,
+    TAU_IN_MEMORY: tl.constexpr, CACHE_S: tl.constexpr, PERSISTENT: tl.constexpr,
+    PHASE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """_forward_long_kernel's work on row r (int64), its cache in row `slot`
+    of the workspace (PERSISTENT) or in the output row. The output's row is
+    addressed from y_ptr, not cache_ptr (the same tensor then): one base for
+    pass 2's load and store (sm_90 SASS: 7.8 instructions per element, 8.8
+    with two)."""
     acc_ty = stats_ptr.dtype.element_ty
     scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     key, base = _philox_key(rng_state_ptr, seed, SEED_IN_STATE)
     # The row's state is kept as [1] tensors, the shape of a [1, BLOCK]
     # piece's reductions; `one` turns scalar offsets into [1] offsets.
     one = tl.zeros([1], tl.int64)
-    row = tl.program_id(0).to(tl.int64) + one[:, None]
+    row = r + one[:, None]
     split = tl.program_id(1)
     row_ok = row < rows
     row_pos = row * noise_stride + noise_offset
     if ALIGNED:
         lead = 0
     else:
-        lead = (tl.program_id(0).to(tl.int64) * noise_stride + noise_offset) & 3
+        lead = (r * noise_stride + noise_offset) & 3
     first_block = split * blocks_per_split
     last_block = tl.minimum(first_block + blocks_per_split, _row_blocks(cols, lead, BLOCK))
-    part = tl.program_id(0).to(tl.int64) * n_splits + split
+    part = r * n_splits + split
     # 1. The state (m, l, arg) of the row (PHASES 0, 2) or of this chunk (PHASE 1).
     m = tl.full([1], float("-inf"), acc_ty)
     l = tl.zeros([1], acc_ty)
     arg = tl.full([1], _NO_INDEX, tl.int64)
     if PHASE == 2:
         # Merge the row's chunk states, in split order.
-        row_part = tl.program_id(0).to(tl.int64) * n_splits
+        row_part = r * n_splits
         for k in range(0, n_splits):
             m_k = tl.load(part_ptr + 2 * (row_part + k) + one)
             l_k = tl.load(part_ptr + 2 * (row_part + k) + 1 + one)
@@ -461,7 +508,6 @@ def _forward_long_kernel(
     else:
         # Pass 1 over the windows as [BLOCK // 4, 4] units (gumbel_units):
         # each unit lane keeps a running state, reduced once after the loop.
-        r = tl.program_id(0).to(tl.int64)
         x_row = x_ptr + r * x_row_stride
         y_row = y_ptr + r * cols
         m_u = tl.full([BLOCK // 4], float("-inf"), acc_ty)
@@ -477,7 +523,10 @@ def _forward_long_kernel(
                                             BLOCK // 4).to(acc_ty)
             m_u, l_u, best_s, best_b = _unit_update(s, b, m_u, l_u, best_s, best_b, scale)
             if CACHE_S:
-                tl.store(y_row + col, s, mask=valid)
+                if PERSISTENT:
+                    tl.store(cache_ptr + slot * cols + col, s, mask=valid)
+                else:
+                    tl.store(y_row + col, s, mask=valid)
             if HARD:
                 tl.store(y_row + col, tl.zeros_like(s).to(y_ptr.dtype.element_ty), mask=valid)
         m_r, l_r, arg_r = _units_state(m_u, l_u, best_s, best_b, lead, cols, scale, BLOCK)
@@ -526,7 +575,10 @@ def _forward_long_kernel(
                 col = _window_columns(win_col, BLOCK)  # not _noisy_logits': see _window_columns
                 if CACHE_S:
                     valid = (col >= 0) & (col < cols)
-                    s = tl.load(y_ptr + row * cols + col, mask=valid, other=float("-inf"))
+                    if PERSISTENT:
+                        s = tl.load(cache_ptr + slot * cols + col, mask=valid, other=float("-inf"))
+                    else:
+                        s = tl.load(y_ptr + row * cols + col, mask=valid, other=float("-inf"))
                     y = _tempered_exp(s - m_safe, scale) * inv_l
                 else:
                     s, _, valid = _noisy_logits(x_ptr, x_row_stride, row, row_ok, cols, row_pos,
@@ -607,41 +659,99 @@ def _backward_rows_kernel(
 @triton.jit
 def _backward_long_kernel(
     grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
-    stats_ptr, rng_state_ptr, out_ptr, part_ptr,
-    rows, cols, tau: tl.float64, tau_ptr, blocks_per_split, n_splits,
+    stats_ptr, rng_state_ptr, out_ptr, part_ptr, cache_ptr,
+    rows, cols, tau: tl.float64, tau_ptr, blocks_per_split, n_splits, programs,
     FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr, TAU_IN_MEMORY: tl.constexpr,
-    CACHE_Y: tl.constexpr, PHASE: tl.constexpr, BLOCK: tl.constexpr,
+    CACHE_Y: tl.constexpr, PERSISTENT: tl.constexpr, PHASE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Looped backward, phases as in _forward_long_kernel: pass 1 sums
     grad * y_soft over the blocks (PHASE 1 stores the chunk's sum, PHASE 2
     adds the row's chunk sums in order), pass 2 writes grad_x. CACHE_Y (y_soft
-    recomputed, grad_x of the accumulation dtype): pass 1 stores y_soft in
-    grad_x, pass 2 reads it back instead of regenerating the noise (the same
-    bits), as the forward's CACHE_S."""
+    recomputed): pass 1 stores y_soft in grad_x (of the accumulation dtype)
+    or, PERSISTENT, in a workspace row of its program, as the forward's
+    CACHE_S; pass 2 reads it back instead of regenerating the noise (the same
+    bits)."""
+    if PERSISTENT:
+        for r in range(tl.program_id(0), rows, programs):
+            _backward_long_row(
+                tl.cast(r, tl.int64), tl.program_id(0).to(tl.int64),
+                grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
+                stats_ptr, rng_state_ptr, out_ptr, part_ptr, cache_ptr, rows, cols, tau, tau_ptr,
+                blocks_per_split, n_splits,
+                FROM_LOGITS, ALIGNED, TAU_IN_MEMORY, CACHE_Y, PERSISTENT, PHASE, BLOCK)
+            # The next row's pass 1 overwrites the slot this row's pass 2
+            # read, with another mapping of columns to threads.
+            tl.debug_barrier()
+    else:
+        row = tl.program_id(0).to(tl.int64)
+        _backward_long_row(
+            row, row, grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
+            stats_ptr, rng_state_ptr, out_ptr, part_ptr, cache_ptr, rows, cols, tau, tau_ptr,
+            blocks_per_split, n_splits,
+            FROM_LOGITS, ALIGNED, TAU_IN_MEMORY, CACHE_Y, PERSISTENT, PHASE, BLOCK)
+
+
+@triton.jit
+def _backward_long_row(
+    r, slot, grad_ptr, grad_row_stride, y_ptr, y_row_stride, x_ptr, x_row_stride,
+    stats_ptr, rng_state_ptr, out_ptr, part_ptr, cache_ptr, rows, cols, tau, tau_ptr,
+    blocks_per_split, n_splits,
+    FROM_LOGITS: tl.constexpr, ALIGNED: tl.constexpr, TAU_IN_MEMORY: tl.constexpr,
+    CACHE_Y: tl.constexpr, PERSISTENT: tl.constexpr, PHASE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """_backward_long_kernel's work on row r (int64), its cache in row `slot`
+    of the workspace (PERSISTENT) or in grad_x's row (addressed from out_ptr,
+    as the forward's from y_ptr)."""
     acc_ty = stats_ptr.dtype.element_ty
     # _temperature twice, not once into a local: the interpreter keeps a
     # float64 scalar local as float32 (the cost: one scalar load per program).
     inv = _inverse_temperature(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     scale = _exp_scale(_temperature(tau, tau_ptr, TAU_IN_MEMORY), acc_ty)
     seed, base = _noise_key(rng_state_ptr, FROM_LOGITS)
-    one = tl.zeros([1], tl.int64)  # as in _forward_long_kernel: [1] row state
-    row = tl.program_id(0).to(tl.int64) + one[:, None]
+    one = tl.zeros([1], tl.int64)  # as in _forward_long_row: [1] row state
+    row = r + one[:, None]
     split = tl.program_id(1)
     row_ok = row < rows
     if ALIGNED:
         lead = 0
     else:
-        lead = (tl.program_id(0).to(tl.int64) * cols) & 3
+        lead = (r * cols) & 3
     first_block = split * blocks_per_split
     last_block = tl.minimum(first_block + blocks_per_split, _row_blocks(cols, lead, BLOCK))
-    part = tl.program_id(0).to(tl.int64) * n_splits + split
+    part = r * n_splits + split
     # 1. dot = sum_k grad_k * y_k of the row (PHASES 0, 2) or of this chunk (PHASE 1).
     dot = tl.zeros([1], acc_ty)
     if PHASE == 2:
         # The row's chunk sums, added in split order.
-        row_part = tl.program_id(0).to(tl.int64) * n_splits
+        row_part = r * n_splits
         for k in range(0, n_splits):
             dot += tl.load(part_ptr + row_part + k + one)
+    elif FROM_LOGITS:
+        # Pass 1 over the blocks as [BLOCK // 4, 4] units, as the forward's:
+        # y_soft recomputed as _soft_sample does (the same bits), one Philox
+        # group per thread. In [1, BLOCK] windows a 16-bit row's loads and
+        # the float32 workspace's stores wanted different layouts, and triton
+        # 3.6 evaluated the noise in both (sm_90 SASS, python
+        # scripts/triton_sass.py: 132 instructions per element, 73.5 in
+        # units; float32, triton 3.8: 73.2 -> 70.8, 48 -> 40 registers).
+        m = tl.load(stats_ptr + 2 * r)
+        inv_l = 1.0 / tl.load(stats_ptr + 2 * r + 1)
+        dot_units = tl.zeros([BLOCK // 4, 4], acc_ty)
+        for b in range(first_block, last_block):
+            win = b * BLOCK - lead
+            col = _unit_columns(win, BLOCK // 4)
+            valid = (col >= 0) & (col < cols)
+            x = tl.load(x_ptr + r * x_row_stride + col, mask=valid, other=float("-inf"))
+            s = x.to(acc_ty) + gumbel_units(seed, base, r * cols + win, BLOCK // 4).to(acc_ty)
+            y = tl.where(valid, _tempered_exp(s - m, scale) * inv_l, 0.0)
+            g = tl.load(grad_ptr + r * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
+            dot_units += g * y
+            if CACHE_Y:
+                if PERSISTENT:
+                    tl.store(cache_ptr + slot * cols + col, y, mask=valid)
+                else:
+                    tl.store(out_ptr + r * cols + col, y, mask=valid)
+        dot += tl.sum(tl.sum(dot_units, axis=1), axis=0)
     else:
         # Pass 1 over the blocks, a sum per lane, added up after the loop
         # (no shuffles and barriers per block).
@@ -654,8 +764,6 @@ def _backward_long_kernel(
             col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
             g = tl.load(grad_ptr + row * grad_row_stride + col, mask=valid, other=0.0).to(acc_ty)
             dot_lanes += g * y
-            if CACHE_Y:
-                tl.store(out_ptr + row * cols + col, y, mask=valid)
         dot += tl.sum(dot_lanes, axis=1)
     if PHASE == 1:
         # 2. A chunk's sum goes to the workspace; PHASE 2 takes over.
@@ -670,7 +778,10 @@ def _backward_long_kernel(
             col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
             if CACHE_Y:
                 valid = row_ok & (col >= 0) & (col < cols)
-                y = tl.load(out_ptr + row * cols + col, mask=valid, other=0.0)
+                if PERSISTENT:
+                    y = tl.load(cache_ptr + slot * cols + col, mask=valid, other=0.0)
+                else:
+                    y = tl.load(out_ptr + row * cols + col, mask=valid, other=0.0)
             else:
                 y, _, valid = _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr,
                                            seed, base, row, row_ok, cols, win_col, scale,
@@ -704,11 +815,16 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _sms(device: torch.device) -> int:
+    """The device's SMs (INTERPRETER_SMS for the interpreter's CPU tensors)."""
+    if device.type != "cuda":
+        return INTERPRETER_SMS
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def _programs_wanted(device: torch.device) -> int:
     """Programs that keep every SM busy: below that many rows, rows are split."""
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device()) \
-        if device.type == "cuda" else INTERPRETER_SMS
-    return SPLIT_PROGRAMS_PER_SM * sms
+    return SPLIT_PROGRAMS_PER_SM * _sms(device)
 
 
 def plan(rows: int, cols: int, device: torch.device, noise_stride: int | None = None,
@@ -776,19 +892,29 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
             BLOCK=p.block, **flags)
         return
     args = (x_rows, x_rows.stride(0), y_rows, index, stats, rng_state)
-    flags["CACHE_S"] = CACHE_IN_OUTPUT and not hard and y_rows.dtype == stats.dtype
+    in_output = y_rows.dtype == stats.dtype
     if p.n_splits == 1:
-        # PHASE 0 has no workspace: stats and index stand in for its pointers.
-        wrap(_forward_long_kernel)[(rows, 1)](
-            *args, stats, index, rows, cols, seed_arg, tau, tau_ptr, p.blocks_per_split, 1,
-            stride, noise_offset, PHASE=0, BLOCK=p.block, **flags)
+        # PHASE 0 has no partial states: stats and index stand in for their
+        # pointers. A 16-bit soft sample cannot hold s: it goes to a
+        # workspace of CACHE_PROGRAMS_PER_SM rows per SM, which persistent
+        # programs reuse row after row.
+        cache_s = CACHE_BETWEEN_PASSES and not hard
+        persistent = cache_s and not in_output
+        programs = min(rows, CACHE_PROGRAMS_PER_SM * _sms(x_rows.device)) if persistent else rows
+        cache = (torch.empty((programs, cols), dtype=stats.dtype, device=x_rows.device) if persistent
+                 else y_rows)
+        wrap(_forward_long_kernel)[(programs, 1)](
+            *args, stats, index, cache, rows, cols, seed_arg, tau, tau_ptr, p.blocks_per_split, 1,
+            stride, noise_offset, programs, CACHE_S=cache_s, PERSISTENT=persistent, PHASE=0,
+            BLOCK=p.block, **flags)
         return
     part = torch.empty((rows, p.n_splits, 2), dtype=stats.dtype, device=x_rows.device)
     part_arg = torch.empty((rows, p.n_splits), dtype=torch.int64, device=x_rows.device)
     for phase in (1, 2):
         wrap(_forward_long_kernel)[(rows, p.n_splits)](
-            *args, part, part_arg, rows, cols, seed_arg, tau, tau_ptr, p.blocks_per_split,
-            p.n_splits, stride, noise_offset, PHASE=phase, BLOCK=p.block, **flags)
+            *args, part, part_arg, y_rows, rows, cols, seed_arg, tau, tau_ptr, p.blocks_per_split,
+            p.n_splits, stride, noise_offset, rows, CACHE_S=CACHE_BETWEEN_PASSES and not hard and in_output,
+            PERSISTENT=False, PHASE=phase, BLOCK=p.block, **flags)
 
 
 def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tensor | None,
@@ -818,15 +944,23 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
         wrap(_backward_rows_kernel)[(cdiv(rows, p.rows_per_program),)](
             *args, rows, cols, tau, tau_ptr, ROWS=p.rows_per_program, BLOCK=p.block, **flags)
         return
-    flags["CACHE_Y"] = CACHE_IN_OUTPUT and from_logits and out_rows.dtype == stats.dtype
+    in_output = out_rows.dtype == stats.dtype
     if p.n_splits == 1:
-        # PHASE 0 has no workspace: stats stands in for its pointer.
-        wrap(_backward_long_kernel)[(rows, 1)](
-            *args, stats, rows, cols, tau, tau_ptr, p.blocks_per_split, 1,
-            PHASE=0, BLOCK=p.block, **flags)
+        # PHASE 0 has no chunk sums: stats stands in for their pointer. A
+        # 16-bit gradient cannot hold y_soft: as the forward's s, it goes to
+        # a workspace of persistent programs.
+        cache_y = CACHE_BETWEEN_PASSES and from_logits
+        persistent = cache_y and not in_output
+        programs = min(rows, CACHE_PROGRAMS_PER_SM * _sms(grad_rows.device)) if persistent else rows
+        cache = (torch.empty((programs, cols), dtype=stats.dtype, device=grad_rows.device) if persistent
+                 else out_rows)
+        wrap(_backward_long_kernel)[(programs, 1)](
+            *args, stats, cache, rows, cols, tau, tau_ptr, p.blocks_per_split, 1, programs,
+            CACHE_Y=cache_y, PERSISTENT=persistent, PHASE=0, BLOCK=p.block, **flags)
         return
     part = torch.empty((rows, p.n_splits), dtype=stats.dtype, device=grad_rows.device)
     for phase in (1, 2):
         wrap(_backward_long_kernel)[(rows, p.n_splits)](
-            *args, part, rows, cols, tau, tau_ptr, p.blocks_per_split, p.n_splits,
-            PHASE=phase, BLOCK=p.block, **flags)
+            *args, part, out_rows, rows, cols, tau, tau_ptr, p.blocks_per_split, p.n_splits, rows,
+            CACHE_Y=CACHE_BETWEEN_PASSES and from_logits and in_output, PERSISTENT=False, PHASE=phase,
+            BLOCK=p.block, **flags)
