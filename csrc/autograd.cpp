@@ -3,10 +3,17 @@
 // torch.library.register_autograd: at router sizes (16384 x 64) a call costs
 // its host time, and the Python autograd wrapper cost more than the C++ ops
 // (CPU, 4 x 8 bfloat16, forward+backward through the public functions:
-// gumbel_softmax 41 -> 23 us, gumbel_topk 50 -> 27 us, F.gumbel_softmax 25-35
+// gumbel_softmax 41 -> 23 us, gumbel_topk 50 -> 27 us, F.gumbel_softmax 25-36
 // us; python scripts/profile_host.py --device cpu).
 // Each backward is another registered op, which torch.compile traces into its
 // graph and opcheck checks.
+//
+// Only the sample goes through the autograd Function: the other outputs come
+// back beside it (`rest`), never marked non-differentiable, because torch
+// 2.14's compiled autograd asserts that a C++ Function's context has no
+// non-differentiable outputs (custom_function.h, CppNode::compiled_args). They
+// get no grad_fn and no gradient, and a kept soft sample no incoming tensor of
+// zeros in every backward.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -71,9 +78,15 @@ Tau saved_tau(AutogradContext* ctx, const variable_list& saved) {
 }
 
 using SoftmaxOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using TopkOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+}  // namespace
+
+// Outside the anonymous namespace: autograd names a node after its Function
+// (grad_fn, profiler rows, the in-place modification error), here
+// "torch::autograd::CppNode<fused_gumbel::StSoftmaxAutograd<double> >".
 template <class Tau>
-struct StSoftmaxFunction : public torch::autograd::Function<StSoftmaxFunction<Tau>> {
+struct StSoftmaxAutograd : public torch::autograd::Function<StSoftmaxAutograd<Tau>> {
   static const auto& forward_op() {
     static const auto op =
         typed_op<SoftmaxOutputs(const at::Tensor&, TauArg<Tau>, bool, int64_t, std::optional<int64_t>)>(
@@ -92,7 +105,8 @@ struct StSoftmaxFunction : public torch::autograd::Function<StSoftmaxFunction<Ta
   }
 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, TauArg<Tau> tau,
-                               bool hard, int64_t dim, std::optional<int64_t> seed) {
+                               bool hard, int64_t dim, std::optional<int64_t> seed,
+                               variable_list* rest) {
     SoftmaxOutputs out;
     {
       const at::AutoDispatchBelowADInplaceOrView below;
@@ -106,17 +120,14 @@ struct StSoftmaxFunction : public torch::autograd::Function<StSoftmaxFunction<Ta
     save_with_tau<Tau>(ctx, tau, {recompute ? logits : (hard ? y_soft : y), stats, rng_state});
     ctx->saved_data["recompute"] = recompute;
     ctx->saved_data["dim"] = dim;
-    // Only the sample has a gradient. Left differentiable, the kept soft
-    // sample would get a tensor of zeros as its incoming gradient in every
-    // backward: a full-size allocation and fill for nothing.
-    ctx->mark_non_differentiable({index, stats, rng_state, y_soft});
+    *rest = {index, stats, rng_state, y_soft};
     ctx->set_materialize_grads(false);
-    return {y, index, stats, rng_state, y_soft};
+    return {y};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     first_order_only();
-    variable_list grad_inputs(5);
+    variable_list grad_inputs(6);
     if (!grads[0].defined()) return grad_inputs;
     const variable_list saved = ctx->get_saved_variables();
     const bool recompute = ctx->saved_data["recompute"].toBool();
@@ -128,10 +139,8 @@ struct StSoftmaxFunction : public torch::autograd::Function<StSoftmaxFunction<Ta
   }
 };
 
-using TopkOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
 template <class Tau>
-struct GumbelTopkFunction : public torch::autograd::Function<GumbelTopkFunction<Tau>> {
+struct GumbelTopkAutograd : public torch::autograd::Function<GumbelTopkAutograd<Tau>> {
   static const auto& forward_op() {
     static const auto op =
         typed_op<TopkOutputs(const at::Tensor&, int64_t, TauArg<Tau>, bool, int64_t,
@@ -151,7 +160,7 @@ struct GumbelTopkFunction : public torch::autograd::Function<GumbelTopkFunction<
 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, int64_t k,
                                TauArg<Tau> tau, bool hard, int64_t dim,
-                               std::optional<int64_t> seed) {
+                               std::optional<int64_t> seed, variable_list* rest) {
     TopkOutputs out;
     {
       const at::AutoDispatchBelowADInplaceOrView below;
@@ -164,14 +173,14 @@ struct GumbelTopkFunction : public torch::autograd::Function<GumbelTopkFunction<
     save_with_tau<Tau>(ctx, tau, {logits, stats, rng_state});
     ctx->saved_data["k"] = k;
     ctx->saved_data["dim"] = dim;
-    ctx->mark_non_differentiable({index, stats, rng_state});
+    *rest = {index, stats, rng_state};
     ctx->set_materialize_grads(false);
-    return {y, index, stats, rng_state};
+    return {y};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     first_order_only();
-    variable_list grad_inputs(6);
+    variable_list grad_inputs(7);
     if (!grads[0].defined()) return grad_inputs;
     const variable_list saved = ctx->get_saved_variables();
     grad_inputs[0] = backward_op().call(grads[0], saved[0], saved[1], saved[2],
@@ -181,18 +190,22 @@ struct GumbelTopkFunction : public torch::autograd::Function<GumbelTopkFunction<
   }
 };
 
+namespace {
+
 template <class Tau>
 SoftmaxOutputs st_softmax_autograd(const at::Tensor& logits, TauArg<Tau> tau, bool hard,
                                    int64_t dim, std::optional<int64_t> seed) {
-  const variable_list out = StSoftmaxFunction<Tau>::apply(logits, tau, hard, dim, seed);
-  return {out[0], out[1], out[2], out[3], out[4]};
+  variable_list rest;
+  const variable_list out = StSoftmaxAutograd<Tau>::apply(logits, tau, hard, dim, seed, &rest);
+  return {out[0], rest[0], rest[1], rest[2], rest[3]};
 }
 
 template <class Tau>
 TopkOutputs gumbel_topk_autograd(const at::Tensor& logits, int64_t k, TauArg<Tau> tau, bool hard,
                                  int64_t dim, std::optional<int64_t> seed) {
-  const variable_list out = GumbelTopkFunction<Tau>::apply(logits, k, tau, hard, dim, seed);
-  return {out[0], out[1], out[2], out[3]};
+  variable_list rest;
+  const variable_list out = GumbelTopkAutograd<Tau>::apply(logits, k, tau, hard, dim, seed, &rest);
+  return {out[0], rest[0], rest[1], rest[2]};
 }
 
 }  // namespace

@@ -7,7 +7,7 @@ kernel (CPU, CUDA, Triton), registered as torch.ops.fused_gumbel.st_softmax.
 """
 
 from . import distributed
-from . import ops as _ops  # registers fake kernels and autograd
+from . import ops as _ops  # registers the fake kernels
 from .noise import gumbel_noise
 from .nn import GumbelRouter, GumbelSoftmax, RouterOutput, TemperatureSchedule
 from .ops import available_backends, gumbel_softmax

@@ -62,9 +62,6 @@ if extension_loaded():
     def _st_softmax_backward_tau_tensor_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
         return _st_softmax_backward_fake(grad, y_soft, logits, stats, rng_state, 1.0, dim)
 
-    # The operators' autograd is registered in C++ (csrc/autograd.cpp): see
-    # there for why.
-
 
 def _triton_module():
     from . import triton_kernels  # installed from triton_kernels/ (see pyproject.toml)

@@ -56,8 +56,6 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
     def _gumbel_topk_backward_tau_tensor_fake(grad, logits, stats, rng_state, k, tau, dim):
         return _gumbel_topk_backward_fake(grad, logits, stats, rng_state, k, 1.0, dim)
 
-    # The operators' autograd is registered in C++ (csrc/autograd.cpp).
-
 
 def _resolve(backend: str, device: torch.device, k: int, tau: float | torch.Tensor) -> str:
     """The backend gumbel_topk runs on: as gumbel_softmax's, except that the

@@ -17,7 +17,7 @@
 # Usage: scripts/gpu_check.sh OUTDIR        (PYTHON overrides the interpreter)
 #
 # PROFILE=1 adds the host-time profile of a router-sized call
-# (scripts/profile_host.py) and Nsight Compute of bfloat16 (about 70 s).
+# (scripts/profile_host.py) and Nsight Compute of bfloat16 (about 75 s).
 # QUICK=1: for the end of a device budget (about 4.5 minutes): the build, the
 # CUDA and Triton test files without their torch.compile and opcheck tests,
 # the large issue shapes against eager only, and ncu on float32.
@@ -160,7 +160,7 @@ if [ "$QUICK" != 1 ]; then
   rm -f "$OUT/variants.tmp"
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
-  step host 30 "$OUT/host.tmp" "$PY" scripts/profile_host.py --profile triton cuda
+  step host 40 "$OUT/host.tmp" "$PY" scripts/profile_host.py --profile triton cuda
   { echo "== profile_host"; cat "$OUT/host.tmp"; } >> "$OUT/host.log"
   rm -f "$OUT/host.tmp"
 fi

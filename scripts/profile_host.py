@@ -8,12 +8,13 @@ the host's (the H100 run measured 0.18 ms forward and 0.65-2.2 ms
 forward+backward for the Triton backend against 0.011 ms and 0.18 ms for the
 CUDA one); this says which calls the host spends them in.
 
-With --device cpu (the default without a GPU) the shape defaults to 4 x 8,
-where the kernels' work is negligible and a call's time is the host overhead
-of the Python wrapper, the dispatcher and autograd, which the CUDA backend
-pays too.
+With --device cpu (the default without a GPU) the shape defaults to 4 x 8 on
+one thread (torch.set_num_threads(1)), where the kernels' work is negligible
+and a call's time is the host overhead of the Python wrapper, the dispatcher
+and autograd, which the CUDA backend pays too.
 
-Usage: python scripts/profile_host.py [--device cuda] [--rows 16384] [--cols 64] [--profile triton cuda]
+Usage: python scripts/profile_host.py [--device cuda] [--rows 16384] [--cols 64] [--reps 200]
+                                      [--compiled] [--profile triton cuda]
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def main() -> None:
             print(f"\n== {name} hard={hard} {label}, 20 calls, by self CPU time")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=16,
                                             max_name_column_width=60))
+
 
 if __name__ == "__main__":
     main()

@@ -187,6 +187,29 @@ def test_only_the_sample_is_differentiable():
 
 @pytest.mark.parametrize("backend", [b for b in FUSED_BACKENDS if b.values[0] != "triton"])
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_compiled_autograd_takes_the_backward_of_an_eager_forward(backend, hard):
+    """A forward run eagerly whose backward runs under compiled autograd (a
+    frame torch.compile fell back on, code under torch.compiler.disable): the
+    operators' C++ autograd nodes compile, with the eager gradients. (Outputs
+    marked non-differentiable once failed an internal assert there.)"""
+    import torch._dynamo.compiled_autograd as compiled_autograd
+
+    device = device_of(backend)
+    x = torch.randn(4, 8, device=device, requires_grad=True)
+    w = torch.arange(8.0, device=device)
+    for sample in (lambda x: fg.gumbel_softmax(x, 0.7, hard, seed=3, backend=backend),
+                   lambda x: fg.gumbel_topk(x, 2, 0.7, hard, seed=3, backend=backend)):
+        (expected,) = torch.autograd.grad((sample(x) * w).sum(), x)
+        torch._dynamo.reset()
+        loss = (sample(x) * w).sum()
+        with compiled_autograd._enable(torch.compile(backend="eager")):
+            loss.backward()
+        torch.testing.assert_close(x.grad, expected)
+        x.grad = None
+
+
+@pytest.mark.parametrize("backend", [b for b in FUSED_BACKENDS if b.values[0] != "triton"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 @pytest.mark.parametrize("tau_tensor", [False, True], ids=["tau", "tau_tensor"])
 def test_the_backward_keeps_what_the_readme_says(backend, hard, tau_tensor):
     """What autograd keeps for the backward (README, "What the backward
