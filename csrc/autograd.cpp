@@ -43,8 +43,8 @@ void first_order_only() {
   TORCH_CHECK_NOT_IMPLEMENTED(!at::GradMode::is_enabled(), kDoubleBackward);
 }
 
-// Tau is a double, or for the _tau_tensor siblings (which torch.compile passes
-// a graph input instead of a constant) a one-element CPU tensor.
+// Tau is a double, or for the _tau_tensor siblings (which torch.compile passes as
+// a graph input, not a constant) a one-element CPU tensor.
 template <class Tau>
 constexpr bool kTauTensor = std::is_same_v<Tau, at::Tensor>;
 
