@@ -454,8 +454,9 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
     workspace of CACHE_PROGRAMS_PER_SM rows per SM, whose programs walk the
     rows in turn. Shrunk to 3 programs for 11 rows (3 or 4 each, every one
     reusing its workspace row; unaligned 1022 columns, a NaN and a +inf row):
-    every row and gradient as the reference's, through the persistent
-    launches (checked where the kernels are interpreted)."""
+    every row and gradient as the reference's and bit for bit as with the
+    noise regenerated, through the persistent launches (checked where the
+    kernels are interpreted)."""
     looped(1)
     monkeypatch.setattr(kernels, "_sms", lambda device: 3)
     monkeypatch.setattr(kernels, "CACHE_PROGRAMS_PER_SM", 1)
@@ -488,10 +489,17 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
         (grad,) = torch.autograd.grad((y[ok] * w[ok]).sum(), x)
         (grad_ref,) = torch.autograd.grad((y_ref[ok] * w[ok].cpu()).sum(), x_ref)
         assert_close(grad[ok], grad_ref[ok], dtype)
+        # The cache holds the bits the regenerated noise gives.
+        monkeypatch.setattr(kernels, "CACHE_BETWEEN_PASSES", False)
+        y_regen = OP(x, 0.8, hard, -1, 9)[0]
+        (grad_regen,) = torch.autograd.grad((y_regen[ok] * w[ok]).sum(), x)
+        monkeypatch.setattr(kernels, "CACHE_BETWEEN_PASSES", True)
+        torch.testing.assert_close(y_regen, y, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(grad_regen, grad, rtol=0, atol=0, equal_nan=True)
     if triton_kernels.interpreting():
         # Persistent: the soft forward and the hard (y_soft recomputed) backward.
-        assert launches == [("_forward_long_kernel", (3, 1), True), ("_backward_long_kernel", (11, 1), False),
-                            ("_forward_long_kernel", (11, 1), False), ("_backward_long_kernel", (3, 1), True)]
+        assert launches[0] == ("_forward_long_kernel", (3, 1), True)
+        assert ("_backward_long_kernel", (3, 1), True) in launches
 
 
 @pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
