@@ -56,8 +56,9 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         cost: about a third of its instructions on an H100, 200 per element
         against 134 for the hard one, which evaluates it once). The hard
         backward keeps its recomputed y_soft the same way (CACHE_Y).
-        With at least 2 programs per SM worth of rows: one program per row
-        does both passes (PHASE 0). With fewer rows, each row is split into
+        With at least 2 programs per SM worth of rows: one program does both
+        passes of a row (PHASE 0; a persistent program, of the rows in turn).
+        With fewer rows, each row is split into
         n_splits chunks so every SM has work: PHASE 1 writes each chunk's
         partial state, PHASE 2 merges a row's partials (in split order, so
         every program gets the same bits) and writes its chunk.
