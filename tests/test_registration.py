@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
@@ -183,6 +184,38 @@ def test_only_the_sample_is_differentiable():
     assert not any(t.requires_grad for t in (index, stats, rng_state, y_soft))
     (grad,) = torch.autograd.grad((y * torch.arange(300.0)).sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+class _RecordOps(TorchDispatchMode):
+    """The names of the operators dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_the_backward_runs_its_backward_op_alone(backend, hard):
+    """A backward is the backward operator and nothing else: no zero gradient
+    made (an allocation and a fill kernel each) for the outputs that have none
+    (index, stats, rng_state), as torch.library's Python autograd did for the
+    Triton ops by default."""
+    suffix = "_triton" if backend == "triton" else ""
+    x = torch.randn(4, 8, device=device_of(backend), requires_grad=True)
+    w = torch.randn(4, 8, device=x.device)
+    for name, sample in (("st_softmax", lambda: fg.gumbel_softmax(x, 0.7, hard, seed=3, backend=backend)),
+                         ("gumbel_topk", lambda: fg.gumbel_topk(x, 2, 0.7, hard, seed=3, backend=backend))):
+        y = sample()
+        with _RecordOps() as record:
+            torch.autograd.grad(y, x, w)
+        # (the soft sample, kept as an output, is unpacked through a detach)
+        ops = [op for op in record.ops if op != "aten.detach.default"]
+        assert ops == [f"fused_gumbel.{name}{suffix}_backward.default"], (name, record.ops)
 
 
 @pytest.mark.parametrize("backend", [b for b in FUSED_BACKENDS if b.values[0] != "triton"])

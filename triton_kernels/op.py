@@ -212,12 +212,17 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     save_with_tau(ctx, tau, logits if hard else y, stats, rng_state)
     ctx.hard, ctx.dim = hard, dim
     ctx.mark_non_differentiable(index, stats, rng_state)
+    # Their gradients would be zeros made for nothing: 3 allocations and
+    # fill kernels per backward.
+    ctx.set_materialize_grads(False)
 
 
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the soft sample (straight-through for hard=True)."""
     first_order_only()
+    if grad_y is None:  # set_materialize_grads(False)
+        return (None, None, None, None, None)
     (saved, stats, rng_state), tau, op = saved_with_tau(
         ctx, torch.ops.fused_gumbel.st_softmax_triton_backward,
         torch.ops.fused_gumbel.st_softmax_triton_backward_tau_tensor)

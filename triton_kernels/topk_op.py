@@ -114,12 +114,17 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     save_with_tau(ctx, tau, logits, stats, rng_state)
     ctx.k, ctx.dim = k, dim
     ctx.mark_non_differentiable(index, stats, rng_state)
+    # Their gradients would be zeros made for nothing: 3 allocations and
+    # fill kernels per backward.
+    ctx.set_materialize_grads(False)
 
 
 def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
                        _grad_rng: Any) -> tuple:
     """d logits from d y through the relaxed subset (straight-through for hard=True)."""
     first_order_only()
+    if grad_y is None:  # set_materialize_grads(False)
+        return (None, None, None, None, None, None)
     (logits, stats, rng_state), tau, op = saved_with_tau(
         ctx, torch.ops.fused_gumbel.gumbel_topk_triton_backward,
         torch.ops.fused_gumbel.gumbel_topk_triton_backward_tau_tensor)
