@@ -447,6 +447,10 @@ def test_long_rows_cache_or_regenerate(looped, monkeypatch, dtype, cache, progra
         assert_close(grad[:2], grad_ref[:2], dtype)
 
 
+# The position of cache_ptr among the long kernels' positional arguments.
+CACHE_ARG = {"_forward_long_kernel": 8, "_backward_long_kernel": 10}
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(looped, monkeypatch, dtype):
     """A 16-bit sample or gradient cannot hold the looped kernels' float32
@@ -456,8 +460,10 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
     reusing its workspace row; 1020 columns, a partial last block; a NaN and
     a +inf row):
     every row and gradient as the reference's and bit for bit as with the
-    noise regenerated, through the persistent launches (checked where the
-    kernels are interpreted)."""
+    noise regenerated, through the persistent launches; where the kernels are
+    interpreted, each program's workspace row holds the cache of the last row
+    it walked (programs run one after another there: a slot shared by two
+    programs would give right samples but leave a row unwritten)."""
     looped(1)
     monkeypatch.setattr(kernels, "_sms", lambda device: 3)
     monkeypatch.setattr(kernels, "CACHE_PROGRAMS_PER_SM", 1)
@@ -467,7 +473,7 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
             class Recorder:
                 def __getitem__(self, grid):
                     def launch(*args, **kwargs):
-                        launches.append((name, grid, kwargs["PERSISTENT"]))
+                        launches.append((name, grid, kwargs["PERSISTENT"], args[CACHE_ARG[name]]))
                         return kernel[grid](*args, **kwargs)
                     return launch
             return Recorder()
@@ -499,8 +505,15 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
         torch.testing.assert_close(grad_regen, grad, rtol=0, atol=0, equal_nan=True)
     if triton_kernels.interpreting():
         # Persistent: the soft forward and the hard (y_soft recomputed) backward.
-        assert launches[0] == ("_forward_long_kernel", (3, 1), True)
-        assert ("_backward_long_kernel", (3, 1), True) in launches
+        persistent = [(name, cache) for name, grid, on, cache in launches if on and grid == (3, 1)]
+        assert [name for name, _ in persistent] == ["_forward_long_kernel", "_backward_long_kernel"]
+        last_row = [9, 10, 8]  # of programs 0, 1, 2 (rows p, p + 3, ...)
+        noise = noise_like(x, -1, 9)
+        s = x.detach().cpu().float() + noise
+        y_soft = torch.softmax(s.double() / 0.8, -1).float()
+        for (_, cache), expected in zip(persistent, (s, y_soft)):
+            assert cache.shape == (3, 1020) and cache.dtype == torch.float32
+            torch.testing.assert_close(cache.cpu(), expected[last_row], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
