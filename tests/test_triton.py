@@ -751,6 +751,16 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     long_ptx = build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True, ALIGNED=True,
                      TAU_IN_MEMORY=False, CACHE_S=True, PERSISTENT=False, PHASE=0, **loop), 8).asm["ptx"]
     ptx = build(noise.fill_noise_kernel, "fp32", dict(BLOCK=1024), 4).asm["ptx"]
+    # The barriers of a 16-bit row's looped kernels caching in the output's
+    # place and in a persistent workspace.
+    for kernel, flags in ((K._forward_long_kernel, dict(HARD=False, SEED_IN_STATE=True, CACHE="CACHE_S")),
+                          (K._backward_long_kernel, dict(FROM_LOGITS=True, CACHE="CACHE_Y"))):
+        cache = flags.pop("CACHE")
+        bars = [len(re.findall(r"\\b(?:bar|barrier)\\.sync\\b", build(kernel, "bf16", dict(
+                    flags, ALIGNED=True, TAU_IN_MEMORY=False, PHASE=0, **{cache: on},
+                    PERSISTENT=persistent, **loop), 8).asm["ptx"]))
+                for on, persistent in ((True, False), (True, True))]
+        print("barriers", *bars)
     print("ex2_ftz", len(re.findall(r"\\bex2\\.approx\\.ftz\\.f32", long_ptx)),
           "mul_wide", len(re.findall(r"\\bmul\\.wide\\.u32", ptx)),
           "mul_hi", len(re.findall(r"\\bmul\\.hi\\.u32", ptx)),
@@ -770,12 +780,20 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
     specification's FMAs and no other: 21 per value (one for u, ten per log),
     none contracted from a multiply and an add, and no division; Philox's
     products must be 64-bit (mul.wide, no mul.hi: ptxas makes each one
-    IMAD.WIDE), and the float32 exponentials ex2.approx.ftz."""
+    IMAD.WIDE), and the float32 exponentials ex2.approx.ftz. The
+    persistent 16-bit kernels keep their workspace's barrier."""
     pytest.importorskip("triton.compiler")
     done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=compile_env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    counts = dict(re.findall(r"(\w+) (\d+)", done.stdout.strip().splitlines()[-1]))
+    lines = done.stdout.strip().splitlines()
+    counts = dict(re.findall(r"(\w+) (\d+)", lines[-1]))
+    # The workspace's barrier: the next row's pass 1 overwrites the slot this
+    # row's pass 2 read, with another mapping of columns to threads (the
+    # interpreter, one thread per program, cannot miss it).
+    for line in lines[-3:-1]:
+        cached, persistent = map(int, line.split()[1:])
+        assert persistent == cached + 1, line
     values_per_thread = 1024 // (4 * 32)  # fill_noise_kernel: BLOCK=1024, 4 warps
     assert int(counts["fma"]) == 21 * values_per_thread
     assert int(counts["mul_wide"]) > 0 and counts["mul_hi"] == "0" and int(counts["ex2_ftz"]) > 0
