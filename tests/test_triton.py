@@ -681,7 +681,8 @@ def test_host_integer_helpers_match_triton():
 def test_plans_keep_a_symbolic_row_count_symbolic():
     """Under torch.compile with dynamic shapes, a triton_op's body (and so
     plan()) sees the row count as a SymInt: the plan may guard on a range of
-    it, never on its value (a graph per row count)."""
+    it, never on its value (a graph per row count); the workspace's program
+    count not at all."""
     from torch._dynamo.source import ConstantSource
     from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv
 
@@ -694,6 +695,10 @@ def test_plans_keep_a_symbolic_row_count_symbolic():
         symbol = env.create_symbol(3000, ConstantSource("rows"), dynamic_dim=DimDynamic.DYNAMIC)
         make_plan(env.create_symintnode(symbol, hint=3000))
         assert not [g for g in env.guards if "Eq(" in str(g.expr)], env.guards
+    env = ShapeEnv()
+    symbol = env.create_symbol(3000, ConstantSource("rows"), dynamic_dim=DimDynamic.DYNAMIC)
+    kernels._workspace_programs(env.create_symintnode(symbol, hint=3000), torch.device("cpu"))
+    assert not env.guards
 
 
 def test_plan_table():

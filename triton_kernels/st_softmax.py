@@ -833,6 +833,12 @@ def _programs_wanted(device: torch.device) -> int:
     return SPLIT_PROGRAMS_PER_SM * _sms(device)
 
 
+def _workspace_programs(rows: int, device: torch.device) -> int:
+    """The persistent programs of a workspace launch: CACHE_PROGRAMS_PER_SM per
+    SM, no more than rows (sym_min: a symbolic row count stays unguarded)."""
+    return torch.sym_min(rows, CACHE_PROGRAMS_PER_SM * _sms(device))
+
+
 def plan(rows: int, cols: int, device: torch.device, noise_stride: int | None = None,
          noise_offset: int = 0) -> Plan:
     """The launch plan for [rows, cols] rows on `device` (fixed table, no
@@ -906,7 +912,7 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
         # programs reuse row after row (aligned rows: see CACHE_PROGRAMS_PER_SM).
         cache_s = CACHE_BETWEEN_PASSES and not hard and (in_output or p.aligned)
         persistent = cache_s and not in_output
-        programs = min(rows, CACHE_PROGRAMS_PER_SM * _sms(x_rows.device)) if persistent else rows
+        programs = _workspace_programs(rows, x_rows.device) if persistent else rows
         cache = (torch.empty((programs, cols), dtype=stats.dtype, device=x_rows.device) if persistent
                  else y_rows)
         wrap(_forward_long_kernel)[(programs, 1)](
@@ -957,7 +963,7 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
         # a workspace of persistent programs.
         cache_y = CACHE_BETWEEN_PASSES and from_logits and (in_output or p.aligned)
         persistent = cache_y and not in_output
-        programs = min(rows, CACHE_PROGRAMS_PER_SM * _sms(grad_rows.device)) if persistent else rows
+        programs = _workspace_programs(rows, grad_rows.device) if persistent else rows
         cache = (torch.empty((programs, cols), dtype=stats.dtype, device=grad_rows.device) if persistent
                  else out_rows)
         wrap(_backward_long_kernel)[(programs, 1)](
