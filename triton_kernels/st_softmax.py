@@ -49,7 +49,8 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         (CACHE_S, while CACHE_BETWEEN_PASSES): when the sample's dtype is the
         accumulation dtype (float32, float64) the first pass stores s in the
         output, where the second pass reads it back (from L2 when the row is
-        still there) and overwrites it with y; a 16-bit sample cannot hold
+        still there: every second pass walks the blocks last to first, the
+        last read first) and overwrites it with y; a 16-bit sample cannot hold
         it, so s goes to a float32 workspace of CACHE_PROGRAMS_PER_SM rows per
         SM whose persistent programs walk the rows (PERSISTENT; the
         alternative, regenerating the noise, is the soft forward's largest
@@ -576,7 +577,10 @@ def _forward_long_row(
                     y = _hard_sample(col, arg[:, None], ok)
                     tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
         else:
-            for b in range(first_block, last_block):
+            # Last block first: what pass 1 read (and stored) last is the
+            # likeliest still in L2 (the same bits in either order).
+            for i in range(first_block, last_block):
+                b = first_block + last_block - 1 - i
                 win_col = b * BLOCK - lead + one[:, None]
                 col = _window_columns(win_col, BLOCK)  # not _noisy_logits': see _window_columns
                 if CACHE_S:
@@ -779,7 +783,9 @@ def _backward_long_row(
         if CACHE_Y:
             # Pass 1's stores, from any thread, visible to all (PHASE 0).
             tl.debug_barrier()
-        for b in range(first_block, last_block):
+        # Last block first, as the forward's pass 2.
+        for i in range(first_block, last_block):
+            b = first_block + last_block - 1 - i
             win_col = b * BLOCK - lead + one[:, None]
             col = _window_columns(win_col, BLOCK)  # not _soft_sample's: see _window_columns
             if CACHE_Y:
