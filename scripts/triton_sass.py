@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             K._backward_long_kernel, dict(flags, FROM_LOGITS=True, CACHE_Y=True, PERSISTENT=True), "bf16"),
         "backward soft": (
             K._backward_long_kernel, dict(flags, FROM_LOGITS=False, CACHE_Y=False, PERSISTENT=False), "fp32"),
+        "backward soft (PERSISTENT)": (
+            K._backward_long_kernel, dict(flags, FROM_LOGITS=False, CACHE_Y=False, PERSISTENT=True), "fp32"),
     }
     per_thread = K.LOOP_BLOCK // (8 * 32)
     with tempfile.TemporaryDirectory() as tmp:

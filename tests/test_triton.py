@@ -516,6 +516,32 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
             torch.testing.assert_close(cache.cpu(), expected[last_row], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_soft_backward_on_persistent_programs(looped, monkeypatch, dtype):
+    """SOFT_BACKWARD_PROGRAMS_PER_SM: 3 programs walk 11 rows of a soft
+    backward (1021 columns: unaligned rows, a partial last block), with the
+    gradient of one program per row bit for bit."""
+    looped(1)
+    monkeypatch.setattr(kernels, "_sms", lambda device: 3)
+    launched = []
+    programs = kernels._persistent_programs
+    monkeypatch.setattr(kernels, "_persistent_programs",
+                        lambda rows, device, per_sm: launched.append(per_sm) or programs(rows, device, per_sm))
+    x = sample_inputs((11, 1021), dtype).requires_grad_()
+    w = torch.randn(11, 1021, device=DEVICE).to(dtype)
+    y = OP(x, 0.6, False, -1, 4)[0]
+    grads = []
+    for per_sm in (None, 1):
+        monkeypatch.setattr(kernels, "SOFT_BACKWARD_PROGRAMS_PER_SM", per_sm)
+        grads.append(torch.autograd.grad(y, x, w, retain_graph=True)[0])
+    assert launched == [1]
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+    x_ref = x.detach().cpu().requires_grad_()
+    y_ref, _ = reference(x_ref, 0.6, False, -1, noise_like(x, -1, 4))
+    (grad_ref,) = torch.autograd.grad(y_ref, x_ref, w.cpu())
+    assert_close(grads[1], grad_ref, dtype)
+
+
 @pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
 def test_long_rows_nan_and_all_inf(looped, programs):
     """Rows without a valid sample are NaN: the hard sample's pass 1 wrote
@@ -697,7 +723,7 @@ def test_plans_keep_a_symbolic_row_count_symbolic():
         assert not [g for g in env.guards if "Eq(" in str(g.expr)], env.guards
     env = ShapeEnv()
     symbol = env.create_symbol(3000, ConstantSource("rows"), dynamic_dim=DimDynamic.DYNAMIC)
-    kernels._workspace_programs(env.create_symintnode(symbol, hint=3000), torch.device("cpu"))
+    kernels._persistent_programs(env.create_symintnode(symbol, hint=3000), torch.device("cpu"), 4)
     assert not env.guards
 
 
@@ -751,6 +777,8 @@ _COMPILE_SCRIPT = textwrap.dedent("""
         if phase == 0:
             build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=True, ALIGNED=aligned,
                   TAU_IN_MEMORY=flag, CACHE_Y=True, PERSISTENT=True, PHASE=0, **loop), 8)
+            build(K._backward_long_kernel, "fp32", dict(FROM_LOGITS=False, ALIGNED=aligned,
+                  TAU_IN_MEMORY=flag, CACHE_Y=False, PERSISTENT=True, PHASE=0, **loop), 8)
     build(K._forward_long_kernel, "fp64", dict(HARD=True, SEED_IN_STATE=False, ALIGNED=False,
           TAU_IN_MEMORY=False, CACHE_S=False, PERSISTENT=False, PHASE=0, **loop), 8)
     long_ptx = build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True, ALIGNED=True,
@@ -871,16 +899,19 @@ _MUTATION_SCRIPT = textwrap.dedent("""
                            ALIGNED=False, TAU_IN_MEMORY=tau_in_memory, CACHE_S=cache_s,
                            PERSISTENT=persistent, PHASE=phase, BLOCK=16), written)
             # (CACHE_Y, PERSISTENT, PHASE) as the launches combine them.
+            # (The soft backward's persistent programs have no workspace.)
             long_variants = [(False, False, phase) for phase in (0, 1, 2)]
             if hard:
                 long_variants += [(True, False, phase) for phase in (0, 1, 2)] + [(True, True, 0)]
+            else:
+                long_variants += [(False, True, 0)]
             for cache_y, persistent, phase in long_variants:
                 # Pass 1 stores the recomputed y_soft in grad_x or the
                 # workspace (CACHE_Y, PERSISTENT).
                 if phase == 1:
                     written = ["part_ptr"] + (["out_ptr"] if cache_y else [])
                 else:
-                    written = ["out_ptr"] + (["cache_ptr"] if persistent else [])
+                    written = ["out_ptr"] + (["cache_ptr"] if cache_y and persistent else [])
                 check(S._backward_long_kernel,
                       ["grad_ptr", "y_ptr", "x_ptr", "stats_ptr", "rng_state_ptr", "out_ptr",
                        "part_ptr", "cache_ptr", "tau_ptr"],

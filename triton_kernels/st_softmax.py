@@ -107,6 +107,13 @@ CACHE_PROGRAMS_PER_SM = 4
 # which hoists the Philox key schedule out of the row loop, and 80-224 for
 # unaligned rows. Unaligned rows therefore regenerate the noise; the others
 # are measured by scripts/triton_variants.py before this default is trusted.)
+# Persistent programs per SM for the soft backward (hard=False), whose two
+# passes both read the gradient and the sample: with few programs walking
+# the rows, the second pass (last block first) may find a row in L2 (one
+# program per SM: 132 x 256 KB = 34 MB at 32768 float32 columns on an H100,
+# against 4-5 programs per SM otherwise). None: one program per row. Not yet
+# measured: scripts/triton_variants.py times None, 1 and 2.
+SOFT_BACKWARD_PROGRAMS_PER_SM: int | None = None
 
 _NO_INDEX: tl.constexpr = tl.constexpr(2**62)  # larger than any column
 FLOAT_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).max)
@@ -689,9 +696,10 @@ def _backward_long_kernel(
                 stats_ptr, rng_state_ptr, out_ptr, part_ptr, cache_ptr, rows, cols, tau, tau_ptr,
                 blocks_per_split, n_splits,
                 FROM_LOGITS, ALIGNED, TAU_IN_MEMORY, CACHE_Y, PERSISTENT, PHASE, BLOCK)
-            # The next row's pass 1 overwrites the slot this row's pass 2
-            # read, with another mapping of columns to threads.
-            tl.debug_barrier()
+            if CACHE_Y:
+                # The next row's pass 1 overwrites the slot this row's pass 2
+                # read, with another mapping of columns to threads.
+                tl.debug_barrier()
     else:
         row = tl.program_id(0).to(tl.int64)
         _backward_long_row(
@@ -839,10 +847,10 @@ def _programs_wanted(device: torch.device) -> int:
     return SPLIT_PROGRAMS_PER_SM * _sms(device)
 
 
-def _workspace_programs(rows: int, device: torch.device) -> int:
-    """The persistent programs of a workspace launch: CACHE_PROGRAMS_PER_SM per
-    SM, no more than rows (sym_min: a symbolic row count stays unguarded)."""
-    return torch.sym_min(rows, CACHE_PROGRAMS_PER_SM * _sms(device))
+def _persistent_programs(rows: int, device: torch.device, per_sm: int) -> int:
+    """The programs of a persistent launch: per_sm per SM, no more than rows
+    (sym_min: a symbolic row count stays unguarded)."""
+    return torch.sym_min(rows, per_sm * _sms(device))
 
 
 def plan(rows: int, cols: int, device: torch.device, noise_stride: int | None = None,
@@ -918,7 +926,7 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
         # programs reuse row after row (aligned rows: see CACHE_PROGRAMS_PER_SM).
         cache_s = CACHE_BETWEEN_PASSES and not hard and (in_output or p.aligned)
         persistent = cache_s and not in_output
-        programs = _workspace_programs(rows, x_rows.device) if persistent else rows
+        programs = _persistent_programs(rows, x_rows.device, CACHE_PROGRAMS_PER_SM) if persistent else rows
         cache = (torch.empty((programs, cols), dtype=stats.dtype, device=x_rows.device) if persistent
                  else y_rows)
         wrap(_forward_long_kernel)[(programs, 1)](
@@ -967,10 +975,15 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
         # PHASE 0 has no chunk sums: stats stands in for their pointer. A
         # 16-bit gradient cannot hold y_soft: as the forward's s, it goes to
         # a workspace of persistent programs.
+        # The soft backward's programs may walk the rows too
+        # (SOFT_BACKWARD_PROGRAMS_PER_SM), without a workspace.
         cache_y = CACHE_BETWEEN_PASSES and from_logits and (in_output or p.aligned)
-        persistent = cache_y and not in_output
-        programs = _workspace_programs(rows, grad_rows.device) if persistent else rows
-        cache = (torch.empty((programs, cols), dtype=stats.dtype, device=grad_rows.device) if persistent
+        workspace = cache_y and not in_output
+        per_sm = (CACHE_PROGRAMS_PER_SM if workspace
+                  else SOFT_BACKWARD_PROGRAMS_PER_SM if not from_logits else None)
+        persistent = per_sm is not None
+        programs = _persistent_programs(rows, grad_rows.device, per_sm) if persistent else rows
+        cache = (torch.empty((programs, cols), dtype=stats.dtype, device=grad_rows.device) if workspace
                  else out_rows)
         wrap(_backward_long_kernel)[(programs, 1)](
             *args, stats, cache, rows, cols, tau, tau_ptr, p.blocks_per_split, 1, programs,
