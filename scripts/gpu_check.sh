@@ -6,7 +6,7 @@
 #   build.log  ptxas.txt  pytest.log  bench.log  host.log (Triton variants, ncu)
 #   bench_cuda.json  env.json
 #   summary.txt (one line per step: name, exit status, seconds)
-# About 7 minutes; the step limits add up to 545 s, and each step gets at most
+# About 7 minutes; the step limits add up to 550 s, and each step gets at most
 # 10 s more to end after its SIGINT: under the device tool's 600 s per call.
 # The fifth session's full run on an H200 took 422 s (build 55, tests 240
 # stopped at their then limit of 230 s, benchmark 67); its tests alone, with
@@ -150,13 +150,13 @@ else
 fi
 
 # 4. The Triton looped kernels with and without their row cache between the
-# passes (st_softmax.CACHE_BETWEEN_PASSES), next to CUDA, and the soft
-# backward on persistent programs (SOFT_BACKWARD_PROGRAMS_PER_SM): the
+# passes (st_softmax.CACHE_BETWEEN_PASSES), next to CUDA, and the
+# backward on persistent programs (BACKWARD_PROGRAMS_PER_SM): the
 # measurements that decide the defaults. With PROFILE=1, host time against GPU time of a router-sized call,
 # per backend, and profiler tables of the Triton and CUDA backends' calls.
 : > "$OUT/host.log"
 if [ "$QUICK" != 1 ]; then
-  step variants 45 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
+  step variants 50 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
   { echo "== triton_variants"; cat "$OUT/variants.tmp"; } >> "$OUT/host.log"
   rm -f "$OUT/variants.tmp"
 fi
@@ -261,5 +261,5 @@ echo "== ptxas"; cat "$OUT/ptxas.txt"
 for log in pytest.log bench.log; do
   [ -f "$OUT/$log" ] && { echo "== $log"; tail -n 40 "$OUT/$log"; }
 done
-[ "$QUICK" = 1 ] || { echo "== host.log (Triton variants)"; grep -A 12 "== triton_variants" "$OUT/host.log"; }
+[ "$QUICK" = 1 ] || { echo "== host.log (Triton variants)"; grep -A 17 "== triton_variants" "$OUT/host.log"; }
 echo "done: $(ls "$OUT" | wc -l) files in $OUT"

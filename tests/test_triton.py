@@ -517,27 +517,30 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_soft_backward_on_persistent_programs(looped, monkeypatch, dtype):
-    """SOFT_BACKWARD_PROGRAMS_PER_SM: 3 programs walk 11 rows of a soft
-    backward (1021 columns: unaligned rows, a partial last block), with the
-    gradient of one program per row bit for bit."""
+@pytest.mark.parametrize("hard,cols", [(False, 1021), (True, 1020)], ids=["soft", "hard"])
+def test_backward_on_persistent_programs(looped, monkeypatch, dtype, hard, cols):
+    """BACKWARD_PROGRAMS_PER_SM: 3 programs walk 11 rows of a backward
+    (soft: 1021 columns, unaligned rows; hard: 1020, y_soft cached in a
+    workspace row per program; a partial last block), with the gradient of
+    one program per row (hard 16-bit: 4 per SM) bit for bit."""
     looped(1)
     monkeypatch.setattr(kernels, "_sms", lambda device: 3)
     launched = []
     programs = kernels._persistent_programs
     monkeypatch.setattr(kernels, "_persistent_programs",
                         lambda rows, device, per_sm: launched.append(per_sm) or programs(rows, device, per_sm))
-    x = sample_inputs((11, 1021), dtype).requires_grad_()
-    w = torch.randn(11, 1021, device=DEVICE).to(dtype)
-    y = OP(x, 0.6, False, -1, 4)[0]
+    x = sample_inputs((11, cols), dtype).requires_grad_()
+    w = torch.randn(11, cols, device=DEVICE).to(dtype)
+    y = OP(x, 0.6, hard, -1, 4)[0]
     grads = []
     for per_sm in (None, 1):
-        monkeypatch.setattr(kernels, "SOFT_BACKWARD_PROGRAMS_PER_SM", per_sm)
+        monkeypatch.setattr(kernels, "BACKWARD_PROGRAMS_PER_SM", per_sm)
+        launched.clear()
         grads.append(torch.autograd.grad(y, x, w, retain_graph=True)[0])
     assert launched == [1]
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
     x_ref = x.detach().cpu().requires_grad_()
-    y_ref, _ = reference(x_ref, 0.6, False, -1, noise_like(x, -1, 4))
+    y_ref, _ = reference(x_ref, 0.6, hard, -1, noise_like(x, -1, 4))
     (grad_ref,) = torch.autograd.grad(y_ref, x_ref, w.cpu())
     assert_close(grads[1], grad_ref, dtype)
 
@@ -779,6 +782,8 @@ _COMPILE_SCRIPT = textwrap.dedent("""
                   TAU_IN_MEMORY=flag, CACHE_Y=True, PERSISTENT=True, PHASE=0, **loop), 8)
             build(K._backward_long_kernel, "fp32", dict(FROM_LOGITS=False, ALIGNED=aligned,
                   TAU_IN_MEMORY=flag, CACHE_Y=False, PERSISTENT=True, PHASE=0, **loop), 8)
+            build(K._backward_long_kernel, "fp32", dict(FROM_LOGITS=True, ALIGNED=True,
+                  TAU_IN_MEMORY=flag, CACHE_Y=not flag, PERSISTENT=True, PHASE=0, **loop), 8)
     build(K._forward_long_kernel, "fp64", dict(HARD=True, SEED_IN_STATE=False, ALIGNED=False,
           TAU_IN_MEMORY=False, CACHE_S=False, PERSISTENT=False, PHASE=0, **loop), 8)
     long_ptx = build(K._forward_long_kernel, "fp32", dict(HARD=False, SEED_IN_STATE=True, ALIGNED=True,
@@ -899,12 +904,10 @@ _MUTATION_SCRIPT = textwrap.dedent("""
                            ALIGNED=False, TAU_IN_MEMORY=tau_in_memory, CACHE_S=cache_s,
                            PERSISTENT=persistent, PHASE=phase, BLOCK=16), written)
             # (CACHE_Y, PERSISTENT, PHASE) as the launches combine them.
-            # (The soft backward's persistent programs have no workspace.)
-            long_variants = [(False, False, phase) for phase in (0, 1, 2)]
+            # (Persistent programs without a cache have no workspace.)
+            long_variants = [(False, False, phase) for phase in (0, 1, 2)] + [(False, True, 0)]
             if hard:
                 long_variants += [(True, False, phase) for phase in (0, 1, 2)] + [(True, True, 0)]
-            else:
-                long_variants += [(False, True, 0)]
             for cache_y, persistent, phase in long_variants:
                 # Pass 1 stores the recomputed y_soft in grad_x or the
                 # workspace (CACHE_Y, PERSISTENT).

@@ -107,13 +107,18 @@ CACHE_PROGRAMS_PER_SM = 4
 # which hoists the Philox key schedule out of the row loop, and 80-224 for
 # unaligned rows. Unaligned rows therefore regenerate the noise; the others
 # are measured by scripts/triton_variants.py before this default is trusted.)
-# Persistent programs per SM for the soft backward (hard=False), whose two
-# passes both read the gradient and the sample: with few programs walking
-# the rows, the second pass (last block first) may find a row in L2 (one
-# program per SM: 132 x 256 KB = 34 MB at 32768 float32 columns on an H100,
-# against 4-5 programs per SM otherwise). None: one program per row. Not yet
-# measured: scripts/triton_variants.py times None, 1 and 2.
-SOFT_BACKWARD_PROGRAMS_PER_SM: int | None = None
+# Persistent programs per SM for the looped backward, whose two passes both
+# read the gradient and the soft sample (hard=False: read; hard=True:
+# recomputed in pass 1 and cached between the passes): with few programs
+# walking the rows, the second pass (last block first) may find a row in L2
+# (one program per SM: 132 x 256 KB = 34 MB at 32768 float32 columns on an
+# H100, against 8 programs per SM otherwise), and the hard backward's cache
+# goes to a workspace of one row per program, small enough to stay in L2,
+# not to the gradient. Only for aligned rows where hard=True (unaligned ones
+# took 111 registers on one program per row and 171 persistent, sm_90).
+# None: one program per row (16-bit hard rows: CACHE_PROGRAMS_PER_SM). Not
+# yet measured: scripts/triton_variants.py times None, 1 and 2.
+BACKWARD_PROGRAMS_PER_SM: int | None = None
 
 _NO_INDEX: tl.constexpr = tl.constexpr(2**62)  # larger than any column
 FLOAT_MAX: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).max)
@@ -975,16 +980,17 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
         # PHASE 0 has no chunk sums: stats stands in for their pointer. A
         # 16-bit gradient cannot hold y_soft: as the forward's s, it goes to
         # a workspace of persistent programs.
-        # The soft backward's programs may walk the rows too
-        # (SOFT_BACKWARD_PROGRAMS_PER_SM), without a workspace.
+        # Persistent programs (BACKWARD_PROGRAMS_PER_SM, or that 16-bit
+        # cache's) keep the cache in a workspace row of their own.
         cache_y = CACHE_BETWEEN_PASSES and from_logits and (in_output or p.aligned)
-        workspace = cache_y and not in_output
-        per_sm = (CACHE_PROGRAMS_PER_SM if workspace
-                  else SOFT_BACKWARD_PROGRAMS_PER_SM if not from_logits else None)
+        if BACKWARD_PROGRAMS_PER_SM is not None and (p.aligned or not from_logits):
+            per_sm = BACKWARD_PROGRAMS_PER_SM
+        else:
+            per_sm = CACHE_PROGRAMS_PER_SM if cache_y and not in_output else None
         persistent = per_sm is not None
         programs = _persistent_programs(rows, grad_rows.device, per_sm) if persistent else rows
-        cache = (torch.empty((programs, cols), dtype=stats.dtype, device=grad_rows.device) if workspace
-                 else out_rows)
+        cache = (torch.empty((programs, cols), dtype=stats.dtype, device=grad_rows.device)
+                 if cache_y and persistent else out_rows)
         wrap(_backward_long_kernel)[(programs, 1)](
             *args, stats, cache, rows, cols, tau, tau_ptr, p.blocks_per_split, 1, programs,
             CACHE_Y=cache_y, PERSISTENT=persistent, PHASE=0, BLOCK=p.block, **flags)
