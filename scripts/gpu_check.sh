@@ -6,7 +6,7 @@
 #   build.log  ptxas.txt  pytest.log  bench.log  host.log (Triton variants, ncu)
 #   bench_cuda.json  env.json
 #   summary.txt (one line per step: name, exit status, seconds)
-# About 7 minutes; the step limits add up to 550 s, and each step gets at most
+# About 7 minutes; the step limits add up to 555 s, and each step gets at most
 # 10 s more to end after its SIGINT: under the device tool's 600 s per call.
 # The fifth session's full run on an H200 took 422 s (build 55, tests 240
 # stopped at their then limit of 230 s, benchmark 67); its tests alone, with
@@ -150,13 +150,14 @@ else
 fi
 
 # 4. The Triton looped kernels with and without their row cache between the
-# passes (st_softmax.CACHE_BETWEEN_PASSES), next to CUDA, and the
-# backward on persistent programs (BACKWARD_PROGRAMS_PER_SM): the
+# passes (st_softmax.CACHE_BETWEEN_PASSES), next to CUDA, and the soft
+# forward and the backward on persistent programs (FORWARD_PROGRAMS_PER_SM,
+# BACKWARD_PROGRAMS_PER_SM): the
 # measurements that decide the defaults. With PROFILE=1, host time against GPU time of a router-sized call,
 # per backend, and profiler tables of the Triton and CUDA backends' calls.
 : > "$OUT/host.log"
 if [ "$QUICK" != 1 ]; then
-  step variants 50 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
+  step variants 55 "$OUT/variants.tmp" "$PY" scripts/triton_variants.py
   { echo "== triton_variants"; cat "$OUT/variants.tmp"; } >> "$OUT/host.log"
   rm -f "$OUT/variants.tmp"
 fi

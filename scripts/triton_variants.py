@@ -8,6 +8,9 @@ that decide the defaults.
   recomputed y_soft kept between the two passes (in a float32 output or, for
   16-bit ones, a float32 workspace of persistent programs), or the noise
   regenerated. Timed: the soft forward, the hard forward+backward.
+- FORWARD_PROGRAMS_PER_SM: the soft forward on 1 or 2 persistent
+  programs per SM, s in a workspace row of each (float32 too). Timed: the
+  soft forward.
 - BACKWARD_PROGRAMS_PER_SM: the looped backward on one program per row
   (None) or on 1 or 2 persistent programs per SM, whose second pass may
   find the row in L2 (hard=True: its cache in a workspace row per program).
@@ -29,17 +32,19 @@ from fused_gumbel.bench import CudaTimer, TimerConfig
 from fused_gumbel.triton_kernels import st_softmax
 
 SHAPES = ((4096, 32768), (1024, 131072))
-# (label, backend, the st_softmax constants it sets); every Triton variant
-# sets the same constants, so each restores what the previous one changed.
+# (label, backend, the st_softmax constants it sets, the others at their
+# defaults).
 CACHE = [("cuda", "cuda", {}),
          ("triton cache", "triton", {"CACHE_BETWEEN_PASSES": True}),
          ("triton regen", "triton", {"CACHE_BETWEEN_PASSES": False})]
+# (4 per SM is the 16-bit rows' "triton cache".)
+FORWARD = [(f"triton {n}/SM", "triton", {"FORWARD_PROGRAMS_PER_SM": n}) for n in (1, 2)]
 # (CUDA's soft forward+backward is in the benchmark's table of the same run;
 # the hard one's, and one program per row, in the CACHE row above.)
 PERSISTENT = [(f"triton {'row' if n is None else f'{n}/SM'}", "triton", {"BACKWARD_PROGRAMS_PER_SM": n})
               for n in (None, 1, 2)]
 # (hard, pass, variants)
-CASES = ((False, "fwd", CACHE), (True, "fwd+bwd", CACHE), (False, "fwd+bwd", PERSISTENT),
+CASES = ((False, "fwd", CACHE + FORWARD), (True, "fwd+bwd", CACHE), (False, "fwd+bwd", PERSISTENT),
          (True, "fwd+bwd", PERSISTENT[1:]))
 
 
@@ -49,9 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("triton_variants.py needs a CUDA device")
-    timer = CudaTimer(TimerConfig(rep_ms=30.0))
+    timer = CudaTimer(TimerConfig(rep_ms=25.0))
     defaults = {name: getattr(st_softmax, name)
-                for _, _, settings in CACHE + PERSISTENT for name in settings}
+                for _, _, settings in CACHE + FORWARD + PERSISTENT for name in settings}
     records = []
     print(f"{'shape':>14s} {'dtype':9s} {'mode':5s} {'pass':8s} variants (ms, median)", flush=True)
     for dtype, (rows, cols) in itertools.product((torch.bfloat16, torch.float32), SHAPES):
@@ -61,7 +66,7 @@ def main() -> None:
         for hard, pass_, variants in CASES:
             cells = []
             for label, backend, settings in variants:
-                for name, value in settings.items():
+                for name, value in dict(defaults, **settings).items():
                     setattr(st_softmax, name, value)
                 if pass_ == "fwd":
                     fn = lambda b=backend, h=hard: fg.gumbel_softmax(x, 0.7, hard=h, backend=b)

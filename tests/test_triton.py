@@ -517,6 +517,36 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_soft_forward_on_persistent_programs(looped, monkeypatch, dtype):
+    """FORWARD_PROGRAMS_PER_SM: 3 programs walk 11 aligned rows of a soft
+    forward (1020 columns, a partial last block, a NaN row), s in a
+    workspace row of each (float32 too), with the sample of the default
+    launch (float32: s in the output; bfloat16: 4 programs per SM) bit for
+    bit."""
+    looped(1)
+    monkeypatch.setattr(kernels, "_sms", lambda device: 3)
+    launched = []
+    programs = kernels._persistent_programs
+    monkeypatch.setattr(kernels, "_persistent_programs",
+                        lambda rows, device, per_sm: launched.append(per_sm) or programs(rows, device, per_sm))
+    x = sample_inputs((11, 1020), dtype)
+    x[5, 17] = float("nan")
+    samples = []
+    for per_sm in (None, 1):
+        monkeypatch.setattr(kernels, "FORWARD_PROGRAMS_PER_SM", per_sm)
+        launched.clear()
+        samples.append(OP(x, 0.6, False, -1, 4))
+    assert launched == [1]
+    for default, persistent in zip(*samples):
+        torch.testing.assert_close(persistent, default, rtol=0, atol=0, equal_nan=True)
+    y_ref, index_ref = reference(x, 0.6, False, -1, noise_like(x, -1, 4))
+    ok = [r for r in range(11) if r != 5]
+    assert torch.isnan(samples[1][0][5]).all()
+    assert torch.equal(samples[1][1].cpu(), index_ref)
+    assert_close(samples[1][0][ok], y_ref[ok], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("hard,cols", [(False, 1021), (True, 1020)], ids=["soft", "hard"])
 def test_backward_on_persistent_programs(looped, monkeypatch, dtype, hard, cols):
     """BACKWARD_PROGRAMS_PER_SM: 3 programs walk 11 rows of a backward
@@ -769,9 +799,10 @@ _COMPILE_SCRIPT = textwrap.dedent("""
                   ALIGNED=aligned, TAU_IN_MEMORY=False, CACHE_S=True, PERSISTENT=False,
                   PHASE=phase, **loop), 8)
         if phase == 0:
-            build(K._forward_long_kernel, "fp16", dict(HARD=False, SEED_IN_STATE=flag,
-                  ALIGNED=aligned, TAU_IN_MEMORY=not flag, CACHE_S=True, PERSISTENT=True,
-                  PHASE=0, **loop), 8)
+            for dt in ("fp16", "fp32"):  # (fp32: FORWARD_PROGRAMS_PER_SM)
+                build(K._forward_long_kernel, dt, dict(HARD=False, SEED_IN_STATE=flag,
+                      ALIGNED=aligned, TAU_IN_MEMORY=not flag, CACHE_S=True, PERSISTENT=True,
+                      PHASE=0, **loop), 8)
         build(K._backward_long_kernel, "bf16", dict(FROM_LOGITS=not flag, ALIGNED=aligned,
               TAU_IN_MEMORY=not flag, CACHE_Y=False, PERSISTENT=False, PHASE=phase, **loop), 8)
         if not flag or phase == 1:

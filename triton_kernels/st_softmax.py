@@ -107,6 +107,15 @@ CACHE_PROGRAMS_PER_SM = 4
 # which hoists the Philox key schedule out of the row loop, and 80-224 for
 # unaligned rows. Unaligned rows therefore regenerate the noise; the others
 # are measured by scripts/triton_variants.py before this default is trusted.)
+# Persistent programs per SM for the looped soft forward of aligned rows,
+# float32 and float64 too: s then goes to a workspace of one row per program
+# (17-34 MiB at 32768 float32 columns on 132 SMs with 1-2 per SM, small
+# enough to stay in L2) instead of the output, which is written once. The
+# float32 soft forward (0.58 ms at 4096 x 32768 on the H200) moves x in, s
+# out and back and y out, 4N at 76% of DRAM peak. None: s in a float32
+# output, 16-bit rows on CACHE_PROGRAMS_PER_SM. Not yet measured:
+# scripts/triton_variants.py times None, 1 and 2.
+FORWARD_PROGRAMS_PER_SM: int | None = None
 # Persistent programs per SM for the looped backward, whose two passes both
 # read the gradient and the soft sample (hard=False: read; hard=True:
 # recomputed in pass 1 and cached between the passes): with few programs
@@ -928,10 +937,15 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
         # PHASE 0 has no partial states: stats and index stand in for their
         # pointers. A 16-bit soft sample cannot hold s: it goes to a
         # workspace of CACHE_PROGRAMS_PER_SM rows per SM, which persistent
-        # programs reuse row after row (aligned rows: see CACHE_PROGRAMS_PER_SM).
+        # programs reuse row after row (aligned rows: see CACHE_PROGRAMS_PER_SM;
+        # FORWARD_PROGRAMS_PER_SM, where set, for every aligned soft row).
         cache_s = CACHE_BETWEEN_PASSES and not hard and (in_output or p.aligned)
-        persistent = cache_s and not in_output
-        programs = _persistent_programs(rows, x_rows.device, CACHE_PROGRAMS_PER_SM) if persistent else rows
+        if cache_s and p.aligned and FORWARD_PROGRAMS_PER_SM is not None:
+            per_sm = FORWARD_PROGRAMS_PER_SM
+        else:
+            per_sm = CACHE_PROGRAMS_PER_SM if cache_s and not in_output else None
+        persistent = per_sm is not None
+        programs = _persistent_programs(rows, x_rows.device, per_sm) if persistent else rows
         cache = (torch.empty((programs, cols), dtype=stats.dtype, device=x_rows.device) if persistent
                  else y_rows)
         wrap(_forward_long_kernel)[(programs, 1)](
