@@ -218,13 +218,15 @@ def test_the_backward_runs_its_backward_op_alone(backend, hard):
         assert ops == [f"fused_gumbel.{name}{suffix}_backward.default"], (name, record.ops)
 
 
-@pytest.mark.parametrize("backend", [b for b in FUSED_BACKENDS if b.values[0] != "triton"])
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 def test_compiled_autograd_takes_the_backward_of_an_eager_forward(backend, hard):
     """A forward run eagerly whose backward runs under compiled autograd (a
     frame torch.compile fell back on, code under torch.compiler.disable): the
-    operators' C++ autograd nodes compile, with the eager gradients. (Outputs
-    marked non-differentiable once failed an internal assert there.)"""
+    operators' autograd nodes (C++; Python for Triton) compile, with the eager
+    gradients. (Outputs marked non-differentiable once failed an internal
+    assert there; the Triton ops' Python autograd makes no zero gradients for
+    them.)"""
     import torch._dynamo.compiled_autograd as compiled_autograd
 
     device = device_of(backend)

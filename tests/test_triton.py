@@ -547,12 +547,17 @@ def test_soft_forward_on_persistent_programs(looped, monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("hard,cols", [(False, 1021), (True, 1020)], ids=["soft", "hard"])
-def test_backward_on_persistent_programs(looped, monkeypatch, dtype, hard, cols):
+@pytest.mark.parametrize("hard,cols,persistent", [(False, 1021, True), (True, 1020, True), (True, 1021, False)],
+                         ids=["soft", "hard", "hard_unaligned"])
+def test_backward_on_persistent_programs(looped, monkeypatch, dtype, hard, cols, persistent):
     """BACKWARD_PROGRAMS_PER_SM: 3 programs walk 11 rows of a backward
     (soft: 1021 columns, unaligned rows; hard: 1020, y_soft cached in a
     workspace row per program; a partial last block), with the gradient of
-    one program per row (hard 16-bit: 4 per SM) bit for bit."""
+    one program per row (hard 16-bit: 4 per SM) bit for bit. Unaligned hard
+    rows stay on a program per row. The gradient is checked against one in
+    float64 of the sample the backward takes: soft, the kernel's own (a
+    16-bit sample near 1 is only known to its rounding, which the gradient
+    inherits); hard, the soft sample of the same noise."""
     looped(1)
     monkeypatch.setattr(kernels, "_sms", lambda device: 3)
     launched = []
@@ -567,12 +572,15 @@ def test_backward_on_persistent_programs(looped, monkeypatch, dtype, hard, cols)
         monkeypatch.setattr(kernels, "BACKWARD_PROGRAMS_PER_SM", per_sm)
         launched.clear()
         grads.append(torch.autograd.grad(y, x, w, retain_graph=True)[0])
-    assert launched == [1]
+    assert launched == ([1] if persistent else [])
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
-    x_ref = x.detach().cpu().requires_grad_()
-    y_ref, _ = reference(x_ref, 0.6, hard, -1, noise_like(x, -1, 4))
-    (grad_ref,) = torch.autograd.grad(y_ref, x_ref, w.cpu())
-    assert_close(grads[1], grad_ref, dtype)
+    if hard:
+        y_soft = torch.softmax((x.detach().cpu().double() + noise_like(x, -1, 4)) / 0.6, -1)
+    else:
+        y_soft = y.detach().cpu().double()
+    w64 = w.cpu().double()
+    grad_ref = y_soft * (w64 - (w64 * y_soft).sum(-1, keepdim=True)) / 0.6
+    assert_close(grads[1], grad_ref.to(dtype), dtype)
 
 
 @pytest.mark.parametrize("programs", [1, 8], ids=["one_program_per_row", "split"])
@@ -859,7 +867,9 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
     counts = dict(re.findall(r"(\w+) (\d+)", lines[-1]))
     # The workspace's barrier: the next row's pass 1 overwrites the slot this
     # row's pass 2 read, with another mapping of columns to threads (the
-    # interpreter, one thread per program, cannot miss it).
+    # interpreter, one thread per program, cannot miss it). The count
+    # assumes Triton places its own barriers alike with and without the
+    # workspace (as 3.6 and 3.8 do): a version that does not needs a recount.
     for line in lines[-3:-1]:
         cached, persistent = map(int, line.split()[1:])
         assert persistent == cached + 1, line

@@ -49,8 +49,8 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         (CACHE_S, while CACHE_BETWEEN_PASSES): when the sample's dtype is the
         accumulation dtype (float32, float64) the first pass stores s in the
         output, where the second pass reads it back (from L2 when the row is
-        still there: every second pass walks the blocks last to first, the
-        last read first) and overwrites it with y; a 16-bit sample cannot hold
+        still there: every second pass that reads the row walks its blocks
+        last to first, the last read first) and overwrites it with y; a 16-bit sample cannot hold
         it, so s goes to a float32 workspace of CACHE_PROGRAMS_PER_SM rows per
         SM whose persistent programs walk the rows (PERSISTENT; the
         alternative, regenerating the noise, is the soft forward's largest
@@ -109,7 +109,7 @@ CACHE_PROGRAMS_PER_SM = 4
 # are measured by scripts/triton_variants.py before this default is trusted.)
 # Persistent programs per SM for the looped soft forward of aligned rows,
 # float32 and float64 too: s then goes to a workspace of one row per program
-# (17-34 MiB at 32768 float32 columns on 132 SMs with 1-2 per SM, small
+# (17-35 MB at 32768 float32 columns on 132 SMs with 1-2 per SM, small
 # enough to stay in L2) instead of the output, which is written once. The
 # float32 soft forward (0.58 ms at 4096 x 32768 on the H200) moves x in, s
 # out and back and y out, 4N at 76% of DRAM peak. None: s in a float32
@@ -120,7 +120,7 @@ FORWARD_PROGRAMS_PER_SM: int | None = None
 # read the gradient and the soft sample (hard=False: read; hard=True:
 # recomputed in pass 1 and cached between the passes): with few programs
 # walking the rows, the second pass (last block first) may find a row in L2
-# (one program per SM: 132 x 256 KB = 34 MB at 32768 float32 columns on an
+# (one program per SM: 132 x 256 KiB = 35 MB at 32768 float32 columns on an
 # H100, against 8 programs per SM otherwise), and the hard backward's cache
 # goes to a workspace of one row per program, small enough to stay in L2,
 # not to the gradient. Only for aligned rows where hard=True (unaligned ones
@@ -701,7 +701,8 @@ def _backward_long_kernel(
     recomputed): pass 1 stores y_soft in grad_x (of the accumulation dtype)
     or, PERSISTENT, in a workspace row of its program, as the forward's
     CACHE_S; pass 2 reads it back instead of regenerating the noise (the same
-    bits)."""
+    bits). PERSISTENT without CACHE_Y: programs walk the rows, no workspace
+    (BACKWARD_PROGRAMS_PER_SM)."""
     if PERSISTENT:
         for r in range(tl.program_id(0), rows, programs):
             _backward_long_row(
@@ -861,9 +862,11 @@ def _programs_wanted(device: torch.device) -> int:
     return SPLIT_PROGRAMS_PER_SM * _sms(device)
 
 
-def _persistent_programs(rows: int, device: torch.device, per_sm: int) -> int:
+def _persistent_programs(rows: int | torch.SymInt, device: torch.device, per_sm: int) -> int | torch.SymInt:
     """The programs of a persistent launch: per_sm per SM, no more than rows
     (sym_min: a symbolic row count stays unguarded)."""
+    if per_sm < 1:
+        raise ValueError(f"fused_gumbel: persistent programs per SM must be at least 1, got {per_sm}")
     return torch.sym_min(rows, per_sm * _sms(device))
 
 
