@@ -516,19 +516,27 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
             torch.testing.assert_close(cache.cpu(), expected[last_row], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_soft_forward_on_persistent_programs(looped, monkeypatch, dtype):
-    """FORWARD_PROGRAMS_PER_SM: 3 programs walk 11 aligned rows of a soft
-    forward (1020 columns, a partial last block, a NaN row), s in a
-    workspace row of each (float32 too), with the sample of the default
-    launch (float32: s in the output; bfloat16: 4 programs per SM) bit for
-    bit."""
+@pytest.fixture
+def persistent_launches(looped, monkeypatch) -> list:
+    """Looped kernels on 3 "SMs"; returns the list of the programs per SM of
+    each persistent launch, appended as they are planned."""
     looped(1)
     monkeypatch.setattr(kernels, "_sms", lambda device: 3)
     launched = []
     programs = kernels._persistent_programs
     monkeypatch.setattr(kernels, "_persistent_programs",
                         lambda rows, device, per_sm: launched.append(per_sm) or programs(rows, device, per_sm))
+    return launched
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_soft_forward_on_persistent_programs(persistent_launches, monkeypatch, dtype):
+    """FORWARD_PROGRAMS_PER_SM: 3 programs walk 11 aligned rows of a soft
+    forward (1020 columns, a partial last block, a NaN row), s in a
+    workspace row of each (float32 too), with the sample of the default
+    launch (float32: s in the output; bfloat16: 4 programs per SM) bit for
+    bit."""
+    launched = persistent_launches
     x = sample_inputs((11, 1020), dtype)
     x[5, 17] = float("nan")
     samples = []
@@ -549,7 +557,7 @@ def test_soft_forward_on_persistent_programs(looped, monkeypatch, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("hard,cols,persistent", [(False, 1021, True), (True, 1020, True), (True, 1021, False)],
                          ids=["soft", "hard", "hard_unaligned"])
-def test_backward_on_persistent_programs(looped, monkeypatch, dtype, hard, cols, persistent):
+def test_backward_on_persistent_programs(persistent_launches, monkeypatch, dtype, hard, cols, persistent):
     """BACKWARD_PROGRAMS_PER_SM: 3 programs walk 11 rows of a backward
     (soft: 1021 columns, unaligned rows; hard: 1020, y_soft cached in a
     workspace row per program; a partial last block), with the gradient of
@@ -558,12 +566,7 @@ def test_backward_on_persistent_programs(looped, monkeypatch, dtype, hard, cols,
     float64 of the sample the backward takes: soft, the kernel's own (a
     16-bit sample near 1 is only known to its rounding, which the gradient
     inherits); hard, the soft sample of the same noise."""
-    looped(1)
-    monkeypatch.setattr(kernels, "_sms", lambda device: 3)
-    launched = []
-    programs = kernels._persistent_programs
-    monkeypatch.setattr(kernels, "_persistent_programs",
-                        lambda rows, device, per_sm: launched.append(per_sm) or programs(rows, device, per_sm))
+    launched = persistent_launches
     x = sample_inputs((11, cols), dtype).requires_grad_()
     w = torch.randn(11, cols, device=DEVICE).to(dtype)
     y = OP(x, 0.6, hard, -1, 4)[0]
