@@ -50,9 +50,11 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
         accumulation dtype (float32, float64) the first pass stores s in the
         output, where the second pass reads it back (from L2 when the row is
         still there: every second pass that reads the row walks its blocks
-        last to first, the last read first) and overwrites it with y; a 16-bit sample cannot hold
-        it, so s goes to a float32 workspace of CACHE_PROGRAMS_PER_SM rows per
-        SM whose persistent programs walk the rows (PERSISTENT; the
+        last to first, the last read first) and overwrites it with y; a
+        16-bit sample cannot hold it, so s goes to a float32 workspace of
+        CACHE_PROGRAMS_PER_SM rows per SM whose persistent programs walk the
+        rows (FORWARD_PROGRAMS_PER_SM and BACKWARD_PROGRAMS_PER_SM, where
+        set, put other aligned rows on persistent programs too; PERSISTENT; the
         alternative, regenerating the noise, is the soft forward's largest
         cost: about a third of its instructions on an H100, 200 per element
         against 134 for the hard one, which evaluates it once). The hard
@@ -910,7 +912,8 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
                    tau: float | torch.Tensor, hard: bool, noise_stride: int | None = None,
                    noise_offset: int = 0) -> None:
     """Fills y_rows (rows x cols elements, row-major: the kernels use only its
-    pointer), index [rows], stats [rows, 2] and (explicit seed) rng_state. With seed None, rng_state already holds (seed, base).
+    pointer), index [rows], stats [rows, 2] and (explicit seed) rng_state.
+    With seed None, rng_state already holds (seed, base).
     tau: a float, or a 0-d float64 tensor on the device (see _tau_args).
     Row r's noise starts at position r * noise_stride + noise_offset
     (noise_stride None: cols; a vocabulary shard passes the vocabulary size and
