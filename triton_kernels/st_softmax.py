@@ -864,6 +864,16 @@ def _programs_wanted(device: torch.device) -> int:
     return SPLIT_PROGRAMS_PER_SM * _sms(device)
 
 
+def _programs_per_sm(setting: int | None, eligible: bool, cache_in_workspace: bool) -> int | None:
+    """Persistent programs per SM of a looped PHASE 0 launch, None for one
+    program per row: the launch's setting (FORWARD_/BACKWARD_PROGRAMS_PER_SM)
+    where set and the rows qualify, else CACHE_PROGRAMS_PER_SM where a 16-bit
+    output cannot hold the cache."""
+    if setting is not None and eligible:
+        return setting
+    return CACHE_PROGRAMS_PER_SM if cache_in_workspace else None
+
+
 def _persistent_programs(rows: int | torch.SymInt, device: torch.device, per_sm: int) -> int | torch.SymInt:
     """The programs of a persistent launch: per_sm per SM, no more than rows
     (sym_min: a symbolic row count stays unguarded)."""
@@ -946,10 +956,7 @@ def launch_forward(wrap: Callable, x_rows: torch.Tensor, y_rows: torch.Tensor, i
         # programs reuse row after row (aligned rows: see CACHE_PROGRAMS_PER_SM;
         # FORWARD_PROGRAMS_PER_SM, where set, for every aligned soft row).
         cache_s = CACHE_BETWEEN_PASSES and not hard and (in_output or p.aligned)
-        if cache_s and p.aligned and FORWARD_PROGRAMS_PER_SM is not None:
-            per_sm = FORWARD_PROGRAMS_PER_SM
-        else:
-            per_sm = CACHE_PROGRAMS_PER_SM if cache_s and not in_output else None
+        per_sm = _programs_per_sm(FORWARD_PROGRAMS_PER_SM, cache_s and p.aligned, cache_s and not in_output)
         persistent = per_sm is not None
         programs = _persistent_programs(rows, x_rows.device, per_sm) if persistent else rows
         cache = (torch.empty((programs, cols), dtype=stats.dtype, device=x_rows.device) if persistent
@@ -1003,10 +1010,8 @@ def launch_backward(wrap: Callable, grad_rows: torch.Tensor, y_rows: torch.Tenso
         # Persistent programs (BACKWARD_PROGRAMS_PER_SM, or that 16-bit
         # cache's) keep the cache in a workspace row of their own.
         cache_y = CACHE_BETWEEN_PASSES and from_logits and (in_output or p.aligned)
-        if BACKWARD_PROGRAMS_PER_SM is not None and (p.aligned or not from_logits):
-            per_sm = BACKWARD_PROGRAMS_PER_SM
-        else:
-            per_sm = CACHE_PROGRAMS_PER_SM if cache_y and not in_output else None
+        per_sm = _programs_per_sm(BACKWARD_PROGRAMS_PER_SM, p.aligned or not from_logits,
+                                  cache_y and not in_output)
         persistent = per_sm is not None
         programs = _persistent_programs(rows, grad_rows.device, per_sm) if persistent else rows
         cache = (torch.empty((programs, cols), dtype=stats.dtype, device=grad_rows.device)
