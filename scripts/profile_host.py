@@ -13,6 +13,9 @@ one thread (torch.set_num_threads(1)), where the kernels' work is negligible
 and a call's time is the host overhead of the Python wrapper, the dispatcher
 and autograd, which the CUDA backend pays too.
 
+"triton op" times the Triton backend's registered op, which the public
+functions skip in eager mode (see scripts/triton_host_time.py).
+
 Usage: python scripts/profile_host.py [--device cuda] [--rows 16384] [--cols 64] [--reps 200]
                                       [--compiled] [--profile triton cuda]
 """
@@ -87,6 +90,11 @@ def main() -> None:
                     lambda t, b=backend, h=hard: fg.gumbel_softmax(t, 1.0, hard=h, backend=b))
                 contenders[f"{backend} top2", hard] = (
                     lambda t, b=backend, h=hard: fg.gumbel_topk(t, 2, 1.0, hard=h, backend=b))
+            if backend == "triton":
+                # The registered op, which the public function skips in eager
+                # mode (its Python dispatch costs host time).
+                contenders["triton op", hard] = (
+                    lambda t, h=hard: torch.ops.fused_gumbel.st_softmax_triton(t, 1.0, h, -1, None)[0])
     for (name, hard), f in contenders.items():
         for label, fn in (("fwd", lambda f=f: f(x.detach())),
                           ("fwd+bwd", lambda f=f: torch.autograd.grad(f(x), x, g))):

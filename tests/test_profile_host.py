@@ -38,3 +38,23 @@ def test_times_every_contender_and_profiles_the_named_one() -> None:
     assert "== cpu top2 hard=False fwd+bwd" in run.stdout
     assert "== cpu top2 hard=True fwd," in run.stdout and "fused_gumbel::gumbel_topk" in run.stdout
     assert "== cpu hard=" not in run.stdout
+
+
+def test_triton_host_time_times_the_eager_path_and_the_op() -> None:
+    """scripts/triton_host_time.py (the Triton backend's host time with its
+    launches stubbed, no GPU needed) times both paths of both ops."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    run = subprocess.run([sys.executable, "scripts/triton_host_time.py", "--reps", "5", "--rounds", "1"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {}
+    for line in run.stdout.splitlines():
+        parts = line.rsplit(maxsplit=4)
+        if len(parts) == 5 and parts[2] in ("fwd", "fwd+bwd"):
+            rows[parts[0], parts[1], parts[2]] = float(parts[3])
+    for name in ("triton eager", "triton op", "triton top2 eager", "triton top2 op"):
+        for hard in ("False", "True"):
+            for label in ("fwd", "fwd+bwd"):
+                assert math.isfinite(rows[name, hard, label]) and rows[name, hard, label] > 0

@@ -677,6 +677,97 @@ def test_tau_tensor_op_opcheck_and_errors():
 
 
 # ----------------------------------------------------------------------------
+# The eager path (an autograd.Function launching the kernels directly)
+# ----------------------------------------------------------------------------
+
+
+def _call(name, path, x, hard, seed):
+    """One call of st_softmax or gumbel_topk (k=2) along dim 1, tau 0.7,
+    through the public function (path "eager") or the registered op."""
+    if name == "st_softmax":
+        f = triton_kernels.st_softmax_triton if path == "eager" else OP
+        return f(x, 0.7, hard, 1, seed)
+    f = triton_kernels.gumbel_topk_triton if path == "eager" else torch.ops.fused_gumbel.gumbel_topk_triton
+    return f(x, 2, 0.7, hard, 1, seed)
+
+
+@pytest.mark.parametrize("name", ["st_softmax", "gumbel_topk"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_eager_path_gives_the_ops_bits_and_gradients(name, dtype, hard):
+    """The public functions skip the dispatcher in eager mode; they must give
+    the registered op's outputs and gradients bit for bit, and draw the same
+    (seed, base) from PyTorch's generator for seed=None."""
+    x = sample_inputs((3, 7, 5), dtype).requires_grad_()
+    w = torch.randn(3, 7, 5, device=DEVICE, dtype=dtype)
+    for seed in (11, None):
+        torch.manual_seed(4)
+        eager = _call(name, "eager", x, hard, seed)
+        torch.manual_seed(4)
+        by_op = _call(name, "op", x, hard, seed)
+        assert type(eager[0].grad_fn).__name__.endswith("TritonBackward")  # the eager path ran
+        for a, b in zip(eager, by_op):
+            assert torch.equal(a, b)
+        (grad_eager,) = torch.autograd.grad(eager[0], x, w)
+        (grad_op,) = torch.autograd.grad(by_op[0], x, w)
+        assert torch.equal(grad_eager, grad_op)
+
+
+def test_eager_path_of_sample_and_shard_gives_the_ops_bits():
+    x = sample_inputs((6, 40), torch.float32)
+    assert torch.equal(triton_kernels.sample_triton(x, 0.8, -1, 5),
+                       torch.ops.fused_gumbel.sample_triton(x, 0.8, -1, 5))
+    eager = triton_kernels.st_softmax_shard_triton(x, 0.8, 5, 40, 100)
+    by_op = torch.ops.fused_gumbel.st_softmax_shard_triton(x, 0.8, 5, 40, 100)
+    for a, b in zip(eager, by_op):
+        assert torch.equal(a, b)
+
+
+class _Subclass(torch.Tensor):
+    pass
+
+
+def test_dispatcher_needed_where_calls_are_watched_or_traced():
+    """The eager path is for plain tensors (and parameters) with nothing
+    watching: a dispatch mode (make_fx, FakeTensorMode, operator recorders), a
+    torch-function mode or a tensor subclass must see the op."""
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fused_gumbel.triton_kernels.op import dispatcher_needed
+
+    x = sample_inputs((2, 3), torch.float32)
+    assert not dispatcher_needed(x, 0.5)
+    assert not dispatcher_needed(torch.nn.Parameter(x), x.double()[0, 0])
+    assert dispatcher_needed(x.as_subclass(_Subclass))
+    assert dispatcher_needed(x, x.double()[0, 0].as_subclass(_Subclass))
+    with TorchDispatchMode():
+        assert dispatcher_needed(x)
+    with TorchFunctionMode():
+        assert dispatcher_needed(x)
+
+
+def test_a_recording_mode_sees_the_op_in_forward_and_backward():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x = sample_inputs((2, 3), torch.float32).requires_grad_()
+    with Record() as record:
+        y = triton_kernels.st_softmax_triton(x, 0.5, False, -1, 3)[0]
+        torch.autograd.grad(y.sum(), x)
+    assert "fused_gumbel.st_softmax_triton.default" in record.ops
+    assert "fused_gumbel.st_softmax_triton_backward.default" in record.ops
+
+
+# ----------------------------------------------------------------------------
 # seed=None, torch.compile, errors
 # ----------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 with autograd on the op itself.
 
 On a GPU both ops are ``torch.library.triton_op``s whose launches go through
-``wrap_triton``, so torch.compile traces into the kernels. Under
+``wrap_triton``, so torch.compile traces into the kernels. In eager mode the
+public function skips the op (see dispatcher_needed). Under
 TRITON_INTERPRET=1 ``@triton.jit`` gives interpreted functions that cannot be
 traced with fake tensors, so the same functions are registered as opaque
 ``custom_op``s with a fake kernel instead: eager, autograd, opcheck and
@@ -52,6 +53,34 @@ def _launcher(fn: Callable) -> Callable:
     return fn if interpreting() else torch.library.wrap_triton(fn)
 
 
+def _direct(fn: Callable) -> Callable:
+    """The kernel as is: the launches of the eager path (see dispatcher_needed),
+    which nothing traces. Called outside a triton_op, wrap_triton would
+    dispatch each launch as a higher-order op."""
+    return fn
+
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def dispatcher_needed(*args: Any) -> bool:
+    """Whether a call must go through the registered op: under torch.compile,
+    while a dispatch or torch-function mode is active (make_fx, export,
+    FakeTensorMode, operator recorders), under a torch.func transform, or for
+    a tensor subclass. Everywhere else the public functions run the same
+    _forward and _backward as an autograd.Function of their own, launching
+    the kernels directly: torch.library's Python dispatch of a custom op (its
+    autograd wrapper, default filling, the backend redispatch) costs about as
+    much host time again as the rest of a call, and router-sized calls are
+    host-bound (forward+backward at 4 x 8 bfloat16 with Triton's launches
+    stubbed, python scripts/triton_host_time.py on this project's 2-core CPU:
+    176-204 us through the op, 116-128 us on this path)."""
+    return (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
+            or torch._C._is_torch_function_mode_enabled()
+            or torch._C._are_functorch_transforms_active()
+            or any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args))
+
+
 def _check_device(t: torch.Tensor) -> None:
     """CPU tensors only run in the interpreter."""
     if t.device.type != "cuda" and not interpreting():
@@ -88,9 +117,10 @@ def _check_op_inputs(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> in
 
 
 def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: int,
-             seed: Optional[int], launch: bool
+             seed: Optional[int], wrap: Optional[Callable]
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Allocates the outputs and (if launch) runs the forward kernels."""
+    """Allocates the outputs and runs the forward kernels, each launched
+    through wrap (_launcher or _direct); wrap None: the fake kernel."""
     dim = _check_op_inputs(logits, tau, dim)
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
@@ -107,17 +137,18 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
                                   device=logits.device)
     else:
         rng_state = logits.new_empty((2,), dtype=torch.int64)  # written by the kernel
-    if launch:
+    if wrap is not None:
         with _on_device(logits):
-            kernels.launch_forward(_launcher, _as_rows(logits, dim, rows, cols), y, index,
+            kernels.launch_forward(wrap, _as_rows(logits, dim, rows, cols), y, index,
                                    stats, rng_state, seed, tau, hard)
     return y, index, stats, rng_state
 
 
 def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
               stats: torch.Tensor, rng_state: torch.Tensor, tau: float | torch.Tensor, dim: int,
-              launch: bool) -> torch.Tensor:
-    """Allocates grad_logits and (if launch) runs the backward kernels."""
+              wrap: Optional[Callable]) -> torch.Tensor:
+    """Allocates grad_logits and runs the backward kernels through wrap, as
+    _forward does."""
     if (y_soft is None) == (logits is None):
         raise RuntimeError("fused_gumbel: st_softmax_triton_backward takes exactly one of "
                            "y_soft (hard=False) and logits (hard=True)")
@@ -130,10 +161,10 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
     moved, index_shape = output_layouts(saved, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     out = empty_dim_last(saved, dim)
-    if launch:
+    if wrap is not None:
         with _on_device(saved):
             kernels.launch_backward(
-                _launcher, _as_rows(grad, dim, rows, cols),
+                wrap, _as_rows(grad, dim, rows, cols),
                 None if y_soft is None else _as_rows(y_soft, dim, rows, cols),
                 None if logits is None else _as_rows(logits, dim, rows, cols),
                 stats.reshape(rows, 2), rng_state, out, tau)
@@ -144,14 +175,14 @@ def st_softmax_triton_impl(
     logits: torch.Tensor, tau: float, hard: bool, dim: int, seed: Optional[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, index, stats, rng_state) = fused_gumbel::st_softmax on the Triton kernels."""
-    return _forward(logits, tau, hard, dim, seed, launch=True)
+    return _forward(logits, tau, hard, dim, seed, _launcher)
 
 
 def st_softmax_triton_tau_tensor_impl(
     logits: torch.Tensor, tau: torch.Tensor, hard: bool, dim: int, seed: Optional[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """st_softmax_triton with tau a 0-d float64 tensor on the logits' device."""
-    return _forward(logits, tau, hard, dim, seed, launch=True)
+    return _forward(logits, tau, hard, dim, seed, _launcher)
 
 
 def st_softmax_triton_backward_impl(
@@ -159,7 +190,7 @@ def st_softmax_triton_backward_impl(
     stats: torch.Tensor, rng_state: torch.Tensor, tau: float, dim: int
 ) -> torch.Tensor:
     """grad_logits = fused_gumbel::st_softmax_backward on the Triton kernels."""
-    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=True)
+    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, _launcher)
 
 
 def st_softmax_triton_backward_tau_tensor_impl(
@@ -167,7 +198,7 @@ def st_softmax_triton_backward_tau_tensor_impl(
     stats: torch.Tensor, rng_state: torch.Tensor, tau: torch.Tensor, dim: int
 ) -> torch.Tensor:
     """st_softmax_triton_backward with tau a 0-d float64 tensor on the device."""
-    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=True)
+    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, _launcher)
 
 
 def _register(name: str, impl: Callable, fake: Callable, tags: tuple = ()) -> Any:
@@ -196,11 +227,11 @@ def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
 
 
 def _forward_fake(logits, tau, hard, dim, seed):
-    return _forward(logits, tau, hard, dim, seed, launch=False)
+    return _forward(logits, tau, hard, dim, seed, None)
 
 
 def _backward_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
-    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, launch=False)
+    return _backward(grad, y_soft, logits, stats, rng_state, tau, dim, None)
 
 
 def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -217,9 +248,9 @@ def _setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.set_materialize_grads(False)
 
 
-def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_stats: Any,
-                       _grad_rng: Any) -> tuple:
-    """d logits from d y through the soft sample (straight-through for hard=True)."""
+def _grad_logits(ctx: Any, grad_y: Optional[torch.Tensor], through_op: bool) -> tuple:
+    """d logits from d y through the soft sample (straight-through for
+    hard=True), by the backward op or (the eager path) its kernels directly."""
     first_order_only()
     if grad_y is None:  # set_materialize_grads(False)
         return (None, None, None, None, None)
@@ -227,8 +258,15 @@ def _autograd_backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any, _grad_s
         ctx, torch.ops.fused_gumbel.st_softmax_triton_backward,
         torch.ops.fused_gumbel.st_softmax_triton_backward_tau_tensor)
     y_soft, logits = (None, saved) if ctx.hard else (saved, None)
-    grad = op(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim)
+    if through_op:
+        grad = op(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim)
+    else:
+        grad = _backward(grad_y, y_soft, logits, stats, rng_state, tau, ctx.dim, _direct)
     return grad, None, None, None, None
+
+
+def _autograd_backward(ctx: Any, grad_y: Optional[torch.Tensor], *_no_grads: Any) -> tuple:
+    return _grad_logits(ctx, grad_y, through_op=True)
 
 
 register_ops({FORWARD_OP: st_softmax_triton_impl,
@@ -236,6 +274,25 @@ register_ops({FORWARD_OP: st_softmax_triton_impl,
              {BACKWARD_OP: st_softmax_triton_backward_impl,
               BACKWARD_TAU_TENSOR_OP: st_softmax_triton_backward_tau_tensor_impl},
              _forward_fake, _backward_fake, _setup_context, _autograd_backward)
+
+
+class _StSoftmaxTriton(torch.autograd.Function):
+    """The eager path of st_softmax_triton (see dispatcher_needed): the op's
+    forward, saved tensors and backward kernels, without the dispatcher."""
+
+    # forward(ctx, ...) rather than a separate setup_context: apply binds the
+    # latter's arguments with inspect.signature, 25 us a call here.
+    @staticmethod
+    def forward(ctx, logits, tau, hard, dim, seed):
+        outputs = _forward(logits, tau, hard, dim, seed, _direct)
+        _setup_context(ctx, (logits, tau, hard, dim, seed), outputs)
+        return outputs
+
+    @staticmethod
+    def backward(ctx, grad_y, *_no_grads):
+        # The op where the backward is traced or watched (compiled autograd,
+        # a dispatch mode), as for the forward.
+        return _grad_logits(ctx, grad_y, through_op=dispatcher_needed(grad_y))
 
 
 def st_softmax_triton(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: int,
@@ -249,6 +306,9 @@ def st_softmax_triton(logits: torch.Tensor, tau: float | torch.Tensor, hard: boo
     the int64 argmax (logits' shape without dim), per-row (max, sum) [..., 2]
     in the accumulation dtype and the int64 [2] (seed, base) of the noise.
     """
+    seed = normalize_seed(seed)
+    if not dispatcher_needed(logits, tau):
+        return _StSoftmaxTriton.apply(logits, tau, hard, dim, seed)
     op = (torch.ops.fused_gumbel.st_softmax_triton_tau_tensor if isinstance(tau, torch.Tensor)
           else torch.ops.fused_gumbel.st_softmax_triton)
-    return op(logits, tau, hard, dim, normalize_seed(seed))
+    return op(logits, tau, hard, dim, seed)

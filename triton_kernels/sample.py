@@ -14,7 +14,7 @@ kernel merging the chunks, give the row's index. Only the indices are written.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
@@ -23,7 +23,7 @@ import triton.language as tl
 from .._checks import accumulation_dtype, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
 from .host_ints import cdiv, next_power_of_2
 from .noise import gumbel_window
-from .op import _as_rows, _check_device, _launcher, _on_device, _register
+from .op import _as_rows, _check_device, _direct, _launcher, _on_device, _register, dispatcher_needed
 from .st_softmax import _NO_INDEX, _argmax_better, _programs_wanted, seed_and_base
 
 OP = "fused_gumbel::sample_triton"
@@ -109,14 +109,16 @@ def _plan(rows: int, cols: int, device: torch.device) -> tuple[int, int, int]:
 
 
 def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[int],
-            launch: bool) -> torch.Tensor:
+            wrap: Optional[Callable]) -> torch.Tensor:
+    """The sampled indices, the kernels launched through wrap (see
+    op._forward); wrap None: the fake kernel."""
     dim = check_inputs(logits, temperature, dim, "temperature")
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     check_nonempty_dim(logits, dim)
     index = logits.new_empty(index_shape, dtype=torch.int64)
-    if not launch or rows == 0:
+    if wrap is None or rows == 0:
         return index
     acc = accumulation_dtype(logits.dtype)
     if seed is None:
@@ -129,13 +131,13 @@ def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[i
     part_i = logits.new_empty((rows, n_splits), dtype=torch.int64)
     x_rows = _as_rows(logits, dim, rows, cols)
     with _on_device(logits):
-        _launcher(_sample_kernel)[(rows, n_splits)](
+        wrap(_sample_kernel)[(rows, n_splits)](
             x_rows, x_rows.stride(0), index, part_m, part_i, rng_state, cols,
             0 if seed is None else seed, temperature, per_split, n_splits,
             SEED_IN_STATE=seed is None, SPLIT=n_splits > 1, BLOCK=block,
             num_warps=8 if block >= 1024 else 4, enable_fp_fusion=False)
         if n_splits > 1:
-            _launcher(_merge_kernel)[(rows,)](
+            wrap(_merge_kernel)[(rows,)](
                 part_m, part_i, index, n_splits,
                 SPLITS=max(16, next_power_of_2(n_splits)))
     return index
@@ -144,11 +146,11 @@ def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[i
 def sample_triton_impl(logits: torch.Tensor, temperature: float, dim: int,
                        seed: Optional[int]) -> torch.Tensor:
     """fused_gumbel::sample on the Triton kernels."""
-    return _sample(logits, temperature, dim, seed, launch=True)
+    return _sample(logits, temperature, dim, seed, _launcher)
 
 
 def _sample_fake(logits, temperature, dim, seed):
-    return _sample(logits, temperature, dim, seed, launch=False)
+    return _sample(logits, temperature, dim, seed, None)
 
 
 _register(OP, sample_triton_impl, _sample_fake, (torch.Tag.nondeterministic_seeded,))
@@ -157,4 +159,7 @@ _register(OP, sample_triton_impl, _sample_fake, (torch.Tag.nondeterministic_seed
 def sample_triton(logits: torch.Tensor, temperature: float, dim: int,
                   seed: Optional[int]) -> torch.Tensor:
     """torch.ops.fused_gumbel.sample_triton with any Python int seed."""
-    return torch.ops.fused_gumbel.sample_triton(logits, temperature, dim, normalize_seed(seed))
+    seed = normalize_seed(seed)
+    if not dispatcher_needed(logits):
+        return _sample(logits, temperature, dim, seed, _direct)
+    return torch.ops.fused_gumbel.sample_triton(logits, temperature, dim, seed)

@@ -8,18 +8,21 @@ row * vocab_size + vocab_start + col.
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import torch
 
 from .._checks import accumulation_dtype, check_shard
 from . import st_softmax as kernels
-from .op import _as_rows, _check_device, _launcher, _on_device, _register
+from .op import _as_rows, _check_device, _direct, _launcher, _on_device, _register, dispatcher_needed
 
 OP = "fused_gumbel::st_softmax_shard_triton"
 
 
 def _shard(logits: torch.Tensor, tau: float, seed: int, vocab_start: int, vocab_size: int,
-           launch: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           wrap: Optional[Callable]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The shard's outputs, the kernels launched through wrap (see
+    op._forward); wrap None: the fake kernel."""
     check_shard(logits, tau, vocab_start, vocab_size)
     _check_device(logits)
     cols = logits.shape[-1]
@@ -28,10 +31,10 @@ def _shard(logits: torch.Tensor, tau: float, seed: int, vocab_start: int, vocab_
     y = logits.new_empty(logits.shape)
     index = logits.new_empty(lead, dtype=torch.int64)
     stats = logits.new_empty(lead + [2], dtype=accumulation_dtype(logits.dtype))
-    if launch and rows > 0:
+    if wrap is not None and rows > 0:
         rng_state = logits.new_empty((2,), dtype=torch.int64)
         with _on_device(logits):
-            kernels.launch_forward(_launcher, _as_rows(logits, logits.dim() - 1, rows, cols),
+            kernels.launch_forward(wrap, _as_rows(logits, logits.dim() - 1, rows, cols),
                                    y.view(rows, cols), index, stats, rng_state, seed, tau, False,
                                    noise_stride=vocab_size, noise_offset=vocab_start)
         index += vocab_start
@@ -41,11 +44,11 @@ def _shard(logits: torch.Tensor, tau: float, seed: int, vocab_start: int, vocab_
 def st_softmax_shard_triton_impl(logits: torch.Tensor, tau: float, seed: int, vocab_start: int,
                                  vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """fused_gumbel::st_softmax_shard on the Triton kernels."""
-    return _shard(logits, tau, seed, vocab_start, vocab_size, launch=True)
+    return _shard(logits, tau, seed, vocab_start, vocab_size, _launcher)
 
 
 def _shard_fake(logits, tau, seed, vocab_start, vocab_size):
-    return _shard(logits, tau, seed, vocab_start, vocab_size, launch=False)
+    return _shard(logits, tau, seed, vocab_start, vocab_size, None)
 
 
 _register(OP, st_softmax_shard_triton_impl, _shard_fake)
@@ -54,4 +57,6 @@ _register(OP, st_softmax_shard_triton_impl, _shard_fake)
 def st_softmax_shard_triton(logits: torch.Tensor, tau: float, seed: int, vocab_start: int,
                             vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y_local, global index, stats) of a vocabulary shard; see csrc/shard.h."""
+    if not dispatcher_needed(logits):
+        return _shard(logits, tau, seed, vocab_start, vocab_size, _direct)
     return torch.ops.fused_gumbel.st_softmax_shard_triton(logits, tau, seed, vocab_start, vocab_size)
