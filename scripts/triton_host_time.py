@@ -82,6 +82,11 @@ def main() -> None:
     }
     if "cpu" in fg.available_backends("cpu"):
         contenders["cpu"] = lambda t, h: fg.gumbel_softmax(t, 1.0, hard=h, backend="cpu")
+    for name, f in contenders.items():
+        node = type(f(x, False).grad_fn).__name__
+        print(f"{name}: autograd node {node}")
+        if name.startswith("triton") and name.endswith("eager") != node.endswith("TritonBackward"):
+            raise SystemExit(f"{name} did not take the path it is named for")
     print(f"{args.rows} x {args.cols} bfloat16 on the CPU, Triton launches stubbed, {args.rounds} rounds of "
           f"{args.reps} calls, torch {torch.__version__}")
     print(f"{'contender':18s} {'hard':5s} {'pass':8s} {'min us':>8s} {'median us':>10s}")

@@ -54,6 +54,8 @@ def test_triton_host_time_times_the_eager_path_and_the_op() -> None:
         parts = line.rsplit(maxsplit=4)
         if len(parts) == 5 and parts[2] in ("fwd", "fwd+bwd"):
             rows[parts[0], parts[1], parts[2]] = float(parts[3])
+    assert "triton eager: autograd node _StSoftmaxTritonBackward" in run.stdout
+    assert "triton top2 eager: autograd node _GumbelTopkTritonBackward" in run.stdout
     for name in ("triton eager", "triton op", "triton top2 eager", "triton top2 op"):
         for hard in ("False", "True"):
             for label in ("fwd", "fwd+bwd"):

@@ -727,10 +727,12 @@ class _Subclass(torch.Tensor):
     pass
 
 
+@pytest.mark.filterwarnings("ignore:.*jit.trace.*:FutureWarning")
 def test_dispatcher_needed_where_calls_are_watched_or_traced():
     """The eager path is for plain tensors (and parameters) with nothing
     watching: a dispatch mode (make_fx, FakeTensorMode, operator recorders), a
-    torch-function mode or a tensor subclass must see the op."""
+    torch-function mode other than a default device, torch.jit.trace, a
+    torch.func transform, a tensor subclass or meta tensors must see the op."""
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -739,12 +741,65 @@ def test_dispatcher_needed_where_calls_are_watched_or_traced():
     x = sample_inputs((2, 3), torch.float32)
     assert not dispatcher_needed(x, 0.5)
     assert not dispatcher_needed(torch.nn.Parameter(x), x.double()[0, 0])
+    with torch.device(DEVICE):
+        assert not dispatcher_needed(x)
+        with TorchFunctionMode():
+            assert dispatcher_needed(x)
     assert dispatcher_needed(x.as_subclass(_Subclass))
     assert dispatcher_needed(x, x.double()[0, 0].as_subclass(_Subclass))
+    assert dispatcher_needed(x.to("meta"))
     with TorchDispatchMode():
         assert dispatcher_needed(x)
     with TorchFunctionMode():
         assert dispatcher_needed(x)
+    seen = []
+
+    def watch(t):
+        seen.append(dispatcher_needed(t))
+        return t
+
+    torch.func.vmap(watch)(x)
+    torch.jit.trace(watch, x, check_trace=False)
+    assert seen == [True, True]
+
+
+def test_eager_path_launches_directly_and_the_op_through_its_launcher(monkeypatch):
+    """Forward and backward of the public functions launch the kernels as is
+    (no wrap_triton, no backward op); the registered op through _launcher
+    (wrap_triton on a GPU: traceable)."""
+    from fused_gumbel.triton_kernels import op as op_module
+    from fused_gumbel.triton_kernels import topk_op
+
+    wraps = []
+    for module in (op_module, topk_op):
+        for name in ("_forward", "_backward"):
+            original = getattr(module, name)
+
+            def spy(*args, _original=original):
+                wraps.append(args[-1])
+                return _original(*args)
+
+            monkeypatch.setattr(module, name, spy)
+    x = sample_inputs((3, 7, 5), torch.float32).requires_grad_()
+    for name in ("st_softmax", "gumbel_topk"):
+        for path, expected in (("eager", op_module._direct), ("op", op_module._launcher)):
+            wraps.clear()
+            torch.autograd.grad(_call(name, path, x, True, 3)[0].sum(), x)
+            assert wraps == [expected, expected], (name, path)
+
+
+def test_shard_eager_path_refuses_what_the_op_refuses():
+    x = sample_inputs((2, 6), torch.float32)
+    with pytest.raises(TypeError, match="int seed"):
+        triton_kernels.st_softmax_shard_triton(x, 1.0, None, 0, 6)
+    a = triton_kernels.st_softmax_shard_triton(x, 1.0, 2**64 - 1, 0, 6)
+    b = triton_kernels.st_softmax_shard_triton(x, 1.0, -1, 0, 6)
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+    # A sample autograd tracks goes to the op, whose missing autograd says so.
+    y = triton_kernels.st_softmax_shard_triton(x.requires_grad_(), 1.0, 3, 0, 6)[0]
+    with pytest.raises(RuntimeError):
+        y.sum().backward()
 
 
 def test_a_recording_mode_sees_the_op_in_forward_and_backward():

@@ -63,22 +63,35 @@ def _direct(fn: Callable) -> Callable:
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
+def _only_default_device_modes() -> bool:
+    """Whether every active torch-function mode sets the default device
+    (torch.set_default_device, `with torch.device(...)`): none of them needs
+    to see the op, and the eager path passes its devices explicitly."""
+    from torch.utils._device import DeviceContext
+
+    return all(isinstance(m, DeviceContext) for m in torch.overrides._get_current_function_mode_stack())
+
+
 def dispatcher_needed(*args: Any) -> bool:
-    """Whether a call must go through the registered op: under torch.compile,
-    while a dispatch or torch-function mode is active (make_fx, export,
-    FakeTensorMode, operator recorders), under a torch.func transform, or for
-    a tensor subclass. Everywhere else the public functions run the same
-    _forward and _backward as an autograd.Function of their own, launching
-    the kernels directly: torch.library's Python dispatch of a custom op (its
-    autograd wrapper, default filling, the backend redispatch) costs about as
-    much host time again as the rest of a call, and router-sized calls are
-    host-bound (forward+backward at 4 x 8 bfloat16 with Triton's launches
-    stubbed, python scripts/triton_host_time.py on this project's 2-core CPU:
-    176-204 us through the op, 116-128 us on this path)."""
-    return (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
-            or torch._C._is_torch_function_mode_enabled()
+    """Whether a call must go through the registered op: under torch.compile
+    or torch.jit.trace, while a dispatch mode (make_fx, export,
+    FakeTensorMode, operator recorders) or a torch-function mode other than a
+    default device is active, under a torch.func transform, or for a tensor
+    subclass or meta tensors (the op's fake kernel). Everywhere else the
+    public functions run the same _forward and _backward (st_softmax and
+    gumbel_topk as an autograd.Function of their own), launching the kernels
+    directly: torch.library's Python dispatch of a custom op (its autograd
+    wrapper, default filling, the backend redispatch) costs host time, and
+    router-sized calls are host-bound (forward+backward at 4 x 8 bfloat16
+    with Triton's launches stubbed, python scripts/triton_host_time.py on
+    this project's 2-core CPU: 176-204 us through the op, 116-128 us on this
+    path)."""
+    return (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or torch._C._len_torch_dispatch_stack() > 0
+            or (torch._C._is_torch_function_mode_enabled() and not _only_default_device_modes())
             or torch._C._are_functorch_transforms_active()
-            or any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args))
+            or any(isinstance(a, torch.Tensor) and (type(a) not in _PLAIN_TENSORS or a.is_meta)
+                   for a in args))
 
 
 def _check_device(t: torch.Tensor) -> None:

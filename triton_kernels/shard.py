@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .._checks import accumulation_dtype, check_shard
+from .._checks import accumulation_dtype, check_shard, normalize_seed
 from . import st_softmax as kernels
 from .op import _as_rows, _check_device, _direct, _launcher, _on_device, _register, dispatcher_needed
 
@@ -56,7 +56,13 @@ _register(OP, st_softmax_shard_triton_impl, _shard_fake)
 
 def st_softmax_shard_triton(logits: torch.Tensor, tau: float, seed: int, vocab_start: int,
                             vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y_local, global index, stats) of a vocabulary shard; see csrc/shard.h."""
-    if not dispatcher_needed(logits):
+    """(y_local, global index, stats) of a vocabulary shard; see csrc/shard.h.
+    seed: any Python int (taken modulo 2**64); the shards of a row must share it."""
+    if seed is None:
+        raise TypeError("fused_gumbel: a vocabulary shard needs an int seed, shared by every shard of a row")
+    seed = normalize_seed(seed)
+    # A sample autograd would track goes to the op, which has no autograd and
+    # says so in backward (fused_gumbel.distributed calls this without grad).
+    if not dispatcher_needed(logits) and not (logits.requires_grad and torch.is_grad_enabled()):
         return _shard(logits, tau, seed, vocab_start, vocab_size, _direct)
     return torch.ops.fused_gumbel.st_softmax_shard_triton(logits, tau, seed, vocab_start, vocab_size)
