@@ -98,6 +98,18 @@ def test_double_backward_is_refused(backend, hard):
         lambda x: fg.gumbel_softmax(x, 0.7, hard, seed=5, backend=backend), device_of(backend))
 
 
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
+def test_forward_mode_ad_is_refused(backend):
+    """The fused backends have no forward-mode derivative: a dual input raises
+    rather than giving a sample without its tangent (as torch.library's
+    Python autograd does for the Triton op called directly)."""
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(3, 5, device=device_of(backend))
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp"):
+        fg.gumbel_softmax(fwAD.make_dual(x, torch.randn_like(x)), 0.7, seed=5, backend=backend)
+
+
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
 def test_torch_func_grad_runs_on_the_reference():
     """Under a torch.func transform "auto" runs the reference backend (the
