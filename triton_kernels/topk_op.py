@@ -151,8 +151,8 @@ register_ops({FORWARD_OP: gumbel_topk_triton_impl,
 class _GumbelTopkTriton(torch.autograd.Function):
     """The eager path of gumbel_topk_triton (see op.dispatcher_needed)."""
 
-    # forward(ctx, ...) rather than a separate setup_context: apply binds the
-    # latter's arguments with inspect.signature, 25 us a call here.
+    # forward(ctx, ...) rather than a separate setup_context: host time (see
+    # op._StSoftmaxTriton).
     @staticmethod
     def forward(ctx, logits, k, tau, hard, dim, seed):
         outputs = _forward(logits, k, tau, hard, dim, seed, _direct)
