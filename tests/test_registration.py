@@ -6,12 +6,11 @@ import shutil
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
-from utils import (FUSED_BACKENDS, assert_annealing_reuses_the_graph, assert_bad_tau_refused_under_compile,
+from utils import (FUSED_BACKENDS, RecordOps, assert_annealing_reuses_the_graph, assert_bad_tau_refused_under_compile,
                    assert_compiled_matches_eager, assert_double_backward_refused, backend_param, device_of)
 
 OP = torch.ops.fused_gumbel.st_softmax
@@ -198,18 +197,6 @@ def test_only_the_sample_is_differentiable():
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-class _RecordOps(TorchDispatchMode):
-    """The names of the operators dispatched while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 def test_the_backward_runs_its_backward_op_alone(backend, hard):
@@ -223,7 +210,7 @@ def test_the_backward_runs_its_backward_op_alone(backend, hard):
     for name, sample in (("st_softmax", lambda: fg.gumbel_softmax(x, 0.7, hard, seed=3, backend=backend)),
                          ("gumbel_topk", lambda: fg.gumbel_topk(x, 2, 0.7, hard, seed=3, backend=backend))):
         y = sample()
-        with _RecordOps() as record:
+        with RecordOps() as record:
             torch.autograd.grad(y, x, w)
         # (the soft sample, kept as an output, is unpacked through a detach)
         ops = [op for op in record.ops if op != "aten.detach.default"]

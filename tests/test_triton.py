@@ -38,7 +38,7 @@ from numpy_noise import gumbel_from_bits as gumbel_from_bits_np  # noqa: E402
 from numpy_noise import philox4x32_10  # noqa: E402
 from fused_gumbel.triton_kernels import st_softmax as kernels  # noqa: E402
 from fused_gumbel.triton_kernels.noise import gumbel_from_bits, gumbel_units, gumbel_window, philox  # noqa: E402
-from utils import compile_env  # noqa: E402
+from utils import RecordOps, compile_env  # noqa: E402
 
 _OK, _WHY = triton_kernels.is_available()
 pytestmark = [
@@ -803,19 +803,8 @@ def test_shard_eager_path_refuses_what_the_op_refuses():
 
 
 def test_a_recording_mode_sees_the_op_in_forward_and_backward():
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Record(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     x = sample_inputs((2, 3), torch.float32).requires_grad_()
-    with Record() as record:
+    with RecordOps() as record:
         y = triton_kernels.st_softmax_triton(x, 0.5, False, -1, 3)[0]
         torch.autograd.grad(y.sum(), x)
     assert "fused_gumbel.st_softmax_triton.default" in record.ops

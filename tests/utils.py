@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 import torch._dynamo.testing
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fused_gumbel as fg
 from fused_gumbel._autograd import _DOUBLE_BACKWARD
@@ -190,3 +191,15 @@ def assert_bad_tau_refused_under_compile(sample, device: str) -> None:
             with pytest.raises(ValueError, match="tau must be a positive finite"):
                 compiled(x, tau)
         torch.testing.assert_close(compiled(x, 0.25), sample(x, 0.25))
+
+
+class RecordOps(TorchDispatchMode):
+    """The names of the operators dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
