@@ -5,6 +5,7 @@ one. The C++ operators' autograd (csrc/autograd.cpp) does the same in C++."""
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 
 def save_with_tau(ctx, tau: float | torch.Tensor, *tensors: torch.Tensor) -> None:
@@ -40,3 +41,21 @@ def first_order_only() -> None:
     a few microseconds of dispatch."""
     if torch.is_grad_enabled():
         raise NotImplementedError(_DOUBLE_BACKWARD)
+
+
+_NO_JVP = ("fused_gumbel: forward-mode AD (jvp) is not implemented for the fused backends; "
+           "use backend='reference' for forward-mode derivatives")
+
+
+def refuse_tangents(*args: object) -> None:
+    """Called by the Triton forward ops before they launch: raises where a
+    tensor argument carries a forward-mode tangent. torch.library's Python
+    autograd applies the op's autograd.Function (no jvp: it raises) only when
+    an input requires grad; a dual tensor that does not would run the kernel
+    and come back without its tangent. (Under torch.func.jvp the op receives
+    unwrapped tensors and cannot tell; the public functions refuse torch.func
+    transforms before calling it.)"""
+    if fwAD._current_level < 0:  # outside every dual_level: no tangent can exist
+        return
+    if any(isinstance(a, torch.Tensor) and fwAD.unpack_dual(a).tangent is not None for a in args):
+        raise RuntimeError(_NO_JVP)

@@ -802,6 +802,33 @@ def test_shard_eager_path_refuses_what_the_op_refuses():
         y.sum().backward()
 
 
+@pytest.mark.parametrize("name", ["st_softmax", "gumbel_topk"])
+def test_registered_op_refuses_a_forward_mode_tangent(name):
+    """A dual input that does not require grad skips torch.library's autograd
+    (whose autograd.Function, having no jvp, would raise): the op itself must
+    refuse it rather than return a sample without its tangent."""
+    import torch.autograd.forward_ad as fwAD
+
+    ops = torch.ops.fused_gumbel
+
+    def call(logits, tau):
+        tensor_tau = isinstance(tau, torch.Tensor)
+        if name == "st_softmax":
+            op = ops.st_softmax_triton_tau_tensor if tensor_tau else ops.st_softmax_triton
+            return op(logits, tau, False, 1, 5)
+        op = ops.gumbel_topk_triton_tau_tensor if tensor_tau else ops.gumbel_topk_triton
+        return op(logits, 2, tau, False, 1, 5)
+
+    x = sample_inputs((3, 5), torch.float32)
+    tau = torch.tensor(0.7, dtype=torch.float64, device=DEVICE)
+    with fwAD.dual_level():
+        assert torch.equal(call(x, tau)[0], call(x, 0.7)[0])  # plain inputs still run
+        with pytest.raises(RuntimeError, match="forward-mode AD"):
+            call(fwAD.make_dual(x, torch.randn_like(x)), 0.7)
+        with pytest.raises(RuntimeError, match="forward-mode AD"):
+            call(x, fwAD.make_dual(tau, torch.ones_like(tau)))
+
+
 def test_a_recording_mode_sees_the_op_in_forward_and_backward():
     x = sample_inputs((2, 3), torch.float32).requires_grad_()
     with RecordOps() as record:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._autograd import first_order_only, save_with_tau, saved_with_tau
+from .._autograd import first_order_only, refuse_tangents, save_with_tau, saved_with_tau
 from .._checks import (accumulation_dtype, check_inputs, check_nonempty_dim, empty_dim_last, normalize_seed,
                        output_layouts)
 from . import noise
@@ -134,6 +134,8 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Allocates the outputs and runs the forward kernels, each launched
     through wrap (_launcher or _direct); wrap None: the fake kernel."""
+    if wrap is not None:
+        refuse_tangents(logits, tau)
     dim = _check_op_inputs(logits, tau, dim)
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)

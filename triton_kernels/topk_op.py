@@ -11,10 +11,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._autograd import first_order_only, save_with_tau, saved_with_tau
+from .._autograd import first_order_only, refuse_tangents, save_with_tau, saved_with_tau
 from .._checks import accumulation_dtype, check_k, empty_dim_last, normalize_seed, output_layouts
 from . import topk as kernels
-from .op import _as_rows, _check_device, _check_op_inputs, _direct, _launcher, _on_device, dispatcher_needed, register_ops
+from .op import (_as_rows, _check_device, _check_op_inputs, _direct, _launcher, _on_device, dispatcher_needed,
+                 register_ops)
 
 FORWARD_OP = "fused_gumbel::gumbel_topk_triton"
 BACKWARD_OP = "fused_gumbel::gumbel_topk_triton_backward"
@@ -28,6 +29,8 @@ def _forward(logits: torch.Tensor, k: int, tau: float | torch.Tensor, hard: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Allocates the outputs and runs the forward kernel through wrap (see
     op._forward); wrap None: the fake kernel."""
+    if wrap is not None:
+        refuse_tangents(logits, tau)
     dim = _check_op_inputs(logits, tau, dim)
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
