@@ -117,8 +117,9 @@ def _under_torch_func() -> bool:
     """Whether a torch.func transform (grad, vmap, jacrev, ...) is active: the
     fused operators have no functorch rules (torch.func.grad would fail with
     a misleading error about setup_context, vmap would ignore its randomness
-    argument). Not asked while torch.compile traces."""
-    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+    argument). Under torch.compile dynamo answers it while tracing (a
+    compiled torch.func.grad or vmap traces with the transform active)."""
+    return torch._C._are_functorch_transforms_active()
 
 
 def refuse_vmap_randomness(logits: torch.Tensor, seed: int | None) -> None:

@@ -43,6 +43,15 @@ def _check_shape_fake(logits: torch.Tensor, dim: int, k: int) -> None:
     _check_shape(logits, dim, k)
 
 
+@_check_shape_op.register_vmap
+def _check_shape_vmap(info, in_dims: tuple, logits: torch.Tensor, dim: int, k: int) -> tuple[None, None]:
+    """Under torch.func.vmap (compiled): the checks of one batch member."""
+    bdim = in_dims[0]
+    if bdim is None or logits.shape[bdim] > 0:
+        _check_shape_op(logits if bdim is None else logits.select(bdim, 0), dim, k)
+    return None, None
+
+
 def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0
            ) -> tuple[int, float | torch.Tensor]:
     """The inputs' checks; returns (dim wrapped, tau as the math takes it).
@@ -53,7 +62,10 @@ def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0
     torch.compile)."""
     tau = as_tau(tau)
     if torch.compiler.is_compiling():
-        torch.ops.fused_gumbel.check_reference_inputs(logits, as_dim(dim), k)
+        # Detached: a check has no gradient, and under a compiled
+        # torch.func.grad a tracked input would take torch.library's autograd
+        # Function, which functorch refuses.
+        torch.ops.fused_gumbel.check_reference_inputs(logits.detach(), as_dim(dim), k)
         dim = as_dim(dim) % max(logits.dim(), 1)
         return dim, tau if tau_needs_grad(tau) else op_tau(tau, logits.device)
     if not tau_needs_grad(tau):

@@ -137,6 +137,23 @@ def test_vmap_takes_an_explicit_seed_and_refuses_none():
             torch.func.vmap(sample)(x)
 
 
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_compiled_torch_func_transforms_run_on_the_reference(hard):
+    """torch.compile(fullgraph=True) of torch.func.grad and vmap: dynamo
+    traces them with the transform active, so "auto" must still pick the
+    reference (a fused operator there fails: its C++ autograd has no
+    functorch support) and give what the eager transforms give."""
+    x = torch.randn(4, 6, dtype=torch.float64)
+    w = torch.randn(4, 6, dtype=torch.float64)
+    grad = torch.func.grad(lambda x: (fg.gumbel_softmax(x, 0.7, hard, seed=1) * w).sum())
+    vmap = torch.func.vmap(lambda r: fg.gumbel_softmax(r, 0.7, hard, seed=1))
+    for transform in (grad, vmap):
+        torch._dynamo.reset()
+        torch.testing.assert_close(torch.compile(transform, fullgraph=True)(x), transform(x),
+                                   rtol=1e-12, atol=1e-14)
+
+
 # Dynamo passes an error raised by a fake kernel on to the caller from torch
 # 2.14 (which has FakeTensorObservedException); before, it wraps it in a
 # TorchRuntimeError carrying the message (README, torch.compile).
