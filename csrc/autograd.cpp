@@ -51,6 +51,12 @@ constexpr bool kTauTensor = std::is_same_v<Tau, at::Tensor>;
 template <class Tau>
 using TauArg = std::conditional_t<kTauTensor<Tau>, const at::Tensor&, double>;
 
+// The seed as the schemas declare it (SymInt?): under torch.compile a seed
+// that changes between calls is a symbolic input of the graph, which an
+// int64_t here would specialize (a new graph per seed, and fullgraph=True
+// failing at the recompile limit).
+using OptionalSeed = std::optional<c10::SymInt>;
+
 template <class Signature>
 c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
@@ -89,7 +95,7 @@ template <class Tau>
 struct StSoftmaxAutograd : public torch::autograd::Function<StSoftmaxAutograd<Tau>> {
   static const auto& forward_op() {
     static const auto op =
-        typed_op<SoftmaxOutputs(const at::Tensor&, TauArg<Tau>, bool, int64_t, std::optional<int64_t>)>(
+        typed_op<SoftmaxOutputs(const at::Tensor&, TauArg<Tau>, bool, int64_t, OptionalSeed)>(
             kTauTensor<Tau> ? "fused_gumbel::st_softmax_tau_tensor" : "fused_gumbel::st_softmax");
     return op;
   }
@@ -105,7 +111,7 @@ struct StSoftmaxAutograd : public torch::autograd::Function<StSoftmaxAutograd<Ta
   }
 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, TauArg<Tau> tau,
-                               bool hard, int64_t dim, std::optional<int64_t> seed,
+                               bool hard, int64_t dim, OptionalSeed seed,
                                variable_list* rest) {
     SoftmaxOutputs out;
     {
@@ -143,8 +149,7 @@ template <class Tau>
 struct GumbelTopkAutograd : public torch::autograd::Function<GumbelTopkAutograd<Tau>> {
   static const auto& forward_op() {
     static const auto op =
-        typed_op<TopkOutputs(const at::Tensor&, int64_t, TauArg<Tau>, bool, int64_t,
-                             std::optional<int64_t>)>(
+        typed_op<TopkOutputs(const at::Tensor&, int64_t, TauArg<Tau>, bool, int64_t, OptionalSeed)>(
             kTauTensor<Tau> ? "fused_gumbel::gumbel_topk_tau_tensor" : "fused_gumbel::gumbel_topk");
     return op;
   }
@@ -160,7 +165,7 @@ struct GumbelTopkAutograd : public torch::autograd::Function<GumbelTopkAutograd<
 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& logits, int64_t k,
                                TauArg<Tau> tau, bool hard, int64_t dim,
-                               std::optional<int64_t> seed, variable_list* rest) {
+                               OptionalSeed seed, variable_list* rest) {
     TopkOutputs out;
     {
       const at::AutoDispatchBelowADInplaceOrView below;
@@ -194,7 +199,7 @@ namespace {
 
 template <class Tau>
 SoftmaxOutputs st_softmax_autograd(const at::Tensor& logits, TauArg<Tau> tau, bool hard,
-                                   int64_t dim, std::optional<int64_t> seed) {
+                                   int64_t dim, OptionalSeed seed) {
   variable_list rest;
   const variable_list out = StSoftmaxAutograd<Tau>::apply(logits, tau, hard, dim, seed, &rest);
   return {out[0], rest[0], rest[1], rest[2], rest[3]};
@@ -202,7 +207,7 @@ SoftmaxOutputs st_softmax_autograd(const at::Tensor& logits, TauArg<Tau> tau, bo
 
 template <class Tau>
 TopkOutputs gumbel_topk_autograd(const at::Tensor& logits, int64_t k, TauArg<Tau> tau, bool hard,
-                                 int64_t dim, std::optional<int64_t> seed) {
+                                 int64_t dim, OptionalSeed seed) {
   variable_list rest;
   const variable_list out = GumbelTopkAutograd<Tau>::apply(logits, k, tau, hard, dim, seed, &rest);
   return {out[0], rest[0], rest[1], rest[2]};

@@ -38,7 +38,7 @@ SampleInputs prepare_sample(const at::Tensor& logits, double temperature, int64_
 TORCH_LIBRARY_FRAGMENT(fused_gumbel, m) {
   // The int64 index of one class per row drawn from softmax(logits / temperature)
   // along dim (-1 for a row with no valid sample), with st_softmax's noise.
-  m.def("sample(Tensor logits, float temperature, int dim, int? seed) -> Tensor",
+  m.def("sample(Tensor logits, float temperature, int dim, SymInt? seed) -> Tensor",
         {at::Tag::nondeterministic_seeded});
 }
 

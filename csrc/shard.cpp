@@ -30,7 +30,7 @@ TORCH_LIBRARY_FRAGMENT(fused_gumbel, m) {
   // index the global column of the shard's argmax. Forward only: the
   // distributed autograd (fused_gumbel/distributed.py) needs the global sums.
   m.def(
-      "st_softmax_shard(Tensor logits, float tau, int seed, int vocab_start, "
+      "st_softmax_shard(Tensor logits, float tau, SymInt seed, int vocab_start, "
       "int vocab_size) -> (Tensor, Tensor, Tensor)");
 }
 

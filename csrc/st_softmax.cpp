@@ -228,8 +228,11 @@ TORCH_LIBRARY(fused_gumbel, m) {
   // max and sum of the noisy logits; rng_state the Philox (seed, counter base)
   // the noise came from, so the backward can regenerate it; y_soft the soft
   // sample when keeps_soft_sample() says the backward reads it, else empty.
+  // Seeds are SymInt, here and in every op that takes one: under
+  // torch.compile a seed that changes between calls (seed=step) is then an
+  // input of one graph, where an int would be a constant of a graph per seed.
   m.def(
-      "st_softmax(Tensor logits, float tau, bool hard, int dim, int? seed) -> "
+      "st_softmax(Tensor logits, float tau, bool hard, int dim, SymInt? seed) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   m.def(
@@ -241,14 +244,14 @@ TORCH_LIBRARY(fused_gumbel, m) {
   // schedule) but passes a tensor through as a graph input. Sibling ops, not
   // overloads: torch.library.opcheck takes only operators without overloads.
   m.def(
-      "st_softmax_tau_tensor(Tensor logits, Tensor tau, bool hard, int dim, int? seed) -> "
+      "st_softmax_tau_tensor(Tensor logits, Tensor tau, bool hard, int dim, SymInt? seed) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   m.def(
       "st_softmax_backward_tau_tensor(Tensor grad, Tensor? y_soft, Tensor? logits, "
       "Tensor stats, Tensor rng_state, Tensor tau, int dim) -> Tensor");
   // Fills a float32 tensor with the noise of positions 0..numel-1 for `seed`.
-  m.def("fill_gumbel_noise(Tensor(a!) out, int seed) -> ()");
+  m.def("fill_gumbel_noise(Tensor(a!) out, SymInt seed) -> ()");
   // Raw Philox4x32-10 output words for counters counter, counter+1, ... into an
   // int32 [n, 4] tensor: the bits under the noise, for cross-checks.
   m.def("philox_bits(Tensor(a!) out, int seed, int counter) -> ()");

@@ -116,7 +116,7 @@ TORCH_LIBRARY_FRAGMENT(fused_gumbel, m) {
   // the per-step (max, rest-sum) [..., k, 2] and the Philox (seed, counter
   // base) from which the backward regenerates the noise.
   m.def(
-      "gumbel_topk(Tensor logits, int k, float tau, bool hard, int dim, int? seed) -> "
+      "gumbel_topk(Tensor logits, int k, float tau, bool hard, int dim, SymInt? seed) -> "
       "(Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   m.def(
@@ -126,7 +126,7 @@ TORCH_LIBRARY_FRAGMENT(fused_gumbel, m) {
   // argument is a constant of the graph, a tensor an input (see st_softmax.cpp).
   m.def(
       "gumbel_topk_tau_tensor(Tensor logits, int k, Tensor tau, bool hard, int dim, "
-      "int? seed) -> (Tensor, Tensor, Tensor, Tensor)",
+      "SymInt? seed) -> (Tensor, Tensor, Tensor, Tensor)",
       {at::Tag::nondeterministic_seeded});
   m.def(
       "gumbel_topk_backward_tau_tensor(Tensor grad, Tensor logits, Tensor stats, "

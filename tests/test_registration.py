@@ -11,7 +11,8 @@ import fused_gumbel as fg
 from fused_gumbel._extension import has_kernel
 
 from utils import (FUSED_BACKENDS, RecordOps, assert_annealing_reuses_the_graph, assert_bad_tau_refused_under_compile,
-                   assert_compiled_matches_eager, assert_double_backward_refused, backend_param, device_of)
+                   assert_compiled_matches_eager, assert_double_backward_refused, assert_new_seeds_reuse_the_graph,
+                   backend_param, device_of)
 
 OP = torch.ops.fused_gumbel.st_softmax
 
@@ -78,6 +79,25 @@ def test_a_new_tau_reuses_the_compiled_graph(backend):
     assert_annealing_reuses_the_graph(
         lambda x, tau: fg.gumbel_softmax(x, tau, True, seed=3, backend=backend),
         device_of(backend), (8, 10))
+
+
+SEEDED = {
+    "gumbel_softmax": lambda x, seed, b: fg.gumbel_softmax(x, 0.8, True, seed=seed, backend=b),
+    "gumbel_topk": lambda x, seed, b: fg.gumbel_topk(x, 2, 0.8, seed=seed, backend=b),
+    "sample": lambda x, seed, b: fg.sample(x, 0.8, seed=seed, backend=b),
+}
+
+
+@pytest.mark.parametrize("backend", TAU_BACKENDS)
+@pytest.mark.parametrize("function", SEEDED)
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["inference", "training"])
+def test_a_new_seed_reuses_the_compiled_graph(backend, function, requires_grad):
+    """A seed that changes every step (seed=step) is a run-time value under
+    torch.compile: the ops declare it SymInt, so it is a graph input rather
+    than a constant of a graph per seed."""
+    f = SEEDED[function]
+    assert_new_seeds_reuse_the_graph(lambda x, seed: f(x, seed, backend), device_of(backend), (6, 10),
+                                     requires_grad)
 
 
 @pytest.mark.parametrize("backend", TAU_BACKENDS)

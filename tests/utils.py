@@ -159,6 +159,29 @@ def assert_annealing_reuses_the_graph(sample, device: str, shape: tuple[int, ...
     assert counter.frame_count <= 2, counter.frame_count
 
 
+def assert_new_seeds_reuse_the_graph(sample, device: str, shape: tuple[int, ...], requires_grad: bool,
+                                     steps: int = 10) -> None:
+    """torch.compile(fullgraph=True) of `sample` (logits, seed -> y) over a
+    seed per step (seed=step, small and 64-bit values): every step's output
+    (and gradient, where y has one) equals eager's, and at most two graphs are
+    compiled (dynamo makes the int symbolic at its first change). One graph
+    per seed would hit the recompile limit, an error with fullgraph=True, after
+    8 steps. (Inference graphs and training graphs see the seed differently:
+    test both.)"""
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    compiled = torch.compile(sample, backend=counter, fullgraph=True)
+    x = torch.randn(shape, device=device, requires_grad=requires_grad)
+    for step in range(steps):
+        seed = step if step % 2 else step * (2**40 + 3)
+        y, eager = compiled(x, seed), sample(x, seed)
+        torch.testing.assert_close(y, eager, rtol=0, atol=0)
+        if y.requires_grad:
+            g = torch.randn_like(y)
+            torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(eager, x, g)[0])
+    assert counter.frame_count <= 2, counter.frame_count
+
+
 def assert_double_backward_refused(sample, device: str) -> None:
     """`sample` (logits -> y) on a fused backend: first-order gradients work, and
     a second derivative raises NotImplementedError instead of coming out wrong
