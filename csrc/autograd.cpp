@@ -43,6 +43,12 @@ void first_order_only() {
   TORCH_CHECK_NOT_IMPLEMENTED(!at::GradMode::is_enabled(), kDoubleBackward);
 }
 
+// The same words as fused_gumbel/_autograd.py's _TAU_GRAD.
+constexpr const char* kTauGrad =
+    "fused_gumbel: the fused operators take no gradient for tau (a tensor tau that requires grad); "
+    "pass tau.detach(), or call fused_gumbel.gumbel_softmax, which runs such a tau on the reference "
+    "backend";
+
 // Tau is a double, or for the _tau_tensor siblings (which torch.compile passes as
 // a graph input, not a constant) a one-element CPU tensor.
 template <class Tau>
@@ -80,6 +86,16 @@ Tau saved_tau(AutogradContext* ctx, const variable_list& saved) {
     return saved.back();
   } else {
     return ctx->saved_data["tau"].toDouble();
+  }
+}
+
+// Called before the Function applies, where grad mode is the caller's: a
+// tensor tau that autograd records is refused, the backward returning no
+// gradient for it (which autograd would take as zero).
+template <class Tau>
+void refuse_tau_grad(TauArg<Tau> tau) {
+  if constexpr (kTauTensor<Tau>) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!(at::GradMode::is_enabled() && tau.requires_grad()), kTauGrad);
   }
 }
 
@@ -200,6 +216,7 @@ namespace {
 template <class Tau>
 SoftmaxOutputs st_softmax_autograd(const at::Tensor& logits, TauArg<Tau> tau, bool hard,
                                    int64_t dim, OptionalSeed seed) {
+  refuse_tau_grad<Tau>(tau);
   variable_list rest;
   const variable_list out = StSoftmaxAutograd<Tau>::apply(logits, tau, hard, dim, seed, &rest);
   return {out[0], rest[0], rest[1], rest[2], rest[3]};
@@ -208,6 +225,7 @@ SoftmaxOutputs st_softmax_autograd(const at::Tensor& logits, TauArg<Tau> tau, bo
 template <class Tau>
 TopkOutputs gumbel_topk_autograd(const at::Tensor& logits, int64_t k, TauArg<Tau> tau, bool hard,
                                  int64_t dim, OptionalSeed seed) {
+  refuse_tau_grad<Tau>(tau);
   variable_list rest;
   const variable_list out = GumbelTopkAutograd<Tau>::apply(logits, k, tau, hard, dim, seed, &rest);
   return {out[0], rest[0], rest[1], rest[2]};

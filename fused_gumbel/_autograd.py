@@ -8,6 +8,20 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 
+_TAU_GRAD = ("fused_gumbel: the fused operators take no gradient for tau (a tensor tau that requires grad); "
+             "pass tau.detach(), or call fused_gumbel.gumbel_softmax, which runs such a tau on the reference "
+             "backend")
+
+
+def refuse_tau_grad(*args: object) -> None:
+    """Raises where a tensor among args (tau) requires grad. Called where
+    autograd is recording (the public functions in grad mode, the ops'
+    setup_context): the backward returns no gradient for tau, which autograd
+    would take as zero."""
+    if any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        raise NotImplementedError(_TAU_GRAD)
+
+
 def save_with_tau(ctx, tau: float | torch.Tensor, *tensors: torch.Tensor) -> None:
     """ctx.save_for_backward(*tensors), keeping tau for the backward: a tensor
     tau (the *_tau_tensor ops, under torch.compile) among the saved tensors, a

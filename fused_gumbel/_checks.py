@@ -17,6 +17,9 @@ def as_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> float | torch.Te
     """tau as the functions take it: a Python number, or (as F.gumbel_softmax
     allows) a one-element real tensor, returned 0-d; TypeError otherwise."""
     if not isinstance(tau, torch.Tensor):
+        if isinstance(tau, (str, bytes)):  # float() would take "0.5"; F.gumbel_softmax would not
+            raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
+                            f"got {type(tau).__name__} {tau!r}")
         return tau
     if tau.numel() != 1 or tau.dtype.is_complex or tau.dtype == torch.bool:
         raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "

@@ -28,7 +28,8 @@ def gumbel_noise(
     Args:
         shape: shape of the noise tensor.
         seed: 64-bit seed (any int, taken modulo 2**64).
-        device: where to generate it ("cpu" or a CUDA device).
+        device: where to generate it ("cpu", a CUDA device, or "meta": the
+            shape only, as for any meta tensor).
         dtype: dtype of the returned tensor (the noise itself is float32).
     """
     require_extension()
@@ -45,7 +46,7 @@ def gumbel_noise(
             "build with nvcc available for CUDA"
         )
     out = torch.empty(tuple(shape), dtype=torch.float32, device=device)
-    if out.numel() > 0:
+    if out.numel() > 0 and device.type != "meta":  # meta: shapes only, as torch's own ops give
         torch.ops.fused_gumbel.fill_gumbel_noise(out, seed)
     return out if dtype == torch.float32 else out.to(dtype)
 
@@ -77,6 +78,6 @@ def _fresh_gumbel_noise_fake(shape: list[int], device: torch.device) -> torch.Te
 def noise_for(shape: Sequence[int] | torch.Size, seed: int | None, device: torch.device) -> torch.Tensor:
     """The float32 noise the reference backend adds: gumbel_noise for a seed,
     fresh_gumbel_noise for None."""
-    if seed is None:
+    if seed is None and device.type != "meta":  # (a meta tensor has no seed to draw)
         return fresh_gumbel_noise(list(shape), device)
-    return gumbel_noise(shape, seed, device=device)
+    return gumbel_noise(shape, 0 if seed is None else seed, device=device)

@@ -54,6 +54,8 @@ def test_a_tensor_tau_is_a_number(backend):
         fg.gumbel_softmax(x, torch.tensor(-1.0), backend=backend)
     with pytest.raises(TypeError, match="tau"):
         fg.gumbel_softmax(x, torch.tensor([0.5, 0.7]), backend=backend)
+    with pytest.raises(TypeError, match="tau"):  # not read through float()
+        fg.gumbel_softmax(x, "0.7", backend=backend)
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
@@ -75,6 +77,36 @@ def test_a_tau_that_requires_grad_gets_its_gradient(hard):
         fg.gumbel_softmax(x, tau, hard, seed=3, backend="cpu")
     with torch.no_grad():
         fg.gumbel_softmax(x, tau, hard, seed=3, backend="cpu")
+
+
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
+@pytest.mark.parametrize("function", ["st_softmax", "gumbel_topk"])
+def test_the_ops_refuse_a_tau_that_requires_grad(backend, function):
+    """The fused operators (the *_tau_tensor ops, and the Triton backend's
+    functions) give tau no gradient: called directly with a tau that autograd
+    records, they raise rather than leave tau.grad None; under no_grad they
+    run."""
+    from fused_gumbel import triton_kernels
+
+    device = device_of(backend)
+    x = torch.randn(3, 5, device=device)
+    tau = torch.tensor(0.7, dtype=torch.float64, device=device if backend == "triton" else "cpu")
+    tau.requires_grad_()
+    ops = torch.ops.fused_gumbel
+    if backend == "triton":
+        calls = ([triton_kernels.st_softmax_triton, ops.st_softmax_triton_tau_tensor] if function == "st_softmax"
+                 else [triton_kernels.gumbel_topk_triton, ops.gumbel_topk_triton_tau_tensor])
+    else:
+        calls = [ops.st_softmax_tau_tensor if function == "st_softmax" else ops.gumbel_topk_tau_tensor]
+    args = (False, -1, 4)
+    for call in calls:
+        run = (lambda: call(x, tau, *args)) if function == "st_softmax" else (lambda: call(x, 2, tau, *args))
+        for logits_grad in (False, True):
+            x.requires_grad_(logits_grad)
+            with pytest.raises(NotImplementedError, match="no gradient for tau"):
+                run()
+            with torch.no_grad():
+                assert not run()[0].requires_grad
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS + [backend_param("triton")])
@@ -112,6 +144,21 @@ def test_unknown_and_unavailable_backends():
             fg.gumbel_softmax(torch.randn(2, 3), backend="cuda")
     with pytest.raises(RuntimeError, match="'cpu'"):
         fg.gumbel_softmax(torch.randn(2, 3, device="meta"), backend="cpu")
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_meta_tensors_give_shapes_as_torch_ops_do(seed):
+    """Meta tensors (model construction on the meta device, shape and FLOP
+    counting) run as F.gumbel_softmax does: "auto" picks the reference, whose
+    noise on meta is a shape without values."""
+    x = torch.randn(4, 6, 3, device="meta", dtype=torch.bfloat16)
+    for hard in (False, True):
+        y, index = fg.gumbel_softmax(x, 0.5, hard, dim=1, seed=seed, return_index=True)
+        assert (y.device.type, y.shape, y.dtype) == ("meta", x.shape, x.dtype)
+        assert (index.device.type, index.shape, index.dtype) == ("meta", (4, 3), torch.int64)
+    assert fg.gumbel_topk(x, 2, seed=seed).shape == x.shape
+    assert fg.sample(x, seed=seed).shape == (4, 6)
+    assert fg.gumbel_noise((2, 3), 1, device="meta").shape == (2, 3)
 
 
 # ------------------------------------------------------------ special values

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._autograd import first_order_only, refuse_tangents, save_with_tau, saved_with_tau
+from .._autograd import first_order_only, refuse_tangents, refuse_tau_grad, save_with_tau, saved_with_tau
 from .._checks import (accumulation_dtype, check_inputs, check_nonempty_dim, empty_dim_last, normalize_seed,
                        output_layouts)
 from . import noise
@@ -236,9 +236,15 @@ def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
     triton_op takes no tags (there the traced torch.randint carries it)."""
     for name, impl in backward.items():
         _register(name, impl, backward_fake)
+    def checked_setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        # Called only where autograd records the call: a tau (the one tensor
+        # input beside the logits) that requires grad would get none.
+        refuse_tau_grad(*inputs[1:])
+        setup_context(ctx, inputs, output)
+
     for name, impl in forward.items():
         op = _register(name, impl, forward_fake, (torch.Tag.nondeterministic_seeded,))
-        op.register_autograd(autograd_backward, setup_context=setup_context)
+        op.register_autograd(autograd_backward, setup_context=checked_setup_context)
 
 
 def _forward_fake(logits, tau, hard, dim, seed):
@@ -324,6 +330,8 @@ def st_softmax_triton(logits: torch.Tensor, tau: float | torch.Tensor, hard: boo
     """
     seed = normalize_seed(seed)
     if not dispatcher_needed(logits, tau):
+        if torch.is_grad_enabled():  # (the op checks in its setup_context)
+            refuse_tau_grad(tau)
         return _StSoftmaxTriton.apply(logits, tau, hard, dim, seed)
     op = (torch.ops.fused_gumbel.st_softmax_triton_tau_tensor if isinstance(tau, torch.Tensor)
           else torch.ops.fused_gumbel.st_softmax_triton)

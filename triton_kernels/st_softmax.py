@@ -105,10 +105,14 @@ CACHE_BETWEEN_PASSES = True
 CACHE_PROGRAMS_PER_SM = 4
 # (Registers, sm_90, float32 cache, bfloat16 rows, python
 # scripts/triton_sass.py: 53-63 with the seed drawn on the device and columns
-# a multiple of 16; a reviewer found 102 with an explicit seed on triton 3.6,
-# which hoists the Philox key schedule out of the row loop, and 80-224 for
-# unaligned rows. Unaligned rows therefore regenerate the noise; the others
-# are measured by scripts/triton_variants.py before this default is trusted.)
+# a multiple of 16; reviewers found 100-105 with an explicit seed on triton
+# 3.6, which hoists the Philox key schedule out of the row loop, 91-92 on 3.8
+# for columns a multiple of 4 but not of 16, 64-78 for the hard backward
+# there, and 80-224 for unaligned rows. Unaligned rows therefore regenerate
+# the noise. Programs that do not fit an SM run after the others, on the rows
+# the fixed order gives them: the same time where 2 of 4 fit, a lone fourth
+# wave where 3 do (bench/results/gpu_checks.md, fourteenth session); measured
+# by scripts/triton_variants.py before this default is trusted.)
 # Persistent programs per SM for the looped soft forward of aligned rows,
 # float32 and float64 too: s then goes to a workspace of one row per program
 # (17-35 MB at 32768 float32 columns on 132 SMs with 1-2 per SM, small

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .._autograd import first_order_only, refuse_tangents, save_with_tau, saved_with_tau
+from .._autograd import first_order_only, refuse_tangents, refuse_tau_grad, save_with_tau, saved_with_tau
 from .._checks import accumulation_dtype, check_k, empty_dim_last, normalize_seed, output_layouts
 from . import topk as kernels
 from .op import (_as_rows, _check_device, _check_op_inputs, _direct, _launcher, _on_device, dispatcher_needed,
@@ -177,6 +177,8 @@ def gumbel_topk_triton(logits: torch.Tensor, k: int, tau: float | torch.Tensor, 
     (y, index, stats, rng_state)."""
     seed = normalize_seed(seed)
     if not dispatcher_needed(logits, tau):
+        if torch.is_grad_enabled():  # (the op checks in its setup_context)
+            refuse_tau_grad(tau)
         return _GumbelTopkTriton.apply(logits, k, tau, hard, dim, seed)
     op = (torch.ops.fused_gumbel.gumbel_topk_triton_tau_tensor if isinstance(tau, torch.Tensor)
           else torch.ops.fused_gumbel.gumbel_topk_triton)
