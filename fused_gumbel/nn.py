@@ -296,7 +296,7 @@ class GumbelRouter(_StepCounter):
             index = logits.argmax(-1, keepdim=True) if self.k == 1 else logits.topk(self.k, -1).indices
             soft = torch.softmax(logits / tau, -1)
             # the exact k-hot, differentiated as the tempered softmax
-            sample = torch.zeros_like(soft).scatter_(-1, index, 1.0) + (soft - soft.detach())
+            sample = torch.zeros_like(soft).scatter(-1, index, 1.0) + (soft - soft.detach())
         if self.training and self.step_on_forward:
             self._advance()
         combine = (sample.gather(-1, index) / self.k).to(x.dtype)

@@ -125,7 +125,7 @@ def gumbel_softmax_reference(
     if hard:
         row_max = s.amax(dim=-1, keepdim=True) if s.shape[-1] > 0 else s.sum(-1, keepdim=True)
         valid = torch.isfinite(row_max)
-        y_hard = torch.zeros_like(y_soft).scatter_(-1, index.unsqueeze(-1), 1.0)
+        y_hard = torch.zeros_like(y_soft).scatter(-1, index.unsqueeze(-1), 1.0)
         y_hard = torch.where(valid, y_hard, torch.full_like(y_hard, float("nan")))
         # y_hard + (y_soft - y_soft) is exactly y_hard for finite y_soft: the
         # value is the one-hot, the gradient the soft sample's.
@@ -204,7 +204,7 @@ def gumbel_topk_reference(
     nan_or_one = torch.where(valid, 1.0, float("nan")).to(acc)
     y_soft = y_soft * nan_or_one
     if hard:
-        y_hard = torch.zeros_like(y_soft).scatter_(-1, index, 1.0) * nan_or_one
+        y_hard = torch.zeros_like(y_soft).scatter(-1, index, 1.0) * nan_or_one
         y = y_hard + (y_soft - y_soft.detach())
     else:
         y = y_soft

@@ -3,6 +3,7 @@ fullgraph=True, and the CUDA kernels linked whenever nvcc built them."""
 
 import os
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -155,6 +156,28 @@ def test_vmap_takes_an_explicit_seed_and_refuses_none():
     for sample in (fg.gumbel_softmax, lambda r: fg.gumbel_topk(r, 2), fg.sample):
         with pytest.raises(NotImplementedError, match="vmap"):
             torch.func.vmap(sample)(x)
+
+
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+@pytest.mark.parametrize("function", ["gumbel_softmax", "gumbel_topk"])
+def test_vmap_of_a_hard_sample_has_a_batching_rule(function):
+    """The reference builds the one-hot out of place: an in-place scatter_ has
+    no batching rule, so vmap warned of its slow fallback and failed on an
+    empty batch (as F.gumbel_softmax's hard path still does)."""
+    def sample(r):
+        if function == "gumbel_softmax":
+            return fg.gumbel_softmax(r, 0.7, hard=True, seed=4)
+        return fg.gumbel_topk(r, 2, 0.7, hard=True, seed=4)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for batch in (3, 0):
+            x = torch.randn(batch, 4, 5)
+            y = torch.func.vmap(sample)(x)
+            assert y.shape == x.shape
+            if batch:
+                torch.testing.assert_close(y, torch.stack([sample(r) for r in x]), rtol=0, atol=0)
+                assert set(y.unique().tolist()) == {0.0, 1.0}
 
 
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")

@@ -236,6 +236,7 @@ def register_ops(forward: dict[str, Callable], backward: dict[str, Callable],
     triton_op takes no tags (there the traced torch.randint carries it)."""
     for name, impl in backward.items():
         _register(name, impl, backward_fake)
+
     def checked_setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         # Called only where autograd records the call: a tau (the one tensor
         # input beside the logits) that requires grad would get none.
