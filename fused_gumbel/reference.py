@@ -45,10 +45,11 @@ def _check_shape_fake(logits: torch.Tensor, dim: int, k: int) -> None:
 
 @_check_shape_op.register_vmap
 def _check_shape_vmap(info, in_dims: tuple, logits: torch.Tensor, dim: int, k: int) -> tuple[None, None]:
-    """Under torch.func.vmap (compiled): the checks of one batch member."""
+    """Under torch.func.vmap (compiled): the checks of one batch member, on a
+    meta tensor of its shape (an empty batch has no member to select)."""
     bdim = in_dims[0]
-    if bdim is None or logits.shape[bdim] > 0:
-        _check_shape_op(logits if bdim is None else logits.select(bdim, 0), dim, k)
+    shape = logits.shape if bdim is None else logits.shape[:bdim] + logits.shape[bdim + 1:]
+    _check_shape_op(logits.new_empty(shape, device="meta"), dim, k)
     return None, None
 
 

@@ -205,6 +205,21 @@ DIM_ERROR_UNDER_COMPILE = (
     else torch._dynamo.exc.TorchRuntimeError)
 
 
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+@pytest.mark.parametrize("batch", [3, 0])
+def test_compiled_vmap_checks_dim_even_for_an_empty_batch(batch):
+    """The reference's check operator, vmapped, checks a batch member's shape:
+    an empty batch too, as eager vmap does (it had no member to check)."""
+    x = torch.randn(batch, 5, 7)
+    for in_dims in (0, 1):
+        sample = torch.func.vmap(lambda r: fg.gumbel_softmax(r, 0.5, hard=True, dim=2, seed=3), in_dims=in_dims)
+        with pytest.raises(IndexError, match="dim"):
+            sample(x)
+        torch._dynamo.reset()
+        with pytest.raises(DIM_ERROR_UNDER_COMPILE, match="dim out of range"):
+            torch.compile(sample, fullgraph=True)(x)
+
+
 @pytest.mark.parametrize("backend", TAU_BACKENDS)
 def test_bad_inputs_under_torch_compile_keep_the_contracts_errors(backend):
     """fullgraph=True: dim out of range is an IndexError, integer logits an
