@@ -147,6 +147,11 @@ def normalize_seed(seed: int | None) -> int | None:
             seed = operator.index(seed)
         except TypeError:
             raise TypeError(f"fused_gumbel: seed must be an int or None, got {type(seed).__name__}") from None
+    if -(1 << 63) <= seed < (1 << 63):
+        # Already an int64: under torch.compile a symbolic seed then reaches the
+        # op as the graph input it is (guarded by these comparisons), with no
+        # mask in the graph that Inductor's C++ wrapper cannot spell in int64.
+        return seed
     seed &= (1 << 64) - 1
     return seed - (1 << 64) if seed >= (1 << 63) else seed
 
