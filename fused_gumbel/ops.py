@@ -140,10 +140,12 @@ def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tens
     reference ("auto" picks it; a fused backend named explicitly refuses)."""
     if backend not in BACKENDS:
         raise ValueError(f"fused_gumbel: unknown backend {backend!r}; choose from {BACKENDS}")
-    needs_grad = tau_needs_grad(tau)
-    if needs_grad and backend in ("auto", "reference"):
+    # "auto" asks requires_grad whatever the grad mode: a reentrant checkpoint
+    # runs its forward under no_grad and its recompute with grad, which must
+    # take the same backend to draw the same seed=None noise.
+    if backend in ("auto", "reference") and isinstance(tau, torch.Tensor) and tau.requires_grad:
         return "reference"
-    if needs_grad:
+    if tau_needs_grad(tau):
         raise NotImplementedError(
             f"fused_gumbel: backend {backend!r} takes no gradient for tau (a tensor that requires grad); "
             "pass tau.detach() or a float, or use backend='reference' or 'auto'")

@@ -79,6 +79,33 @@ def test_a_tau_that_requires_grad_gets_its_gradient(hard):
         fg.gumbel_softmax(x, tau, hard, seed=3, backend="cpu")
 
 
+@pytest.mark.parametrize("function", ["gumbel_softmax", "gumbel_topk"])
+def test_a_learned_tau_under_reentrant_checkpoint_differentiates_the_sample_it_returned(function):
+    """torch.utils.checkpoint(use_reentrant=True) runs the forward under
+    no_grad and the recompute with grad: "auto" must pick the same backend
+    for both (the reference, for a tau that requires grad), or seed=None
+    would draw different noise in each and the gradient be another sample's."""
+    from torch.utils.checkpoint import checkpoint
+
+    def sample(x, tau):
+        if function == "gumbel_softmax":
+            return fg.gumbel_softmax(x, tau, hard=True)
+        return fg.gumbel_topk(x, 2, tau, hard=True)
+
+    x0 = torch.randn(4, 8, dtype=torch.float64)
+    w = torch.randn(4, 8, dtype=torch.float64)
+    results = []
+    for wrap in (lambda x, tau: checkpoint(sample, x, tau, use_reentrant=True), sample):
+        x = x0.clone().requires_grad_()
+        tau = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        torch.manual_seed(123)
+        y = wrap(x, tau)
+        (y * w).sum().backward()  # (reentrant checkpoint refuses autograd.grad)
+        results.append((y.detach(), x.grad, tau.grad))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
 @pytest.mark.parametrize("function", ["st_softmax", "gumbel_topk"])
 def test_the_ops_refuse_a_tau_that_requires_grad(backend, function):
