@@ -9,6 +9,7 @@ import operator
 import sys
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -17,9 +18,16 @@ def as_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> float | torch.Te
     """tau as the functions take it: a Python number, or (as F.gumbel_softmax
     allows) a one-element real tensor, returned 0-d; TypeError otherwise."""
     if not isinstance(tau, torch.Tensor):
-        if isinstance(tau, (str, bytes)):  # float() would take "0.5"; F.gumbel_softmax would not
+        # float() would read "0.5" and b"0.5"; F.gumbel_softmax would not.
+        if isinstance(tau, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
                             f"got {type(tau).__name__} {tau!r}")
+        if not torch.compiler.is_compiling():  # (float() of a symbolic tau would specialize it)
+            try:
+                float(tau)
+            except TypeError:
+                raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
+                                f"got {type(tau).__name__}") from None
         return tau
     if tau.numel() != 1 or tau.dtype.is_complex or tau.dtype == torch.bool:
         raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
@@ -27,19 +35,27 @@ def as_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> float | torch.Te
     return tau.reshape(())
 
 
-def tau_needs_grad(tau: float | torch.Tensor) -> bool:
-    """Whether tau is a tensor autograd differentiates: only the reference
-    backend's plain ops can."""
-    return isinstance(tau, torch.Tensor) and tau.requires_grad and torch.is_grad_enabled()
+def tau_is_differentiated(tau: float | torch.Tensor) -> bool:
+    """Whether a derivative may flow through tau, which only the reference
+    backend's plain ops carry (read as a float, tau would drop it): a tensor
+    autograd records (it requires grad, in grad mode), a dual tensor of
+    forward-mode AD, or any tensor under a torch.func transform (jvp and
+    jacfwd hand it over as a wrapper whose tangent only tensor ops see)."""
+    if not isinstance(tau, torch.Tensor):
+        return False
+    if (tau.requires_grad and torch.is_grad_enabled()) or torch._C._are_functorch_transforms_active():
+        return True
+    return fwAD._current_level >= 0 and fwAD.unpack_dual(tau).tangent is not None
 
 
 def check_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> None:
     """Raises the contract's ValueError unless tau is a positive finite number.
     A tensor tau (see as_tau) is read on the host, except under torch.compile,
-    where op_tau's tensor is checked at run time instead."""
+    where op_tau's tensor is checked at run time instead, and on the meta
+    device, which holds no value."""
     if isinstance(tau, torch.Tensor):
         tau = as_tau(tau, tau_name)
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or tau.is_meta:
             return
         tau = float(tau.detach())
     if torch.compiler.is_compiling():

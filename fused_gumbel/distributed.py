@@ -28,7 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import accumulation_dtype, as_tau, check_shard, normalize_seed, tau_needs_grad
+from ._autograd import first_order_only
+from ._checks import accumulation_dtype, as_tau, check_shard, normalize_seed, tau_is_differentiated
 from ._extension import has_kernel
 from .noise import gumbel_noise
 from .ops import backend_status
@@ -126,6 +127,9 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
         m_r, l_r = mine[:, 0], mine[:, 1]
         scale = torch.where(valid, l_r * _rescale(m_r, M, inv_tau) / S, torch.full_like(S, float("nan")))
         y_soft = (y_local.reshape(-1, logits.shape[-1]).to(acc) * scale.to(acc).unsqueeze(-1))
+        # A shard with no mass in a valid row (all its columns -inf) has a NaN
+        # local softmax, of weight 0: its share of the sample is 0, not NaN * 0.
+        y_soft = torch.where((scale == 0).unsqueeze(-1), 0.0, y_soft)
         y_soft = y_soft.to(logits.dtype).reshape(logits.shape)
         if hard:
             col = (winner - vocab_start).reshape(rows)
@@ -142,6 +146,7 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any) -> tuple:
+        first_order_only()  # the all_reduce below has no autograd: a second derivative would be wrong
         (y_soft,) = ctx.saved_tensors
         acc = accumulation_dtype(y_soft.dtype)
         g, ys = grad_y.to(acc), y_soft.to(acc)
@@ -202,9 +207,9 @@ def gumbel_softmax(
         dist.all_reduce(width, group=group)
         vocab_size = int(width.item())
     tau = as_tau(tau)
-    if tau_needs_grad(tau):
-        raise NotImplementedError("fused_gumbel.distributed: tau takes no gradient here (a tensor that "
-                                  "requires grad); pass tau.detach() or a float")
+    if tau_is_differentiated(tau):
+        raise NotImplementedError("fused_gumbel.distributed: tau takes no derivative here (a tensor that "
+                                  "requires grad or carries a tangent); pass tau.detach() or a float")
     check_shard(logits_shard, tau, vocab_start, vocab_size)
     name = _resolve(backend, logits_shard.device)
     y, index = _VocabParallelGumbelSoftmax.apply(

@@ -51,33 +51,47 @@ def gumbel_noise(
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-def draw_seed(device: torch.device | str = "cpu") -> int:
+def draw_seed(device: torch.device | str = "cpu") -> torch.Tensor:
     """A 64-bit seed from PyTorch's generator for `device` (so torch.manual_seed
-    governs it). Used by the reference backend; the fused kernels draw theirs
-    without leaving the device."""
-    device = torch.device(device)
-    bits = torch.randint(0, 1 << 62, (2,), dtype=torch.int64, device=device).cpu().tolist()
-    return normalize_seed((bits[0] << 2) ^ bits[1])
+    governs it), as a 0-d int64 tensor there: the seed of seed=None on the
+    reference backend (the fused kernels draw theirs without leaving the
+    device). Drawn with torch.randint, so that under torch.func.vmap it
+    follows vmap's `randomness` ("different": one seed per batch member,
+    "same": one for all, "error": torch's error)."""
+    bits = torch.randint(0, 1 << 62, (2,), dtype=torch.int64, device=device)
+    return (bits[0] << 2) ^ bits[1]  # 64 random bits (wrapping into int64's sign)
 
 
-@torch.library.custom_op("fused_gumbel::fresh_gumbel_noise", mutates_args=(),
-                         tags=(torch.Tag.nondeterministic_seeded,))
-def fresh_gumbel_noise(shape: list[int], device: torch.device) -> torch.Tensor:
-    """gumbel_noise for a seed drawn with draw_seed: the noise of seed=None on
-    the reference backend. An opaque operator, so that under torch.compile the
-    draw (the seed is read on the host) is a node of the graph, not a graph
-    break (an error with fullgraph=True)."""
-    return gumbel_noise(shape, draw_seed(device), device=device)
+@torch.library.custom_op("fused_gumbel::gumbel_noise_of_seed", mutates_args=())
+def gumbel_noise_of_seed(seed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """gumbel_noise for a seed held in a 0-d int64 tensor (draw_seed's), on
+    its device. An opaque operator, so that under torch.compile the seed is
+    read on the host inside the graph, not in a graph break (an error with
+    fullgraph=True)."""
+    return gumbel_noise(shape, int(seed), device=seed.device)
 
 
-@fresh_gumbel_noise.register_fake
-def _fresh_gumbel_noise_fake(shape: list[int], device: torch.device) -> torch.Tensor:
-    return torch.empty(shape, dtype=torch.float32, device=device)
+@gumbel_noise_of_seed.register_fake
+def _gumbel_noise_of_seed_fake(seed: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    return torch.empty(shape, dtype=torch.float32, device=seed.device)
+
+
+@gumbel_noise_of_seed.register_vmap
+def _gumbel_noise_of_seed_vmap(info, in_dims: tuple, seed: torch.Tensor, shape: list[int]
+                               ) -> tuple[torch.Tensor, int]:
+    """A batch of seeds (vmap's randomness="different"): each member's noise
+    from its own seed, one call per member, which torch.compile traces for
+    the batch size it sees (a host loop over the values would be data
+    dependent there)."""
+    seeds = seed.movedim(in_dims[0], 0)
+    if seeds.shape[0] == 0:
+        return torch.empty([0, *shape], dtype=torch.float32, device=seed.device), 0
+    return torch.stack([gumbel_noise_of_seed(s, shape) for s in seeds.unbind(0)]), 0
 
 
 def noise_for(shape: Sequence[int] | torch.Size, seed: int | None, device: torch.device) -> torch.Tensor:
     """The float32 noise the reference backend adds: gumbel_noise for a seed,
-    fresh_gumbel_noise for None."""
+    gumbel_noise_of_seed of a drawn seed for None."""
     if seed is None and device.type != "meta":  # (a meta tensor has no seed to draw)
-        return fresh_gumbel_noise(list(shape), device)
+        return gumbel_noise_of_seed(draw_seed(device), list(shape))
     return gumbel_noise(shape, 0 if seed is None else seed, device=device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, empty_dim_last,
-                      normalize_seed, op_tau, output_layouts, tau_needs_grad)
+                      normalize_seed, op_tau, output_layouts, tau_is_differentiated)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
@@ -117,20 +117,10 @@ def _under_torch_func() -> bool:
     """Whether a torch.func transform (grad, vmap, jacrev, ...) is active: the
     fused operators have no functorch rules (torch.func.grad would fail with
     a misleading error about setup_context, vmap would ignore its randomness
-    argument). Under torch.compile dynamo answers it while tracing (a
-    compiled torch.func.grad or vmap traces with the transform active)."""
+    argument, which the reference's seed=None draw follows). Under
+    torch.compile dynamo answers it while tracing (a compiled torch.func.grad
+    or vmap traces with the transform active)."""
     return torch._C._are_functorch_transforms_active()
-
-
-def refuse_vmap_randomness(logits: torch.Tensor, seed: int | None) -> None:
-    """Under torch.func.vmap the random draw of seed=None is opaque to vmap's
-    `randomness` argument (each batch member would draw its own noise whatever
-    it says), so it is refused; an explicit seed is a pure function of (seed,
-    position), the same noise for every batch member."""
-    if seed is None and _under_torch_func() and torch._C._functorch.is_batchedtensor(logits):
-        raise NotImplementedError(
-            "fused_gumbel: seed=None under torch.func.vmap cannot follow vmap's randomness argument; "
-            "pass seed=<int> (the same noise for every batch member) or draw outside vmap")
 
 
 def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tensor = 1.0) -> str:
@@ -143,18 +133,19 @@ def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tens
     # "auto" asks requires_grad whatever the grad mode: a reentrant checkpoint
     # runs its forward under no_grad and its recompute with grad, which must
     # take the same backend to draw the same seed=None noise.
-    if backend in ("auto", "reference") and isinstance(tau, torch.Tensor) and tau.requires_grad:
+    differentiated = tau_is_differentiated(tau)
+    if backend in ("auto", "reference") and (differentiated or isinstance(tau, torch.Tensor) and tau.requires_grad):
         return "reference"
-    if tau_needs_grad(tau):
-        raise NotImplementedError(
-            f"fused_gumbel: backend {backend!r} takes no gradient for tau (a tensor that requires grad); "
-            "pass tau.detach() or a float, or use backend='reference' or 'auto'")
     if _under_torch_func():
         if backend in ("auto", "reference"):
             return "reference"
         raise NotImplementedError(
             f"fused_gumbel: backend {backend!r} does not support torch.func transforms (grad, vmap, ...); "
             "backend='reference' (or 'auto', which picks it) supports torch.func.grad")
+    if differentiated:
+        raise NotImplementedError(
+            f"fused_gumbel: backend {backend!r} takes no derivative for tau (a tensor that requires grad or "
+            "carries a forward-mode tangent); pass tau.detach() or a float, or use backend='reference' or 'auto'")
     if backend == "auto":
         for candidate in (("cuda", "triton") if device.type == "cuda" else ("cpu",)):
             if backend_status(candidate, device)[0]:
@@ -213,7 +204,6 @@ def gumbel_softmax(
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     seed = normalize_seed(seed)
-    refuse_vmap_randomness(logits, seed)
     tau, dim = as_tau(tau), as_dim(dim)
     name = _resolve_backend(backend, logits.device, tau)
     if name == "reference":

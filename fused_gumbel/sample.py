@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, as_dim, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
+from ._checks import accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
 from ._extension import extension_loaded, require_extension
 from .noise import noise_for
-from .ops import _resolve_backend, _triton_module, refuse_vmap_randomness
+from .ops import _resolve_backend, _triton_module
 
 NO_SAMPLE = -1
 """The index of a row that has no valid sample (a NaN, all -inf, a +inf logit)."""
@@ -25,6 +25,7 @@ def sample_reference(
     """`sample` in plain PyTorch ops, with the fused kernels' noise: the first
     index maximizing ``s = x + temperature * g`` (in float32, float64 for
     float64 logits); -1 where the row's max s is not finite."""
+    temperature = as_tau(temperature, "temperature")
     dim = check_inputs(logits, temperature, dim, "temperature")
     seed = normalize_seed(seed)
     x = (logits.reshape(1) if logits.dim() == 0 else logits).movedim(dim, -1)
@@ -33,7 +34,7 @@ def sample_reference(
     if x.shape[-1] == 0:
         return torch.empty(x.shape[:-1], dtype=torch.long, device=x.device)
     g = noise_for(x.shape, seed, x.device).to(acc)
-    t = torch.tensor(temperature, dtype=acc, device=x.device)
+    t = torch.as_tensor(temperature, dtype=acc, device=x.device)
     s = x.to(acc) + t * g
     best, index = s.max(dim=-1)
     return torch.where(torch.isfinite(best), index, torch.full_like(index, NO_SAMPLE))
@@ -79,8 +80,8 @@ def sample(
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
+    temperature = as_tau(temperature, "temperature")
     seed = normalize_seed(seed)
-    refuse_vmap_randomness(logits, seed)
     name = _resolve_backend(backend, logits.device)
     if name == "reference":
         return sample_reference(logits, temperature, seed=seed, dim=dim)

@@ -12,7 +12,7 @@ import torch
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, empty_dim_last, normalize_seed,
                       op_tau, output_layouts)
 from ._extension import extension_loaded, has_kernel, require_extension
-from .ops import _resolve_backend, _triton_module, backend_status, refuse_vmap_randomness
+from .ops import _resolve_backend, _triton_module, backend_status
 from .reference import gumbel_topk_reference
 
 # The CUDA kernel keeps a top-k list per thread in registers, of CUDA_MAX_K
@@ -129,7 +129,6 @@ def gumbel_topk(
     tau, dim = as_tau(tau), as_dim(dim)
     dim, k = _check(logits, k, 1.0 if torch.compiler.is_compiling() else tau, dim)
     seed = normalize_seed(seed)
-    refuse_vmap_randomness(logits, seed)
     name = _resolve(backend, logits.device, k, tau)
     if name == "reference":
         return gumbel_topk_reference(logits, k, tau, hard, dim, seed=seed, return_index=return_index)

@@ -54,8 +54,9 @@ def test_a_tensor_tau_is_a_number(backend):
         fg.gumbel_softmax(x, torch.tensor(-1.0), backend=backend)
     with pytest.raises(TypeError, match="tau"):
         fg.gumbel_softmax(x, torch.tensor([0.5, 0.7]), backend=backend)
-    with pytest.raises(TypeError, match="tau"):  # not read through float()
-        fg.gumbel_softmax(x, "0.7", backend=backend)
+    for not_a_number in ("0.7", b"0.7", bytearray(b"0.7"), memoryview(b"0.7"), None, [0.7]):
+        with pytest.raises(TypeError, match="tau must be a number"):  # (float() reads the first four)
+            fg.gumbel_softmax(x, not_a_number, backend=backend)
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
@@ -77,6 +78,43 @@ def test_a_tau_that_requires_grad_gets_its_gradient(hard):
         fg.gumbel_softmax(x, tau, hard, seed=3, backend="cpu")
     with torch.no_grad():
         fg.gumbel_softmax(x, tau, hard, seed=3, backend="cpu")
+
+
+@pytest.mark.parametrize("function", ["gumbel_softmax", "gumbel_topk"])
+def test_a_tangent_of_tau_is_carried_or_refused(function):
+    """Forward-mode AD through tau (a dual tau, torch.func.jvp and jacfwd,
+    compiled too): "auto" runs it on the reference backend, whose tangent is
+    the derivative reverse mode gives; a fused backend named explicitly
+    refuses. (Read as a float, tau dropped its tangent: jvp gave 0.)"""
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(4, 6, dtype=torch.float64)
+    w = torch.randn(4, 6, dtype=torch.float64)
+    noise = fg.gumbel_noise(x.shape, 3, dtype=torch.float64)
+
+    def loss(tau, backend="auto"):
+        if function == "gumbel_softmax":
+            y = fg.gumbel_softmax(x, tau, seed=3, backend=backend)
+        else:
+            y = fg.gumbel_topk(x, 2, tau, hard=False, seed=3, backend=backend)
+        return (y * w).sum()
+
+    tau = torch.tensor(0.8, dtype=torch.float64)
+    if function == "gumbel_softmax":  # a formula of its own, in plain ops
+        expected = torch.func.grad(lambda t: (torch.softmax((x + noise) / t, -1) * w).sum())(tau)
+    else:
+        expected = torch.func.grad(lambda t: (fg.gumbel_topk_reference(x, 2, t, hard=False, seed=3) * w).sum())(tau)
+    one = torch.ones_like(tau)
+    with fwAD.dual_level():
+        got = {"dual": fwAD.unpack_dual(loss(fwAD.make_dual(tau, one))).tangent}
+    got["jvp"] = torch.func.jvp(loss, (tau,), (one,))[1]
+    got["jacfwd"] = torch.func.jacfwd(loss)(tau)
+    torch._dynamo.reset()
+    got["compiled jacfwd"] = torch.compile(torch.func.jacfwd(loss), fullgraph=True)(tau)
+    for name, tangent in got.items():
+        torch.testing.assert_close(tangent, expected, msg=name)
+    with fwAD.dual_level(), pytest.raises(NotImplementedError, match="tau"):
+        loss(fwAD.make_dual(tau, one), backend="cpu")
 
 
 @pytest.mark.parametrize("function", ["gumbel_softmax", "gumbel_topk"])
@@ -185,6 +223,10 @@ def test_meta_tensors_give_shapes_as_torch_ops_do(seed):
         assert (index.device.type, index.shape, index.dtype) == ("meta", (4, 3), torch.int64)
     assert fg.gumbel_topk(x, 2, seed=seed).shape == x.shape
     assert fg.sample(x, seed=seed).shape == (4, 6)
+    tau = torch.tensor(0.5, device="meta")  # a meta tau has no value to check
+    assert fg.gumbel_softmax(x, tau, True, seed=seed).shape == x.shape
+    assert fg.gumbel_topk(x, 2, tau, seed=seed).shape == x.shape
+    assert fg.sample(x, tau, seed=seed).shape == (4, 6)
     assert fg.gumbel_noise((2, 3), 1, device="meta").shape == (2, 3)
 
 

@@ -41,6 +41,7 @@ def _check_case(rank: int, world: int, case_id: int) -> None:
     gen = torch.Generator().manual_seed(case_id)
     full = (torch.randn(*lead, vocab, generator=gen, dtype=torch.float64) * 3).to(dtype)
     full[..., 5] = float("-inf")  # masked columns stay exactly 0
+    full.reshape(-1, vocab)[0, :vocab // 2 + 1] = float("-inf")  # a whole shard of a row masked
     upstream = torch.randn(*lead, vocab, generator=gen, dtype=torch.float64).to(dtype)
     start, width = _shards(vocab, world)[world - 1 - rank if reverse else rank]
     shard = full[..., start:start + width].clone().requires_grad_()
@@ -76,6 +77,11 @@ def _worker(rank: int, world: int, init_file: str) -> None:
             y = fg.distributed.gumbel_softmax(x, 1e39, seed=1, vocab_start=8 * rank, vocab_size=8 * world,
                                               backend=backend)
             assert not torch.isnan(y).any() and y[1, 2] == 0
+        # a second derivative is refused (the all_reduce has no autograd), not wrong
+        x = torch.randn(3, 8, requires_grad=True)
+        y = fg.distributed.gumbel_softmax(x, 0.7, seed=1, vocab_start=8 * rank, vocab_size=8 * world)
+        with pytest.raises(NotImplementedError, match="double backward"):
+            torch.autograd.grad((y * torch.randn(3, 8)).sum(), x, create_graph=True)
         # a tau that requires grad is refused, not silently detached
         with pytest.raises(NotImplementedError, match="tau"):
             fg.distributed.gumbel_softmax(x, torch.tensor(0.5, requires_grad=True), seed=1,

@@ -146,16 +146,53 @@ def test_torch_func_grad_runs_on_the_reference():
 
 
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
-def test_vmap_takes_an_explicit_seed_and_refuses_none():
+def test_vmap_takes_an_explicit_seed():
     """An explicit seed is a pure function of (seed, position): under vmap each
-    batch member gets the noise a call on it alone gets. seed=None could not
-    follow vmap's randomness argument, so it is refused."""
+    batch member gets the noise a call on it alone gets."""
     x = torch.randn(3, 5)
     y = torch.func.vmap(lambda r: fg.gumbel_softmax(r, 0.7, seed=4))(x)
     torch.testing.assert_close(y, torch.stack([fg.gumbel_softmax(r, 0.7, seed=4) for r in x]))
-    for sample in (fg.gumbel_softmax, lambda r: fg.gumbel_topk(r, 2), fg.sample):
-        with pytest.raises(NotImplementedError, match="vmap"):
-            torch.func.vmap(sample)(x)
+
+
+VMAP_SAMPLERS = {
+    "gumbel_softmax": lambda r: fg.gumbel_softmax(r, 0.7),
+    "gumbel_topk": lambda r: fg.gumbel_topk(r, 2, 0.7, hard=False),
+    "sample": fg.sample,
+}
+
+
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("batched", [True, False], ids=["batched_logits", "shared_logits"])
+@pytest.mark.parametrize("function", list(VMAP_SAMPLERS))
+def test_vmap_seed_none_follows_randomness(function, batched, compiled):
+    """seed=None under vmap draws as torch.rand does: "different" gives each
+    member noise of its own, "same" one noise for all, "error" raises, whether
+    the logits are batched or not (a draw from logits vmap does not batch
+    ignored the argument). torch.manual_seed reproduces each."""
+    sampler = VMAP_SAMPLERS[function]
+    row = torch.randn(64) * 0.1  # near-uniform: different noise gives different samples
+    members = row.expand(8, 64).clone() if batched else torch.randn(8)
+
+    def run(randomness, members=members):
+        call = torch.func.vmap(sampler if batched else lambda _: sampler(row), randomness=randomness)
+        if compiled:
+            torch._dynamo.reset()
+            call = torch.compile(call, fullgraph=True)
+        return call(members)
+
+    for randomness in ("different", "same"):
+        torch.manual_seed(11)
+        y = run(randomness)
+        assert y.shape[0] == 8
+        torch.manual_seed(11)
+        assert torch.equal(run(randomness), y)
+        distinct = len({tuple(member.flatten().tolist()) for member in y})
+        # (8 draws of one index among 64 may repeat; 8 soft samples cannot)
+        assert distinct >= 5 if randomness == "different" else distinct == 1, (randomness, distinct)
+    assert run("different", members[:0]).shape[0] == 0
+    with pytest.raises(Exception, match="random"):
+        run("error")
 
 
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")

@@ -125,6 +125,9 @@ def test_bad_input(backend):
     for t in (0.0, -1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="temperature"):
             fg.sample(torch.randn(3, 4, device=device), t, backend=backend)
+    for t in ("0.7", bytearray(b"0.7"), None, torch.tensor([0.5, 0.7])):
+        with pytest.raises(TypeError, match="temperature must be a number"):
+            fg.sample(torch.randn(3, 4, device=device), t, backend=backend)
     with pytest.raises(IndexError):
         fg.sample(torch.randn(3, 4, device=device), dim=2, backend=backend)
     with pytest.raises(ValueError, match="size 0"):
