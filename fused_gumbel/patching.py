@@ -59,7 +59,6 @@ class GumbelSoftmaxPatch:
         if backend not in BACKENDS:
             raise ValueError(f"fused_gumbel.patch: unknown backend {backend!r}; choose from {BACKENDS}")
         self.backend, self.seed, self.calls = backend, normalize_seed(seed), 0
-        self._replaced = None  # what F.gumbel_softmax was when this patch went in
         self.function = self._make_function()
 
     def _make_function(self):
@@ -68,9 +67,11 @@ class GumbelSoftmaxPatch:
         def gumbel_softmax_fused(logits: torch.Tensor, tau: float = 1, hard: bool = False,
                                  eps: float = 1e-10, dim: int = -1) -> torch.Tensor:
             # Devices with neither a fused kernel nor the noise kernel (mps,
-            # xpu, ...) keep the function this patch replaced.
+            # xpu, ...) keep the function the patches replaced: not the one
+            # this patch replaced, which may be another patch, and after an
+            # out-of-order undo and re-entry, one that calls back this one.
             if isinstance(logits, torch.Tensor) and logits.device.type not in ("cpu", "cuda"):
-                return handle._replaced(logits, tau, hard, eps, dim)
+                return (_restore_to[0] or torch_gumbel_softmax)(logits, tau, hard, eps, dim)
             return gumbel_softmax(logits, tau, hard, eps, dim, seed=handle._next_seed(), backend=backend)
 
         gumbel_softmax_fused.__name__ = gumbel_softmax_fused.__qualname__ = "gumbel_softmax"
@@ -100,7 +101,6 @@ class GumbelSoftmaxPatch:
             if self not in _active:
                 if not _active:
                     _restore_to[0] = F.gumbel_softmax
-                self._replaced = F.gumbel_softmax
                 _active.append(self)
                 _install_top()
         return self

@@ -61,6 +61,41 @@ def test_nesting_and_out_of_order_undo():
     assert F.gumbel_softmax is torch_gumbel_softmax
 
 
+def test_fallback_device_after_out_of_order_reentry_does_not_recurse():
+    """On a device with no fused kernel (meta here, as mps or xpu) a patch
+    calls the function the patches replaced: after an out-of-order undo and
+    re-entry, the one it replaced last was another patch, which called back."""
+    x = torch.randn(4, 8, device="meta")
+    outer = fg.patch()
+    with fg.patch(seed=1):
+        outer.undo()
+        with outer:
+            assert F.gumbel_softmax(x, hard=True).shape == x.shape
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_unseeded_patch_under_activation_checkpointing(hard):
+    """The recompute of torch.utils.checkpoint draws the noise of the forward
+    (the checkpoint restores PyTorch's random state), so the gradient is the
+    returned sample's (the README keeps seeded patches away from it)."""
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.randn(4, 8)
+    w0 = torch.randn(8, 8)
+    upstream = torch.randn(4, 8)
+    results = []
+    for use_checkpoint in (False, True):
+        w = w0.clone().requires_grad_()
+        block = lambda inp: F.gumbel_softmax(inp @ w, tau=0.5, hard=hard)
+        torch.manual_seed(3)
+        with fg.patch():
+            y = checkpoint(block, x, use_reentrant=False) if use_checkpoint else block(x)
+            (y * upstream).sum().backward()
+        results.append((y.detach(), w.grad))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 def test_patched_calls_are_fused_with_the_same_arguments():
     x = torch.randn(6, 5, 4)
     with fg.patch(seed=7):
