@@ -313,4 +313,22 @@ FG_HD T inverse_temperature(double tau, T max_finite) {
   return static_cast<T>(inv < min_normal ? min_normal : inv);
 }
 
+// The sampler's score s = x * weights.x + weights.g * g, the products and the
+// sum each rounded: (1, T) for a temperature T <= 1, (inverse_temperature(T),
+// 1) above. Both are argmax(x + T g) up to rounding, but x + T g overflows to
+// inf once T g passes the largest finite value (in float32 for T above about
+// 1.5e37), and every row would have no sample; x / T + g cannot overflow. A
+// weight of 1 is an exact product, so T = 1 is st_softmax's x + g.
+template <class T>
+struct ScoreWeights {
+  T x;
+  T g;
+};
+
+template <class T>
+FG_HD ScoreWeights<T> sample_score_weights(double temperature, T max_finite) {
+  if (temperature <= 1.0) return {T(1), static_cast<T>(temperature)};
+  return {inverse_temperature<T>(temperature, max_finite), T(1)};
+}
+
 }  // namespace fused_gumbel

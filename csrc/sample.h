@@ -21,11 +21,12 @@ struct SampleParams {
   double temperature;
 };
 
-// Row r's sample is the first c maximizing s = x[c] + temperature * g[c] (the
-// temperature and the arithmetic in float32, float64 for float64 logits):
-// argmax(x / T + g) up to rounding, but with temperature 1 exactly the index of
-// st_softmax, and never an overflow for small temperatures. A row whose max s is
-// NaN or infinite (a NaN, all -inf, a +inf logit) has no sample: -1.
+// Row r's sample is the first c maximizing s = x[c] * w.x + w.g * g[c], w =
+// sample_score_weights(temperature) (gumbel_math.h: x + T g for T <= 1, x / T +
+// g above; the weights and the arithmetic in float32, float64 for float64
+// logits): argmax(x / T + g) up to rounding, with temperature 1 exactly the
+// index of st_softmax, and no overflow for any finite temperature. A row whose
+// max s is NaN or infinite (a NaN, all -inf, a +inf logit) has no sample: -1.
 constexpr int64_t kNoSample = -1;
 
 struct SampleInputs {

@@ -60,6 +60,11 @@ class TemperatureSchedule:
 
 
 def _checked_tau(owner: str, tau: float, what: str = "a positive finite number") -> float:
+    if isinstance(tau, torch.Tensor) and tau.requires_grad:
+        # The modules keep tau as a float: a learned one would silently stop learning.
+        raise NotImplementedError(
+            f"{owner}: tau is a fixed temperature, not a learned one (got a tensor that requires grad); "
+            "pass a float, or call fused_gumbel.gumbel_softmax(x, tau), which differentiates a tensor tau")
     if isinstance(tau, torch.Tensor) and tau.numel() == 1 and not tau.dtype.is_complex:
         tau = tau.item()
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
@@ -299,7 +304,7 @@ class GumbelRouter(_StepCounter):
             sample = torch.zeros_like(soft).scatter(-1, index, 1.0) + (soft - soft.detach())
         if self.training and self.step_on_forward:
             self._advance()
-        combine = (sample.gather(-1, index) / self.k).to(x.dtype)
+        combine = sample.gather(-1, index).to(x.dtype) / self.k  # 1/k in x's dtype (float64: exactly)
         probs = torch.softmax(logits, -1)
         if self.aux_loss_weight > 0:
             aux = self.aux_loss_weight * load_balancing_loss(probs, index)

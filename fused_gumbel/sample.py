@@ -15,6 +15,17 @@ NO_SAMPLE = -1
 """The index of a row that has no valid sample (a NaN, all -inf, a +inf logit)."""
 
 
+def score_weights(temperature: float, acc: torch.dtype) -> tuple[float, float]:
+    """(w_x, w_g) of the score s = x * w_x + w_g * g, as gumbel_math.h's
+    sample_score_weights: (1, T) for T <= 1, (1/T clamped to the smallest
+    normal of `acc`, 1) above. Both give argmax(x + T g) up to rounding, but
+    x + T g overflows to inf for a huge T (float32: above about 1.5e37) and
+    every row would have no sample; x / T + g cannot overflow."""
+    if temperature <= 1.0:
+        return 1.0, temperature
+    return max(1.0 / temperature, torch.finfo(acc).tiny), 1.0
+
+
 def sample_reference(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -23,19 +34,21 @@ def sample_reference(
     dim: int = -1,
 ) -> torch.Tensor:
     """`sample` in plain PyTorch ops, with the fused kernels' noise: the first
-    index maximizing ``s = x + temperature * g`` (in float32, float64 for
-    float64 logits); -1 where the row's max s is not finite."""
+    index maximizing ``s = x * w_x + w_g * g`` (score_weights: ``x +
+    temperature * g`` for temperature <= 1, ``x / temperature + g`` above; in
+    float32, float64 for float64 logits); -1 where the row's max s is not
+    finite."""
     temperature = as_tau(temperature, "temperature")
     dim = check_inputs(logits, temperature, dim, "temperature")
     seed = normalize_seed(seed)
     x = (logits.reshape(1) if logits.dim() == 0 else logits).movedim(dim, -1)
     check_nonempty_dim(logits, dim)
     acc = accumulation_dtype(logits.dtype)
-    if x.shape[-1] == 0:
+    if x.shape[-1] == 0 or x.is_meta:  # (a meta temperature has no value to weigh with)
         return torch.empty(x.shape[:-1], dtype=torch.long, device=x.device)
     g = noise_for(x.shape, seed, x.device).to(acc)
-    t = torch.as_tensor(temperature, dtype=acc, device=x.device)
-    s = x.to(acc) + t * g
+    w_x, w_g = (torch.tensor(w, dtype=acc, device=x.device) for w in score_weights(float(temperature), acc))
+    s = x.to(acc) * w_x + w_g * g
     best, index = s.max(dim=-1)
     return torch.where(torch.isfinite(best), index, torch.full_like(index, NO_SAMPLE))
 
@@ -60,7 +73,9 @@ def sample(
     """Draws one class per row from ``softmax(logits / temperature, dim)``.
 
     Gumbel-max with the noise of :func:`fused_gumbel.gumbel_softmax`: the index
-    is the first ``c`` maximizing ``logits[c] + temperature * g[c]``, which for
+    is the first ``c`` maximizing ``logits[c] + temperature * g[c]`` (computed
+    as ``logits[c] / temperature + g[c]`` for temperature > 1, which cannot
+    overflow), which for
     ``temperature=1`` is exactly the index of ``gumbel_softmax(logits, seed=seed,
     return_index=True)`` on every row that has a sample (a row without one gives
     -1 here, torch.argmax's index there). The fused kernels read the logits once

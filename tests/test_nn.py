@@ -91,3 +91,6 @@ def test_module_arguments_are_checked_at_construction():
     with pytest.raises(TypeError, match="schedule"):
         fg.GumbelSoftmax(schedule=0.5)
     assert fg.GumbelSoftmax(tau=np.float32(0.5)).tau == 0.5 == fg.GumbelSoftmax(tau=torch.tensor(0.5)).tau
+    # a learned tau would be read once as a float and never learn: refused
+    with pytest.raises(NotImplementedError, match="learned"):
+        fg.GumbelSoftmax(tau=torch.nn.Parameter(torch.tensor(0.5)))

@@ -100,6 +100,9 @@ def test_dtypes_and_empty_input():
     router = GumbelRouter(8, 4).to(torch.bfloat16)
     out = router(torch.randn(6, 8, dtype=torch.bfloat16))
     assert out.combine_weights.dtype == torch.bfloat16 and out.router_probs.dtype == torch.float32
+    # top-3 weights are 1/3 in x's dtype: exactly float64's for float64
+    weights = GumbelRouter(8, 4, k=3).double()(torch.randn(6, 8, dtype=torch.float64)).combine_weights
+    assert weights.dtype == torch.float64 and (weights == 1 / 3).all()
     empty = GumbelRouter(8, 4)(torch.randn(0, 8))
     assert empty.expert_index.shape == (0, 1) and empty.aux_loss.item() == 0.0
 

@@ -118,6 +118,25 @@ def test_huge_logits_and_temperatures(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_a_huge_temperature_is_a_uniform_sample(backend, dtype):
+    """Above temperature 1 the score is x / T + g (the argmax of x + T g): in
+    float32 x + T g overflowed to inf above about T = 1.5e37, and every row
+    had no sample (-1). A masked -inf stays unsampled."""
+    rows = 1400
+    x = torch.randn(rows, 8, dtype=dtype, device=device_of(backend))
+    x[:, 3] = float("-inf")
+    for t in (1e37, 1e39, 1e300):
+        got = fg.sample(x, t, seed=5, backend=backend).cpu()
+        assert torch.equal(got, fg.sample_reference(x.cpu(), t, seed=5)), t
+        counts = torch.bincount(got, minlength=8)
+        assert (got >= 0).all() and counts[3] == 0, (t, counts)
+        # the 7 other classes alike: within 5 standard deviations of rows / 7
+        expected = rows / 7
+        assert ((counts[[0, 1, 2, 4, 5, 6, 7]] - expected).abs() < 5 * math.sqrt(expected * 6 / 7)).all(), counts
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_input(backend):
     device = device_of(backend)
     with pytest.raises((TypeError, RuntimeError), match="int64"):

@@ -1,10 +1,11 @@
 """The forward-only sampler on Triton (fused_gumbel.sample with backend
 "triton"), registered as torch.ops.fused_gumbel.sample_triton.
 
-Row r's sample is the first column c maximizing s = acc(x) + acc(T) * acc(g)
-(acc = float64 for float64 logits, float32 otherwise; g the noise of noise.py
-at position r * cols + c), or -1 when the max is not finite: the definition of
-csrc/sample.h. Each program walks one row, or one of n_splits chunks of it when
+Row r's sample is the first column c maximizing s = acc(x) * acc(w_x) + acc(w_g)
+* acc(g) ((w_x, w_g) = fused_gumbel.sample.score_weights(T): x + T g for T <= 1,
+x / T + g above; acc = float64 for float64 logits, float32 otherwise; g the
+noise of noise.py at position r * cols + c), or -1 when the max is not finite:
+the definition of csrc/sample.h. Each program walks one row, or one of n_splits chunks of it when
 there are too few rows to fill the GPU, in BLOCK-wide windows that start at a
 4-aligned position (as st_softmax.py's), keeping a per-lane best (value,
 column) in argmax_better's order; a lane reduction, and for split rows a second
@@ -21,6 +22,7 @@ import triton
 import triton.language as tl
 
 from .._checks import accumulation_dtype, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
+from ..sample import score_weights
 from .host_ints import cdiv, next_power_of_2
 from .noise import gumbel_window
 from .op import _as_rows, _check_device, _direct, _launcher, _on_device, _register, dispatcher_needed
@@ -52,14 +54,15 @@ def _sampled_index(m, arg):
 
 @triton.jit(do_not_specialize=["seed"])
 def _sample_kernel(x_ptr, x_row_stride, index_ptr, part_m_ptr, part_i_ptr, rng_state_ptr,
-                   cols, seed: tl.int64, temperature: tl.float64, blocks_per_split, n_splits,
+                   cols, seed: tl.int64, w_x: tl.float64, w_g: tl.float64, blocks_per_split, n_splits,
                    SEED_IN_STATE: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
     """Program (row, split): the best of its chunk, to index or (SPLIT) the workspace."""
     acc_ty = part_m_ptr.dtype.element_ty
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1).to(tl.int64)
     key, base = seed_and_base(rng_state_ptr, seed, SEED_IN_STATE)
-    t = tl.full((), temperature, tl.float64).to(acc_ty)
+    wx = tl.full((), w_x, tl.float64).to(acc_ty)
+    wg = tl.full((), w_g, tl.float64).to(acc_ty)
     lead = (row * cols) & 3
     first = split * blocks_per_split * BLOCK - lead
     lane = tl.arange(0, BLOCK).to(tl.int64)[None, :]
@@ -71,7 +74,7 @@ def _sample_kernel(x_ptr, x_row_stride, index_ptr, part_m_ptr, part_i_ptr, rng_s
         valid = (col >= 0) & (col < cols)
         x = tl.load(x_ptr + row * x_row_stride + col, mask=valid, other=float("-inf"))
         g = gumbel_window(key, base, tl.full([1, 1], 0, tl.int64) + row * cols + win, BLOCK // 4)
-        s = x.to(acc_ty) + t * g.to(acc_ty)
+        s = x.to(acc_ty) * wx + wg * g.to(acc_ty)
         better = valid & _argmax_better(s, col, bm, bi)
         bm = tl.where(better, s, bm)
         bi = tl.where(better, col, bi)
@@ -133,7 +136,7 @@ def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[i
     with _on_device(logits):
         wrap(_sample_kernel)[(rows, n_splits)](
             x_rows, x_rows.stride(0), index, part_m, part_i, rng_state, cols,
-            0 if seed is None else seed, temperature, per_split, n_splits,
+            0 if seed is None else seed, *score_weights(temperature, acc), per_split, n_splits,
             SEED_IN_STATE=seed is None, SPLIT=n_splits > 1, BLOCK=block,
             num_warps=8 if block >= 1024 else 4, enable_fp_fusion=False)
         if n_splits > 1:

@@ -1,5 +1,5 @@
 // The CPU kernel of the forward-only sampler (csrc/sample.h): one sweep of
-// noise tiles per row, s = x + temperature * g, and the first maximal index.
+// noise tiles per row, the score s of sample.h, and the first maximal index.
 // Few long rows are split over the threads like st_softmax's, and the pieces'
 // (max, argmax) merged in argmax_better's order.
 #include <ATen/Dispatch.h>
@@ -32,15 +32,15 @@ struct Best {
   int64_t arg;
 };
 
-// The first maximal s = x + temperature * g over columns [c0, c1) of a row.
+// The first maximal s = x * w.x + w.g * g over columns [c0, c1) of a row.
 template <typename T, typename A>
 Best<A> segment_argmax(const T* x, int64_t c0, int64_t c1, uint64_t row_position,
-                       const NoiseSource& src, A temperature) {
+                       const NoiseSource& src, ScoreWeights<A> w) {
   using Vec = Vectorized<A>;
   alignas(64) float scratch[kTile];
   alignas(64) A s[kTile];
   Best<A> best{-std::numeric_limits<A>::infinity(), c0};
-  const Vec vt(temperature);
+  const Vec vwx(w.x), vwg(w.g);
   for (int64_t t = c0; t < c1; t += kTile) {
     const int64_t n = std::min(kTile, c1 - t);
     const float* noise = src.get(row_position + static_cast<uint64_t>(t), n, scratch);
@@ -56,14 +56,14 @@ Best<A> segment_argmax(const T* x, int64_t c0, int64_t c1, uint64_t row_position
         for (int k = 0; k < Vec::size(); ++k) gd[k] = static_cast<A>(noise[j + k]);
         g = Vec::loadu(gd);
       }
-      const Vec v = Vec::loadu(s + j) + vt * g;
+      const Vec v = Vec::loadu(s + j) * vwx + vwg * g;
       v.store(s + j);
       vmax = at::vec::maximum(vmax, v);
     }
     A tile_max = at::vec::vec_reduce_all<A>(
         [](Vec a, Vec b) { return at::vec::maximum(a, b); }, vmax);
     for (; j < n; ++j) {
-      s[j] = s[j] + temperature * static_cast<A>(noise[j]);
+      s[j] = s[j] * w.x + w.g * static_cast<A>(noise[j]);
       tile_max = std::isnan(s[j]) || s[j] > tile_max ? s[j] : tile_max;
     }
     // Scanned for its first maximal index only when the tile beats the running
@@ -88,7 +88,7 @@ int64_t sampled_index(const Best<A>& b) {
 template <typename T>
 void sample_kernel(const SampleParams& p) {
   using A = at::opmath_type<T>;
-  const A temperature = static_cast<A>(p.temperature);
+  const ScoreWeights<A> w = sample_score_weights<A>(p.temperature, std::numeric_limits<A>::max());
   const T* x = static_cast<const T*>(p.logits);
   const int64_t cols = p.cols;
   const NoiseSource noise{p.seed, p.base, static_cast<uint64_t>(cols)};
@@ -97,7 +97,7 @@ void sample_kernel(const SampleParams& p) {
     at::parallel_for(0, p.rows, cpu::row_grain(cols), [&](int64_t begin, int64_t end) {
       cpu::for_rows_with_noise(noise, begin, end, cols, [&](int64_t r, const NoiseSource& src) {
         p.index[r] = sampled_index(segment_argmax<T, A>(
-            x + r * p.logits_row_stride, 0, cols, src.row_position(r), src, temperature));
+            x + r * p.logits_row_stride, 0, cols, src.row_position(r), src, w));
       });
     });
     return;
@@ -105,7 +105,7 @@ void sample_kernel(const SampleParams& p) {
   std::vector<Best<A>> parts(p.rows * plan.chunks);
   cpu::for_each_segment(plan, p.rows, cols, [&](int64_t k, cpu::Segment g) {
     parts[k] = segment_argmax<T, A>(x + g.r * p.logits_row_stride, g.c0, g.c1,
-                                    noise.row_position(g.r), noise, temperature);
+                                    noise.row_position(g.r), noise, w);
   });
   for (int64_t r = 0; r < p.rows; ++r) {
     Best<A> b = parts[r * plan.chunks];

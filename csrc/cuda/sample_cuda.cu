@@ -1,7 +1,7 @@
 // The CUDA kernel of the forward-only sampler (csrc/sample.h): the segments of
 // st_softmax_cuda.cu without the row cache, since only the argmax is kept. Each
 // group of threads walks its segment's units once: 16-byte loads, the noise,
-// s = x + temperature * g, a running first argmax; a group reduction, and for
+// the score s of sample.h, a running first argmax; a group reduction, and for
 // split rows (too few rows to fill the GPU) a small kernel merging the chunks.
 // Only the int64 indices are written.
 #include <ATen/ATen.h>
@@ -46,17 +46,17 @@ struct SampleArgs {
   SampleParams p;
   SegmentLayout s;
   at::PhiloxCudaState philox;
-  acc_t temperature;
+  ScoreWeights<acc_t> weights;
   Best<acc_t>* partials;  // [rows, nchunks] when rows are split, else null
 };
 
-// x + t * g, each operation rounded (never contracted to an FMA): the CPU and
-// Triton kernels compute the same bits.
-__device__ __forceinline__ float scaled_add(float x, float t, float g) {
-  return __fadd_rn(x, __fmul_rn(t, g));
+// x * w.x + w.g * g, each operation rounded (never contracted to an FMA): the
+// CPU and Triton kernels compute the same bits.
+__device__ __forceinline__ float score(float x, ScoreWeights<float> w, float g) {
+  return __fadd_rn(__fmul_rn(x, w.x), __fmul_rn(w.g, g));
 }
-__device__ __forceinline__ double scaled_add(double x, double t, double g) {
-  return __dadd_rn(x, __dmul_rn(t, g));
+__device__ __forceinline__ double score(double x, ScoreWeights<double> w, double g) {
+  return __dadd_rn(__dmul_rn(x, w.x), __dmul_rn(w.g, g));
 }
 
 template <class acc_t>
@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       acc_t g[4];
       group_noise(seed, base, (sg.unit0 + i) * (U / 4) + q, g);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) s[4 * q + j] = scaled_add(s[4 * q + j], a.temperature, g[j]);
+      for (int j = 0; j < 4; ++j) s[4 * q + j] = score(s[4 * q + j], a.weights, g[j]);
     }
     mask_outside<U>(col0, sg.c0, sg.c1, s);
     acc_t unit_max = s[0];
@@ -159,7 +159,7 @@ void launch_sample(const SampleParams& p, const at::PhiloxCudaState& philox,
   SampleArgs<acc_t> a{};
   a.p = p;
   a.philox = philox;
-  a.temperature = static_cast<acc_t>(p.temperature);
+  a.weights = sample_score_weights<acc_t>(p.temperature, std::numeric_limits<acc_t>::max());
   a.s = sample_layout(p, U, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
   a.s.vec = rows_keep_alignment(p.logits, p.logits_row_stride, p.rows, p.cols,
                                 sizeof(scalar_t));
