@@ -99,6 +99,37 @@ void refuse_tau_grad(TauArg<Tau> tau) {
   }
 }
 
+// The same words as fused_gumbel/_autograd.py's _NO_JVP, which the Triton
+// operators raise.
+constexpr const char* kNoJvp =
+    "fused_gumbel: forward-mode AD (jvp) is not implemented for the fused backends; "
+    "use backend='reference' for forward-mode derivatives";
+
+// The Autograd kernel of the operators with no derivative of their own: the
+// backward operators, and the vocabulary shard (differentiated by
+// fused_gumbel/distributed.py, which needs the global sums). Without one,
+// autograd's fallback would drop a forward-mode tangent on an input without a
+// word; in grad mode an input that requires grad (a second derivative through
+// a backward op, which first_order_only already refuses on the way in) is
+// refused too, rather than return an output autograd does not track.
+void no_derivative(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  bool records = false;
+  for (const c10::IValue& v : torch::jit::last(*stack, op.schema().arguments().size())) {
+    if (!v.isTensor()) continue;
+    const at::Tensor& t = v.toTensor();
+    // Level 0: forward-mode AD's only level (as ATen's generated kernels check).
+    TORCH_CHECK(!t.defined() || !t._fw_grad(/*level=*/0).defined(), kNoJvp);
+    records = records || (t.defined() && t.requires_grad());
+  }
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !(records && at::GradMode::is_enabled()), "fused_gumbel: the operator ", op.schema().name(),
+      " has no derivative of its own (a backward operator: double backward is not implemented, "
+      "use backend='reference' for higher-order derivatives; a vocabulary shard: call "
+      "fused_gumbel.distributed.gumbel_softmax, which differentiates it)");
+  const at::AutoDispatchBelowADInplaceOrView below;
+  op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+}
+
 using SoftmaxOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using TopkOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
@@ -238,6 +269,11 @@ TORCH_LIBRARY_IMPL(fused_gumbel, Autograd, m) {
   m.impl("st_softmax_tau_tensor", &st_softmax_autograd<at::Tensor>);
   m.impl("gumbel_topk", &gumbel_topk_autograd<double>);
   m.impl("gumbel_topk_tau_tensor", &gumbel_topk_autograd<at::Tensor>);
+  for (const char* name : {"st_softmax_backward", "st_softmax_backward_tau_tensor",
+                           "gumbel_topk_backward", "gumbel_topk_backward_tau_tensor",
+                           "st_softmax_shard"}) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&no_derivative>());
+  }
 }
 
 }  // namespace fused_gumbel

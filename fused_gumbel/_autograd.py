@@ -50,9 +50,11 @@ def first_order_only() -> None:
     derivative would be taken through backward kernels that have none:
     autograd would treat them as constants, a wrong second derivative with
     only a warning (or none, where the backward reads a saved tensor autograd
-    does not track, the hard=True CPU sample). The backward operators
+    does not track, the hard=True CPU sample). The Triton backward operators
     themselves get no autograd kernel: a Python one would cost every backward
-    a few microseconds of dispatch."""
+    a few microseconds of dispatch (the C++ ones have a boxed C++ kernel,
+    csrc/autograd.cpp's no_derivative, whose cost is within the noise of a
+    5 us CPU backward call)."""
     if torch.is_grad_enabled():
         raise NotImplementedError(_DOUBLE_BACKWARD)
 
@@ -62,11 +64,12 @@ _NO_JVP = ("fused_gumbel: forward-mode AD (jvp) is not implemented for the fused
 
 
 def refuse_tangents(*args: object) -> None:
-    """Called by the Triton forward ops before they launch: raises where a
-    tensor argument carries a forward-mode tangent. torch.library's Python
-    autograd applies the op's autograd.Function (no jvp: it raises) only when
-    an input requires grad; a dual tensor that does not would run the kernel
-    and come back without its tangent. (Under torch.func.jvp the op receives
+    """Called by the Triton ops (forward, backward, vocabulary shard) before
+    they launch: raises where a tensor argument carries a forward-mode
+    tangent. torch.library's Python autograd applies a forward op's
+    autograd.Function (no jvp: it raises) only when an input requires grad,
+    and the backward and shard ops have none; a dual tensor would run the
+    kernel and come back without its tangent. (Under torch.func.jvp the op receives
     unwrapped tensors and cannot tell; the public functions refuse torch.func
     transforms before calling it.)"""
     if fwAD._current_level < 0:  # outside every dual_level: no tangent can exist

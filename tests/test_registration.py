@@ -130,6 +130,48 @@ def test_forward_mode_ad_is_refused(backend):
         fg.gumbel_softmax(fwAD.make_dual(x, torch.randn_like(x)), 0.7, seed=5, backend=backend)
 
 
+@pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
+def test_the_backward_and_shard_ops_refuse_a_tangent(backend):
+    """The operators with no derivative of their own (the backward operators,
+    the vocabulary shard) raise on a dual input rather than drop its tangent;
+    the backward operators also refuse an input autograd records (a second
+    derivative)."""
+    import torch.autograd.forward_ad as fwAD
+    from fused_gumbel import triton_kernels
+
+    x = torch.randn(3, 8, device=device_of(backend))
+    upstream = torch.randn_like(x)
+    ops = torch.ops.fused_gumbel
+    if backend == "triton":
+        y, _, stats, rng = triton_kernels.st_softmax_triton(x, 0.7, False, -1, 5)
+        _, _, topk_stats, topk_rng = triton_kernels.gumbel_topk_triton(x, 2, 0.7, False, -1, 5)[:4]
+        backward, topk_backward = ops.st_softmax_triton_backward, ops.gumbel_topk_triton_backward
+        shard = lambda logits: triton_kernels.st_softmax_shard_triton(logits, 0.7, 5, 0, 8)
+    else:
+        y, _, stats, rng, _ = ops.st_softmax(x, 0.7, False, -1, 5)
+        _, _, topk_stats, topk_rng = ops.gumbel_topk(x, 2, 0.7, False, -1, 5)
+        backward, topk_backward = ops.st_softmax_backward, ops.gumbel_topk_backward
+        shard = (lambda logits: ops.st_softmax_shard(logits, 0.7, 5, 0, 8)) if backend == "cpu" else None
+    calls = {
+        "backward": lambda g, y: backward(g, y, None, stats, rng, 0.7, -1),
+        "topk_backward": lambda g, logits: topk_backward(g, logits, topk_stats, topk_rng, 2, 0.7, -1),
+    }
+    for name, call in calls.items():
+        second = x if name == "topk_backward" else y
+        with fwAD.dual_level():
+            for args in ((fwAD.make_dual(upstream, x), second), (upstream, fwAD.make_dual(second, x))):
+                with pytest.raises(RuntimeError, match="jvp"):
+                    call(*args)
+        if backend != "triton":  # (torch.library's autograd refuses the Triton ops in the backward)
+            with pytest.raises(NotImplementedError, match="double backward"):
+                call(upstream.clone().requires_grad_(), second)
+        call(upstream, second)
+    if shard is not None:
+        with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp"):
+            shard(fwAD.make_dual(x, upstream))
+        shard(x)
+
+
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
 def test_torch_func_grad_runs_on_the_reference():
     """Under a torch.func transform "auto" runs the reference backend (the

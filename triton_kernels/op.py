@@ -164,6 +164,8 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
               wrap: Optional[Callable]) -> torch.Tensor:
     """Allocates grad_logits and runs the backward kernels through wrap, as
     _forward does."""
+    if wrap is not None:
+        refuse_tangents(grad, y_soft, logits, tau)
     if (y_soft is None) == (logits is None):
         raise RuntimeError("fused_gumbel: st_softmax_triton_backward takes exactly one of "
                            "y_soft (hard=False) and logits (hard=True)")

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .._autograd import refuse_tangents
 from .._checks import accumulation_dtype, check_shard, normalize_seed
 from . import st_softmax as kernels
 from .op import _as_rows, _check_device, _direct, _launcher, _on_device, _register, dispatcher_needed
@@ -23,6 +24,8 @@ def _shard(logits: torch.Tensor, tau: float, seed: int, vocab_start: int, vocab_
            wrap: Optional[Callable]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The shard's outputs, the kernels launched through wrap (see
     op._forward); wrap None: the fake kernel."""
+    if wrap is not None:
+        refuse_tangents(logits)
     check_shard(logits, tau, vocab_start, vocab_size)
     _check_device(logits)
     cols = logits.shape[-1]

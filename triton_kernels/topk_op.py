@@ -56,6 +56,8 @@ def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng
               k: int, tau: float | torch.Tensor, dim: int, wrap: Optional[Callable]) -> torch.Tensor:
     """Allocates grad_logits and runs the backward kernel through wrap, as
     _forward does."""
+    if wrap is not None:
+        refuse_tangents(grad, logits, tau)
     dim = _check_op_inputs(logits, tau, dim)
     _check_device(logits)
     if grad.shape != logits.shape:
