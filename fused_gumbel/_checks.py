@@ -133,17 +133,40 @@ def op_tau(tau: float | torch.Tensor, device: torch.device | str | None = None) 
 
 
 @torch.library.custom_op("fused_gumbel::checked_tau", mutates_args=())
-def checked_tau(tau: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """tau, a 0-d float64 CPU tensor, checked (the contract's ValueError unless
-    positive and finite) and copied to `device`. Reading a CPU tensor needs no
-    device synchronization."""
-    check_tau(float(tau))
+def checked_tau(tau: torch.Tensor, device: torch.device, tau_name: str = "tau") -> torch.Tensor:
+    """tau, a 0-d float64 CPU tensor, checked (the contract's ValueError,
+    naming `tau_name`, unless positive and finite) and copied to `device`.
+    Reading a CPU tensor needs no device synchronization."""
+    check_tau(float(tau), tau_name)
     return torch.full((), float(tau), dtype=torch.float64, device=device)
 
 
 @checked_tau.register_fake
-def _checked_tau_fake(tau: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _checked_tau_fake(tau: torch.Tensor, device: torch.device, tau_name: str = "tau") -> torch.Tensor:
     return torch.empty((), dtype=torch.float64, device=device)
+
+
+@checked_tau.register_vmap
+def _checked_tau_vmap(info, in_dims: tuple, tau: torch.Tensor, device: torch.device, tau_name: str = "tau"
+                      ) -> tuple[torch.Tensor, int]:
+    """A batch of temperatures (torch.func.vmap over tau): each member checked,
+    one call per member, which torch.compile traces for the batch size it sees
+    (reading the values at once would be data dependent there)."""
+    taus = tau.movedim(in_dims[0], 0)
+    if taus.shape[0] == 0:
+        return torch.empty((0,), dtype=torch.float64, device=device), 0
+    return torch.stack([checked_tau(t, device, tau_name) for t in taus.unbind(0)]), 0
+
+
+def checked_tensor_tau(tau: torch.Tensor, device: torch.device | str, tau_name: str = "tau") -> torch.Tensor:
+    """A tensor tau checked by checked_tau, eager or compiled (at run time),
+    one member at a time under vmap, that keeps tau's derivative: the value is
+    the checked float64 copy, the gradient and forward-mode tangent those of
+    tau (+ tau - tau.detach(), which is 0). A meta tau has no value to check."""
+    if tau.is_meta:
+        return tau
+    cpu = tau.detach().to(device="cpu", dtype=torch.float64).reshape(())
+    return checked_tau(cpu, torch.device(device), tau_name) + (tau - tau.detach())
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, check_nonempty_dim, check_tau,
-                      normalize_seed, op_tau, tau_is_differentiated)
+                      checked_tensor_tau, normalize_seed, op_tau, tau_is_differentiated)
 from .noise import noise_for
 
 
@@ -59,20 +59,23 @@ def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0
     Under torch.compile the shape checks run in an operator (see
     _check_shape_op) and tau becomes a device tensor checked at run time
     (op_tau), as on the fused backends: a check while tracing could only be a
-    guard. A tau a derivative flows through (tau_is_differentiated) is used as
-    it is (unchecked under torch.compile), and so is a meta tau (no value to
-    read)."""
+    guard. A tau a derivative flows through (tau_is_differentiated) stays a
+    tensor that carries it (checked_tensor_tau; under vmap possibly a batch
+    of temperatures)."""
     tau = as_tau(tau)
+    keep = tau_is_differentiated(tau)
+    if keep:
+        tau = checked_tensor_tau(tau, logits.device)
     if torch.compiler.is_compiling():
         # Detached: a check has no gradient, and under a compiled
         # torch.func.grad a tracked input would take torch.library's autograd
         # Function, which functorch refuses.
         torch.ops.fused_gumbel.check_reference_inputs(logits.detach(), as_dim(dim), k)
         dim = as_dim(dim) % max(logits.dim(), 1)
-        return dim, tau if tau_is_differentiated(tau) else op_tau(tau, logits.device)
-    if not (tau_is_differentiated(tau) or isinstance(tau, torch.Tensor) and tau.is_meta):
+        return dim, tau if keep else op_tau(tau, logits.device)
+    if not (keep or isinstance(tau, torch.Tensor) and tau.is_meta):
         tau = op_tau(tau)  # a float: a tensor tau is read on the host once
-    check_tau(tau)
+        check_tau(tau)
     return _check_shape(logits, dim, k), tau
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, checked_tensor_tau,
+                      normalize_seed, output_layouts)
 from ._extension import extension_loaded, require_extension
 from .noise import noise_for
 from .ops import _resolve_backend, _triton_module
@@ -26,6 +27,19 @@ def score_weights(temperature: float, acc: torch.dtype) -> tuple[float, float]:
     return max(1.0 / temperature, torch.finfo(acc).tiny), 1.0
 
 
+def _score_weight_tensors(temperature: float | torch.Tensor, acc: torch.dtype, device: torch.device
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """score_weights as `acc` tensors on `device`; for a tensor temperature (a
+    graph input under torch.compile, a batch under vmap) in tensor ops, with
+    the same roundings (float64, then acc)."""
+    if not isinstance(temperature, torch.Tensor):
+        return tuple(torch.tensor(w, dtype=acc, device=device) for w in score_weights(float(temperature), acc))
+    t = temperature.to(device=device, dtype=torch.float64)
+    above = t > 1.0
+    w_x = torch.where(above, (1.0 / t).clamp(min=torch.finfo(acc).tiny), 1.0)
+    return w_x.to(acc), torch.where(above, 1.0, t).to(acc)
+
+
 def sample_reference(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -39,15 +53,21 @@ def sample_reference(
     float32, float64 for float64 logits); -1 where the row's max s is not
     finite."""
     temperature = as_tau(temperature, "temperature")
-    dim = check_inputs(logits, temperature, dim, "temperature")
+    if isinstance(temperature, torch.Tensor):
+        # Checked at run time, under torch.compile too, one member at a time
+        # under vmap (a batch of temperatures).
+        temperature = checked_tensor_tau(temperature, logits.device, "temperature")
+        dim = check_inputs(logits, 1.0, dim, "temperature")
+    else:
+        dim = check_inputs(logits, temperature, dim, "temperature")
     seed = normalize_seed(seed)
     x = (logits.reshape(1) if logits.dim() == 0 else logits).movedim(dim, -1)
     check_nonempty_dim(logits, dim)
     acc = accumulation_dtype(logits.dtype)
-    if x.shape[-1] == 0 or x.is_meta:  # (a meta temperature has no value to weigh with)
+    if x.shape[-1] == 0:
         return torch.empty(x.shape[:-1], dtype=torch.long, device=x.device)
     g = noise_for(x.shape, seed, x.device).to(acc)
-    w_x, w_g = (torch.tensor(w, dtype=acc, device=x.device) for w in score_weights(float(temperature), acc))
+    w_x, w_g = _score_weight_tensors(temperature, acc, x.device)
     s = x.to(acc) * w_x + w_g * g
     best, index = s.max(dim=-1)
     return torch.where(torch.isfinite(best), index, torch.full_like(index, NO_SAMPLE))

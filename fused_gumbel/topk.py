@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, empty_dim_last, normalize_seed,
-                      op_tau, output_layouts)
+                      op_tau, output_layouts, tau_is_differentiated)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .ops import _resolve_backend, _triton_module, backend_status
 from .reference import gumbel_topk_reference
@@ -125,9 +125,11 @@ def gumbel_topk(
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     # Under torch.compile tau is checked at run time, by the C++ kernels or by
     # checked_tau (see op_tau), so that a bad value raises the ValueError from
-    # the compiled graph.
+    # the compiled graph; so is a tau the reference differentiates (under vmap
+    # possibly a batch of temperatures, which has no one value to read here).
     tau, dim = as_tau(tau), as_dim(dim)
-    dim, k = _check(logits, k, 1.0 if torch.compiler.is_compiling() else tau, dim)
+    checked_later = torch.compiler.is_compiling() or tau_is_differentiated(tau)
+    dim, k = _check(logits, k, 1.0 if checked_later else tau, dim)
     seed = normalize_seed(seed)
     name = _resolve(backend, logits.device, k, tau)
     if name == "reference":

@@ -238,6 +238,34 @@ def test_vmap_seed_none_follows_randomness(function, batched, compiled):
 
 
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("function", list(VMAP_SAMPLERS))
+def test_vmap_over_temperatures(function, compiled):
+    """vmap over a batch of temperatures: each member as a call with its
+    temperature alone, and a bad member the contract's ValueError (eager
+    vmap read the batch as one value and failed; compiled, a bad one ran)."""
+    def call(t):
+        if function == "gumbel_softmax":
+            return fg.gumbel_softmax(x, t, seed=3)
+        if function == "gumbel_topk":
+            return fg.gumbel_topk(x, 2, t, hard=False, seed=3)
+        return fg.sample(x, t, seed=3)
+
+    x = torch.randn(4, 16, dtype=torch.float64)
+    temperatures = torch.tensor([0.3, 1.0, 2.5, 1e39], dtype=torch.float64)
+    sample = torch.func.vmap(call)
+    if compiled:
+        torch._dynamo.reset()
+        sample = torch.compile(sample, fullgraph=True)
+    got = sample(temperatures)
+    for member, t in zip(got, temperatures.tolist()):
+        torch.testing.assert_close(member, call(t), rtol=1e-12, atol=1e-14)
+    name = "temperature" if function == "sample" else "tau"
+    with pytest.raises(ValueError, match=f"{name} must be a positive finite number"):
+        sample(torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64))
+
+
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
 @pytest.mark.parametrize("function", ["gumbel_softmax", "gumbel_topk"])
 def test_vmap_of_a_hard_sample_has_a_batching_rule(function):
     """The reference builds the one-hot out of place: an in-place scatter_ has
