@@ -69,9 +69,9 @@ def refuse_tangents(*args: object) -> None:
     tangent. torch.library's Python autograd applies a forward op's
     autograd.Function (no jvp: it raises) only when an input requires grad,
     and the backward and shard ops have none; a dual tensor would run the
-    kernel and come back without its tangent. (Under torch.func.jvp the op receives
-    unwrapped tensors and cannot tell; the public functions refuse torch.func
-    transforms before calling it.)"""
+    kernel and come back without its tangent. (Under torch.func.jvp the op
+    receives unwrapped tensors and cannot tell; the public functions refuse
+    torch.func transforms before calling it.)"""
     if fwAD._current_level < 0:  # outside every dual_level: no tangent can exist
         return
     if any(isinstance(a, torch.Tensor) and fwAD.unpack_dual(a).tangent is not None for a in args):

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._autograd import first_order_only
 from ._checks import accumulation_dtype, as_tau, check_shard, normalize_seed, tau_is_differentiated
 from ._extension import has_kernel
 from .noise import gumbel_noise
@@ -146,7 +145,9 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor, _grad_index: Any) -> tuple:
-        first_order_only()  # the all_reduce below has no autograd: a second derivative would be wrong
+        if torch.is_grad_enabled():  # (create_graph=True) the all_reduce below has no autograd
+            raise NotImplementedError("fused_gumbel.distributed: the gradient of the gradient (double backward) "
+                                      "is not implemented: the backward's all-reduce has no autograd")
         (y_soft,) = ctx.saved_tensors
         acc = accumulation_dtype(y_soft.dtype)
         g, ys = grad_y.to(acc), y_soft.to(acc)

@@ -62,36 +62,37 @@ def draw_seed(device: torch.device | str = "cpu") -> torch.Tensor:
     return (bits[0] << 2) ^ bits[1]  # 64 random bits (wrapping into int64's sign)
 
 
-@torch.library.custom_op("fused_gumbel::gumbel_noise_of_seed", mutates_args=())
-def gumbel_noise_of_seed(seed: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    """gumbel_noise for a seed held in a 0-d int64 tensor (draw_seed's), on
-    its device. An opaque operator, so that under torch.compile the seed is
-    read on the host inside the graph, not in a graph break (an error with
-    fullgraph=True)."""
-    return gumbel_noise(shape, int(seed), device=seed.device)
+@torch.library.custom_op("fused_gumbel::gumbel_noise_of_seeds", mutates_args=())
+def gumbel_noise_of_seeds(seeds: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """gumbel_noise for each seed of an int64 tensor (draw_seed's, or under
+    vmap a batch of them), on its device: [*seeds.shape, *shape]. An opaque
+    operator, so that under torch.compile the seeds are read on the host
+    inside the graph, not in a graph break (an error with fullgraph=True),
+    and a batch of any size is one node."""
+    if seeds.dim() == 0:
+        return gumbel_noise(shape, int(seeds), device=seeds.device)
+    if seeds.numel() == 0:
+        return torch.empty([*seeds.shape, *shape], dtype=torch.float32, device=seeds.device)
+    noise = [gumbel_noise(shape, seed, device=seeds.device) for seed in seeds.reshape(-1).tolist()]
+    return torch.stack(noise).reshape([*seeds.shape, *shape])
 
 
-@gumbel_noise_of_seed.register_fake
-def _gumbel_noise_of_seed_fake(seed: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    return torch.empty(shape, dtype=torch.float32, device=seed.device)
+@gumbel_noise_of_seeds.register_fake
+def _gumbel_noise_of_seeds_fake(seeds: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    return seeds.new_empty([*seeds.shape, *shape], dtype=torch.float32)
 
 
-@gumbel_noise_of_seed.register_vmap
-def _gumbel_noise_of_seed_vmap(info, in_dims: tuple, seed: torch.Tensor, shape: list[int]
-                               ) -> tuple[torch.Tensor, int]:
-    """A batch of seeds (vmap's randomness="different"): each member's noise
-    from its own seed, one call per member, which torch.compile traces for
-    the batch size it sees (a host loop over the values would be data
-    dependent there)."""
-    seeds = seed.movedim(in_dims[0], 0)
-    if seeds.shape[0] == 0:
-        return torch.empty([0, *shape], dtype=torch.float32, device=seed.device), 0
-    return torch.stack([gumbel_noise_of_seed(s, shape) for s in seeds.unbind(0)]), 0
+@gumbel_noise_of_seeds.register_vmap
+def _gumbel_noise_of_seeds_vmap(info, in_dims: tuple, seeds: torch.Tensor, shape: list[int]
+                                ) -> tuple[torch.Tensor, int]:
+    """A batch of seeds (vmap's randomness="different"): the batch dim first,
+    then the op itself, whose output leads with the seeds' dims."""
+    return gumbel_noise_of_seeds(seeds.movedim(in_dims[0], 0), shape), 0
 
 
 def noise_for(shape: Sequence[int] | torch.Size, seed: int | None, device: torch.device) -> torch.Tensor:
     """The float32 noise the reference backend adds: gumbel_noise for a seed,
-    gumbel_noise_of_seed of a drawn seed for None."""
+    gumbel_noise_of_seeds of a drawn seed for None."""
     if seed is None and device.type != "meta":  # (a meta tensor has no seed to draw)
-        return gumbel_noise_of_seed(draw_seed(device), list(shape))
+        return gumbel_noise_of_seeds(draw_seed(device), list(shape))
     return gumbel_noise(shape, 0 if seed is None else seed, device=device)

@@ -134,7 +134,7 @@ def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tens
     # runs its forward under no_grad and its recompute with grad, which must
     # take the same backend to draw the same seed=None noise.
     differentiated = tau_is_differentiated(tau)
-    if backend in ("auto", "reference") and (differentiated or isinstance(tau, torch.Tensor) and tau.requires_grad):
+    if backend in ("auto", "reference") and (differentiated or (isinstance(tau, torch.Tensor) and tau.requires_grad)):
         return "reference"
     if _under_torch_func():
         if backend in ("auto", "reference"):

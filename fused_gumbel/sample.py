@@ -29,12 +29,10 @@ def score_weights(temperature: float, acc: torch.dtype) -> tuple[float, float]:
 
 def _score_weight_tensors(temperature: float | torch.Tensor, acc: torch.dtype, device: torch.device
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """score_weights as `acc` tensors on `device`; for a tensor temperature (a
-    graph input under torch.compile, a batch under vmap) in tensor ops, with
-    the same roundings (float64, then acc)."""
-    if not isinstance(temperature, torch.Tensor):
-        return tuple(torch.tensor(w, dtype=acc, device=device) for w in score_weights(float(temperature), acc))
-    t = temperature.to(device=device, dtype=torch.float64)
+    """score_weights as `acc` tensors on `device`, in tensor ops (a tensor
+    temperature may be a graph input under torch.compile, a batch under
+    vmap), with the same roundings: float64, then acc."""
+    t = torch.as_tensor(temperature, dtype=torch.float64, device=device)
     above = t > 1.0
     w_x = torch.where(above, (1.0 / t).clamp(min=torch.finfo(acc).tiny), 1.0)
     return w_x.to(acc), torch.where(above, 1.0, t).to(acc)

@@ -233,8 +233,44 @@ def test_vmap_seed_none_follows_randomness(function, batched, compiled):
         # (8 draws of one index among 64 may repeat; 8 soft samples cannot)
         assert distinct >= 5 if randomness == "different" else distinct == 1, (randomness, distinct)
     assert run("different", members[:0]).shape[0] == 0
-    with pytest.raises(Exception, match="random"):
+    with pytest.raises(RuntimeError, match="random"):  # (compiled: dynamo's Unsupported, a RuntimeError)
         run("error")
+
+
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+def test_compiled_vmap_of_seed_none_reuses_the_graph_across_batch_sizes():
+    """The reference's noise of a batch of seeds is one operator call, whatever
+    the batch size (one call per member unrolled the batch into the graph: a
+    graph per size, and fullgraph=True failed at the recompile limit)."""
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    sample = torch.compile(torch.func.vmap(lambda r: fg.gumbel_softmax(r, 0.5), randomness="different"),
+                           backend=counter, fullgraph=True)
+    for batch in range(2, 14):
+        y = sample(torch.zeros(batch, 6))
+        assert len({tuple(member.tolist()) for member in y}) == batch
+    assert counter.frame_count <= 2, counter.frame_count
+
+
+@pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+def test_hessian_with_seed_none_takes_randomness_same():
+    """jacfwd (and so hessian) vmaps the function itself: with seed=None it
+    raises under vmap's default randomness="error", as torch.rand does, and
+    with randomness="same" it differentiates one sample: that of the seed
+    the reference draws (draw_seed) after the same torch.manual_seed."""
+    from fused_gumbel.noise import draw_seed
+
+    x = torch.randn(3, 5, dtype=torch.float64)
+    w = torch.randn(3, 5, dtype=torch.float64)
+    loss = lambda x, seed=None: (fg.gumbel_softmax(x, 0.7, seed=seed) * w).sum()
+    with pytest.raises(RuntimeError, match="randomness"):
+        torch.func.hessian(loss)(x)
+    torch.manual_seed(5)
+    h = torch.func.jacfwd(torch.func.jacrev(loss), randomness="same")(x)
+    torch.manual_seed(5)
+    expected = torch.func.hessian(loss)(x, int(draw_seed()))
+    assert h.abs().sum() > 0
+    torch.testing.assert_close(h, expected, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
@@ -345,7 +381,7 @@ def test_bad_inputs_under_torch_compile_keep_the_contracts_errors(backend):
 def test_torch_compile_seed_none_draws_fresh_noise(backend):
     """seed=None under torch.compile(fullgraph=True): each call draws fresh
     noise and torch.manual_seed reproduces it (the reference draws through the
-    opaque op fresh_gumbel_noise: reading a seed on the host would break the
+    opaque op gumbel_noise_of_seeds: reading a seed on the host would break the
     graph)."""
     torch._dynamo.reset()
     compiled = torch.compile(lambda x: fg.gumbel_softmax(x, hard=True, backend=backend), fullgraph=True)
