@@ -4,8 +4,12 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
+#include <optional>
 #include <stdint.h>
+
+#include "st_softmax.h"
 
 namespace fused_gumbel {
 
@@ -38,5 +42,17 @@ struct SampleInputs {
 // Checks the inputs (the contract's errors; ValueError names `temperature`) and
 // allocates the index; the random state is the caller's.
 SampleInputs prepare_sample(const at::Tensor& logits, double temperature, int64_t dim);
+
+// Registers a backend's sample_tau_tensor (the temperature a one-element CPU
+// tensor: what fused_gumbel.sample passes under torch.compile, where a float
+// argument would be a constant of the graph, one graph per temperature) as its
+// sample kernel Sample, called with the temperature as a double.
+template <auto Sample>
+void register_sample_tau_tensor_sibling(torch::Library& m) {
+  m.impl("sample_tau_tensor", [](const at::Tensor& logits, const at::Tensor& temperature,
+                                 int64_t dim, std::optional<int64_t> seed) {
+    return Sample(logits, tensor_tau(temperature), dim, seed);
+  });
+}
 
 }  // namespace fused_gumbel

@@ -45,7 +45,12 @@ def tau_is_differentiated(tau: float | torch.Tensor) -> bool:
         return False
     if (tau.requires_grad and torch.is_grad_enabled()) or torch._C._are_functorch_transforms_active():
         return True
-    return fwAD._current_level >= 0 and fwAD.unpack_dual(tau).tangent is not None
+    return carries_tangent(tau)
+
+
+def carries_tangent(t: object) -> bool:
+    """Whether t is a dual tensor of forward-mode AD (torch.autograd.forward_ad)."""
+    return isinstance(t, torch.Tensor) and fwAD._current_level >= 0 and fwAD.unpack_dual(t).tangent is not None
 
 
 def check_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> None:
@@ -109,7 +114,8 @@ def as_dim(dim: int) -> int:
         raise TypeError(f"fused_gumbel: dim must be an int, got {type(dim).__name__}") from None
 
 
-def op_tau(tau: float | torch.Tensor, device: torch.device | str | None = None) -> float | torch.Tensor:
+def op_tau(tau: float | torch.Tensor, device: torch.device | str | None = None,
+           tau_name: str = "tau") -> float | torch.Tensor:
     """The temperature as the operators take it: a Python float, or under
     torch.compile a 0-d float64 tensor, for the ops' *_tau_tensor siblings. A
     float argument of a custom op becomes a constant of the compiled graph, so
@@ -120,15 +126,15 @@ def op_tau(tau: float | torch.Tensor, device: torch.device | str | None = None) 
     device None: a CPU tensor, which the C++ kernels read and check on the
     host. A device: the tensor on it, for the Triton kernels (which read it
     there and cannot raise), checked first at run time by checked_tau, so a
-    bad value raises the contract's ValueError from the compiled graph as it
-    does in eager mode. (Checks while tracing could only be guards, and an
+    bad value raises the contract's ValueError (naming `tau_name`) from the
+    compiled graph as it does in eager mode. (Checks while tracing could only be guards, and an
     error raised while tracing reaches the caller wrapped by dynamo.)"""
     if torch.compiler.is_compiling():
         if isinstance(tau, torch.Tensor):
             cpu = tau.detach().to(device="cpu", dtype=torch.float64).reshape(())
         else:
             cpu = torch.ones((), dtype=torch.float64) * tau
-        return cpu if device is None else torch.ops.fused_gumbel.checked_tau(cpu, torch.device(device))
+        return cpu if device is None else torch.ops.fused_gumbel.checked_tau(cpu, torch.device(device), tau_name)
     return float(tau)
 
 

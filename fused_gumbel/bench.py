@@ -318,10 +318,11 @@ def keep_freed_memory(enabled: bool = True) -> dict[str, Any]:
     return {"method": "glibc mallopt", "M_MMAP_THRESHOLD": limit, "M_TRIM_THRESHOLD": limit}
 
 
-def side_bench_parser(doc: str, dtype_names: Iterable[str], default_dtypes: str) -> argparse.ArgumentParser:
+def side_bench_parser(prog: str, doc: str, dtype_names: Iterable[str], default_dtypes: str
+                      ) -> argparse.ArgumentParser:
     """The options that fused_gumbel.bench_sample and bench_topk share; each
-    adds its own case option."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    adds its own case option. prog: the module, as the usage line names it."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present")
     p.add_argument("--dtypes", default=default_dtypes, help="comma list of " + ",".join(dtype_names))
     p.add_argument("--quick", action="store_true", help="shorter timing (a smoke run)")

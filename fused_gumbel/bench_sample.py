@@ -6,7 +6,7 @@ PyTorch users write to draw one class per row of softmax(logits / T).
 
 Contenders, each x -> int64 index per row:
     fused-<backend>  fg.sample(x, T, backend=<backend>), every backend available
-    eager            F.gumbel_softmax(x / T, hard=True).argmax(-1)
+    eager            F.gumbel_softmax(x / T, hard=True).argmax(-1) (PyTorch's, under fg.patch too)
     compiled         torch.compile of eager (fullgraph, a fresh compile per case)
     multinomial      torch.multinomial(torch.softmax(x.float() / T, -1), 1)
 
@@ -25,10 +25,10 @@ import sys
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from .bench import (CudaTimer, Progress, TimerConfig, _set_compile_limits, copy_bandwidth, device_info,
                     keep_freed_memory, side_bench_main, side_bench_parser, time_cpu, versions)
+from .patching import torch_gumbel_softmax
 
 SHAPES = {
     "cuda": [(64, 128256), (1, 128256), (256, 32000), (4096, 64)],
@@ -41,12 +41,12 @@ TEMPERATURE = 0.7
 
 def make_contender(name: str, temperature: float) -> Callable[[torch.Tensor], torch.Tensor]:
     if name == "eager":
-        return lambda x: F.gumbel_softmax(x / temperature, hard=True).argmax(-1)
+        return lambda x: torch_gumbel_softmax(x / temperature, hard=True).argmax(-1)
     if name == "compiled":
         torch._dynamo.reset()
 
         def peer(x: torch.Tensor) -> torch.Tensor:
-            return F.gumbel_softmax(x / temperature, hard=True).argmax(-1)
+            return torch_gumbel_softmax(x / temperature, hard=True).argmax(-1)
 
         return torch.compile(peer, dynamic=False, fullgraph=True)
     if name == "multinomial":
@@ -136,7 +136,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (fused-gumbel-bench-sample). Returns the exit status."""
-    p = side_bench_parser(__doc__, DTYPES, "bf16,fp32")
+    p = side_bench_parser("fused_gumbel.bench_sample", __doc__, DTYPES, "bf16,fp32")
     p.add_argument("--shapes", default=None, help="comma list of ROWSxCOLS (default: per device)")
     return side_bench_main(p, run, format_table, argv)
 

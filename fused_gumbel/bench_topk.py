@@ -109,7 +109,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (fused-gumbel-bench-topk). Returns the exit status."""
-    p = side_bench_parser(__doc__, DTYPES, "fp32")
+    p = side_bench_parser("fused_gumbel.bench_topk", __doc__, DTYPES, "fp32")
     p.add_argument("--cases", default=None, help="comma list of ROWSxCOLSkK (default: per device)")
     return side_bench_main(p, run, format_table, argv)
 

@@ -39,6 +39,18 @@ def gumbel_noise(
     if seed is None:
         raise TypeError("fused_gumbel.gumbel_noise: seed must be an int")
     device = torch.device(device)
+    if device.type != "meta" and _functionalizing():
+        # fill_gumbel_noise writes into its argument, which
+        # torch.func.functionalize refuses in a custom operator; the opaque,
+        # functional gumbel_noise_of_seeds runs it below the transform.
+        out = gumbel_noise_of_seeds(torch.tensor(seed, dtype=torch.int64, device=device), list(shape))
+    else:
+        out = _filled_noise(shape, seed, device)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def _filled_noise(shape: Sequence[int] | torch.Size, seed: int, device: torch.device) -> torch.Tensor:
+    """gumbel_noise's float32 tensor, written by fill_gumbel_noise."""
     key = "CUDA" if device.type == "cuda" else "CPU"
     if not has_kernel("fill_gumbel_noise", key):
         raise RuntimeError(
@@ -48,7 +60,18 @@ def gumbel_noise(
     out = torch.empty(tuple(shape), dtype=torch.float32, device=device)
     if out.numel() > 0 and device.type != "meta":  # meta: shapes only, as torch's own ops give
         torch.ops.fused_gumbel.fill_gumbel_noise(out, seed)
-    return out if dtype == torch.float32 else out.to(dtype)
+    return out
+
+
+def _functionalizing() -> bool:
+    """Whether torch.func.functionalize is among the active transforms (in
+    eager mode: under torch.compile AOTAutograd functionalizes the write)."""
+    if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    functionalize = torch._C._functorch.TransformType.Functionalize
+    return any(i.key() == functionalize for i in retrieve_all_functorch_interpreters())
 
 
 def draw_seed(device: torch.device | str = "cpu") -> torch.Tensor:
@@ -70,10 +93,10 @@ def gumbel_noise_of_seeds(seeds: torch.Tensor, shape: list[int]) -> torch.Tensor
     inside the graph, not in a graph break (an error with fullgraph=True),
     and a batch of any size is one node."""
     if seeds.dim() == 0:
-        return gumbel_noise(shape, int(seeds), device=seeds.device)
+        return _filled_noise(shape, int(seeds), seeds.device)
     if seeds.numel() == 0:
         return torch.empty([*seeds.shape, *shape], dtype=torch.float32, device=seeds.device)
-    noise = [gumbel_noise(shape, seed, device=seeds.device) for seed in seeds.reshape(-1).tolist()]
+    noise = [_filled_noise(shape, seed, seeds.device) for seed in seeds.reshape(-1).tolist()]
     return torch.stack(noise).reshape([*seeds.shape, *shape])
 
 

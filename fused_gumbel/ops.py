@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, empty_dim_last,
-                      normalize_seed, op_tau, output_layouts, tau_is_differentiated)
+                      carries_tangent, normalize_seed, op_tau, output_layouts, tau_is_differentiated)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
@@ -123,18 +123,22 @@ def _under_torch_func() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
-def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tensor = 1.0) -> str:
+def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tensor = 1.0,
+                     logits: torch.Tensor | None = None) -> str:
     """The backend that runs: "auto" resolved for the device, or the one asked
     for if it can run here (RuntimeError naming why not). A tau that autograd
-    differentiates, and any call under a torch.func transform, run on the
-    reference ("auto" picks it; a fused backend named explicitly refuses)."""
+    differentiates, dual logits of forward-mode AD, and any call under a
+    torch.func transform run on the reference ("auto" picks it; a fused
+    backend named explicitly refuses)."""
     if backend not in BACKENDS:
         raise ValueError(f"fused_gumbel: unknown backend {backend!r}; choose from {BACKENDS}")
     # "auto" asks requires_grad whatever the grad mode: a reentrant checkpoint
     # runs its forward under no_grad and its recompute with grad, which must
     # take the same backend to draw the same seed=None noise.
     differentiated = tau_is_differentiated(tau)
-    if backend in ("auto", "reference") and (differentiated or (isinstance(tau, torch.Tensor) and tau.requires_grad)):
+    dual = carries_tangent(logits)
+    if backend in ("auto", "reference") and (
+            differentiated or dual or (isinstance(tau, torch.Tensor) and tau.requires_grad)):
         return "reference"
     if _under_torch_func():
         if backend in ("auto", "reference"):
@@ -146,6 +150,10 @@ def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tens
         raise NotImplementedError(
             f"fused_gumbel: backend {backend!r} takes no derivative for tau (a tensor that requires grad or "
             "carries a forward-mode tangent); pass tau.detach() or a float, or use backend='reference' or 'auto'")
+    if dual:
+        raise NotImplementedError(
+            f"fused_gumbel: backend {backend!r} has no forward-mode derivative (the logits are a dual tensor of "
+            "torch.autograd.forward_ad); use backend='reference' or 'auto', which carry the tangent")
     if backend == "auto":
         for candidate in (("cuda", "triton") if device.type == "cuda" else ("cpu",)):
             if backend_status(candidate, device)[0]:
@@ -159,7 +167,7 @@ def _resolve_backend(backend: str, device: torch.device, tau: float | torch.Tens
 
 def gumbel_softmax(
     logits: torch.Tensor,
-    tau: float = 1.0,
+    tau: float | torch.Tensor = 1.0,
     hard: bool = False,
     eps: float = 1e-10,
     dim: int = -1,
@@ -205,9 +213,9 @@ def gumbel_softmax(
         raise TypeError(f"fused_gumbel: logits must be a torch.Tensor, got {type(logits).__name__}")
     seed = normalize_seed(seed)
     tau, dim = as_tau(tau), as_dim(dim)
-    name = _resolve_backend(backend, logits.device, tau)
+    name = _resolve_backend(backend, logits.device, tau, logits)
     if name == "reference":
-        return gumbel_softmax_reference(logits, tau, hard, dim, seed=seed, return_index=return_index)
+        return gumbel_softmax_reference(logits, tau, hard, dim=dim, seed=seed, return_index=return_index)
     if name == "triton":
         tau = op_tau(tau, logits.device)
         y, index = _triton_module().st_softmax_triton(logits, tau, bool(hard), dim, seed)[:2]

@@ -101,23 +101,29 @@ def inverse_temperature(tau: float | torch.Tensor, s: torch.Tensor) -> torch.Ten
 
 def gumbel_softmax_reference(
     logits: torch.Tensor,
-    tau: float = 1.0,
+    tau: float | torch.Tensor = 1.0,
     hard: bool = False,
+    eps: float = 1e-10,
     dim: int = -1,
     *,
     seed: int | None = None,
     return_index: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Gumbel-Softmax in plain PyTorch ops, with the fused kernels' noise.
+    """Gumbel-Softmax in plain PyTorch ops, with the fused kernels' noise: the
+    backend "reference" of fused_gumbel.gumbel_softmax, with its arguments
+    (F.gumbel_softmax's positional ones).
 
     Args:
         logits: [..., n, ...] unnormalized log-probabilities, float16/bfloat16/float32/float64.
-        tau: temperature, > 0.
+        tau: temperature, > 0: a number or a one-element tensor (one that
+            requires grad gets its gradient).
         hard: return the exact one-hot of the argmax, with the soft sample's gradient.
+        eps: ignored, as in F.gumbel_softmax.
         dim: the class dimension.
         seed: 64-bit seed of the noise; None draws one from PyTorch's generator.
         return_index: also return the int64 argmax, shape of logits without dim.
     """
+    del eps
     dim, tau = _check(logits, tau, dim)
     seed = normalize_seed(seed)
     scalar = logits.dim() == 0

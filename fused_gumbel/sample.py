@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, checked_tensor_tau,
-                      normalize_seed, output_layouts)
+                      normalize_seed, op_tau, output_layouts)
 from ._extension import extension_loaded, require_extension
 from .noise import noise_for
 from .ops import _resolve_backend, _triton_module
@@ -16,22 +16,15 @@ NO_SAMPLE = -1
 """The index of a row that has no valid sample (a NaN, all -inf, a +inf logit)."""
 
 
-def score_weights(temperature: float, acc: torch.dtype) -> tuple[float, float]:
-    """(w_x, w_g) of the score s = x * w_x + w_g * g, as gumbel_math.h's
-    sample_score_weights: (1, T) for T <= 1, (1/T clamped to the smallest
-    normal of `acc`, 1) above. Both give argmax(x + T g) up to rounding, but
-    x + T g overflows to inf for a huge T (float32: above about 1.5e37) and
-    every row would have no sample; x / T + g cannot overflow."""
-    if temperature <= 1.0:
-        return 1.0, temperature
-    return max(1.0 / temperature, torch.finfo(acc).tiny), 1.0
-
-
 def _score_weight_tensors(temperature: float | torch.Tensor, acc: torch.dtype, device: torch.device
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """score_weights as `acc` tensors on `device`, in tensor ops (a tensor
-    temperature may be a graph input under torch.compile, a batch under
-    vmap), with the same roundings: float64, then acc."""
+    """(w_x, w_g) of the score s = x * w_x + w_g * g as `acc` tensors on
+    `device`: gumbel_math.h's sample_score_weights, (1, T) for T <= 1, (1/T
+    clamped to the smallest normal of `acc`, 1) above, with its roundings
+    (float64, then acc). Both give argmax(x + T g) up to rounding, but x + T g
+    overflows to inf for a huge T (float32: above about 1.5e37) and every row
+    would have no sample; x / T + g cannot overflow. Tensor ops: the
+    temperature may be a graph input under torch.compile, a batch under vmap."""
     t = torch.as_tensor(temperature, dtype=torch.float64, device=device)
     above = t > 1.0
     w_x = torch.where(above, (1.0 / t).clamp(min=torch.finfo(acc).tiny), 1.0)
@@ -40,7 +33,7 @@ def _score_weight_tensors(temperature: float | torch.Tensor, acc: torch.dtype, d
 
 def sample_reference(
     logits: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     *,
     seed: int | None = None,
     dim: int = -1,
@@ -55,6 +48,11 @@ def sample_reference(
         # Checked at run time, under torch.compile too, one member at a time
         # under vmap (a batch of temperatures).
         temperature = checked_tensor_tau(temperature, logits.device, "temperature")
+        dim = check_inputs(logits, 1.0, dim, "temperature")
+    elif torch.compiler.is_compiling():
+        # A graph input checked at run time (op_tau): one graph for every
+        # temperature, not one per value.
+        temperature = op_tau(temperature, logits.device, "temperature")
         dim = check_inputs(logits, 1.0, dim, "temperature")
     else:
         dim = check_inputs(logits, temperature, dim, "temperature")
@@ -79,10 +77,15 @@ if extension_loaded():
         check_nonempty_dim(logits, dim)
         return logits.new_empty(output_layouts(logits, dim)[1], dtype=torch.long)
 
+    @torch.library.register_fake("fused_gumbel::sample_tau_tensor")
+    def _sample_tau_tensor_fake(logits, temperature, dim, seed):
+        # The temperature's range is checked by the kernel, at run time.
+        return _sample_fake(logits, 1.0, dim, seed)
+
 
 def sample(
     logits: torch.Tensor,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     *,
     seed: int | None = None,
     dim: int = -1,
@@ -101,7 +104,10 @@ def sample(
 
     Args:
         logits: unnormalized log-probabilities (float16, bfloat16, float32, float64).
-        temperature: a positive finite number (ValueError otherwise).
+        temperature: a positive finite number, or a one-element real tensor
+            (ValueError for a value that is not positive and finite, TypeError
+            for anything else). A run-time value: under torch.compile a new
+            temperature reuses the compiled graph.
         seed: None draws the noise from PyTorch's generator of the device; an int
             makes it a pure function of (seed, position), identical on every backend.
         dim: the class dimension.
@@ -118,7 +124,13 @@ def sample(
     name = _resolve_backend(backend, logits.device)
     if name == "reference":
         return sample_reference(logits, temperature, seed=seed, dim=dim)
+    # Under torch.compile the temperature reaches the kernels as a tensor
+    # checked at run time (op_tau): a float would be a constant of the graph.
     if name == "triton":
-        return _triton_module().sample_triton(logits, float(temperature), as_dim(dim), seed)
+        return _triton_module().sample_triton(logits, op_tau(temperature, logits.device, "temperature"),
+                                              as_dim(dim), seed)
     require_extension()
-    return torch.ops.fused_gumbel.sample(logits, float(temperature), as_dim(dim), seed)
+    temperature = op_tau(temperature)
+    op = (torch.ops.fused_gumbel.sample_tau_tensor if isinstance(temperature, torch.Tensor)
+          else torch.ops.fused_gumbel.sample)
+    return op(logits, temperature, as_dim(dim), seed)

@@ -57,11 +57,12 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
         return _gumbel_topk_backward_fake(grad, logits, stats, rng_state, k, 1.0, dim)
 
 
-def _resolve(backend: str, device: torch.device, k: int, tau: float | torch.Tensor) -> str:
+def _resolve(backend: str, logits: torch.Tensor, k: int, tau: float | torch.Tensor) -> str:
     """The backend gumbel_topk runs on: as gumbel_softmax's, except that the
     CUDA kernel takes k up to CUDA_MAX_K ("auto" then runs Triton, or the
     reference)."""
-    name = _resolve_backend(backend, device, tau)
+    device = logits.device
+    name = _resolve_backend(backend, device, tau, logits)
     if name == "cuda" and k > CUDA_MAX_K:
         if backend == "auto":
             return "triton" if backend_status("triton", device)[0] else "reference"
@@ -73,7 +74,7 @@ def _resolve(backend: str, device: torch.device, k: int, tau: float | torch.Tens
 def gumbel_topk(
     logits: torch.Tensor,
     k: int,
-    tau: float = 1.0,
+    tau: float | torch.Tensor = 1.0,
     hard: bool = True,
     dim: int = -1,
     *,
@@ -97,7 +98,9 @@ def gumbel_topk(
         logits: [..., n, ...] unnormalized log-probabilities (float16,
             bfloat16, float32, float64; any layout).
         k: subset size, an int in [1, n].
-        tau: temperature of the relaxation, a positive finite number.
+        tau: temperature of the relaxation, a positive finite number, or a
+            one-element tensor, as gumbel_softmax's (one that requires grad
+            runs on the reference, which differentiates it).
         hard: return the k-hot with y_soft's gradient (straight-through).
         dim: the class dimension.
         seed: None draws the noise from PyTorch's generator of the device; an
@@ -131,7 +134,7 @@ def gumbel_topk(
     checked_later = torch.compiler.is_compiling() or tau_is_differentiated(tau)
     dim, k = _check(logits, k, 1.0 if checked_later else tau, dim)
     seed = normalize_seed(seed)
-    name = _resolve(backend, logits.device, k, tau)
+    name = _resolve(backend, logits, k, tau)
     if name == "reference":
         return gumbel_topk_reference(logits, k, tau, hard, dim, seed=seed, return_index=return_index)
     if name == "triton":

@@ -15,12 +15,15 @@ from utils import DTYPES, FUSED_BACKENDS, backend_param, device_of, tolerance
 ALL_BACKENDS = FUSED_BACKENDS + [backend_param("reference")]
 
 
-def test_signature_is_a_drop_in_for_torch():
-    ours = list(inspect.signature(fg.gumbel_softmax).parameters)
+@pytest.mark.parametrize("function", [fg.gumbel_softmax, fg.gumbel_softmax_reference], ids=lambda f: f.__name__)
+def test_signature_is_a_drop_in_for_torch(function):
+    """fg.gumbel_softmax_reference too (its 4th positional argument was dim)."""
+    ours = list(inspect.signature(function).parameters)
     theirs = list(inspect.signature(F.gumbel_softmax).parameters)
     assert ours[: len(theirs)] == theirs
-    x = torch.randn(4, 10)
-    assert fg.gumbel_softmax(x, 0.5, True, 1e-10, -1).shape == x.shape
+    x = torch.randn(4, 10, 3)
+    y = function(x, 0.5, True, 1e-10, 1)
+    assert y.shape == x.shape and torch.equal(y.sum(1), torch.ones(4, 3))
 
 
 # ---------------------------------------------------------------- bad input

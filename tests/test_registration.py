@@ -119,15 +119,34 @@ def test_double_backward_is_refused(backend, hard):
 
 
 @pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
-def test_forward_mode_ad_is_refused(backend):
-    """The fused backends have no forward-mode derivative: a dual input raises
-    rather than giving a sample without its tangent (as torch.library's
-    Python autograd does for the Triton op called directly)."""
+@pytest.mark.parametrize("function", ["gumbel_softmax", "gumbel_topk"])
+def test_dual_logits_run_on_the_reference(backend, function):
+    """The fused backends have no forward-mode derivative: dual logits
+    (torch.autograd.forward_ad) named to one raise NotImplementedError rather
+    than give a sample without its tangent, and the fused operator called
+    directly raises too; "auto" runs them on the reference, which carries the
+    tangent (that of torch.func.jvp; "auto" used to pick the fused kernel and
+    fail with torch's "jvp is not implemented")."""
     import torch.autograd.forward_ad as fwAD
 
-    x = torch.randn(3, 5, device=device_of(backend))
-    with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp"):
-        fg.gumbel_softmax(fwAD.make_dual(x, torch.randn_like(x)), 0.7, seed=5, backend=backend)
+    def call(x, b):
+        if function == "gumbel_softmax":
+            return fg.gumbel_softmax(x, 0.7, seed=5, backend=b)
+        return fg.gumbel_topk(x, 2, 0.7, hard=False, seed=5, backend=b)
+
+    x = torch.randn(3, 5, dtype=torch.float64, device=device_of(backend))
+    v = torch.randn_like(x)
+    expected, expected_tangent = torch.func.jvp(lambda x: call(x, "reference"), (x,), (v,))
+    with fwAD.dual_level():
+        with pytest.raises(NotImplementedError, match="forward-mode"):
+            call(fwAD.make_dual(x, v), backend)
+        with pytest.raises(RuntimeError, match="jvp"):
+            torch.ops.fused_gumbel.st_softmax(fwAD.make_dual(x.cpu(), v.cpu()), 0.7, False, -1, 5)
+        y, tangent = fwAD.unpack_dual(call(fwAD.make_dual(x, v), "auto"))
+    assert tangent is not None
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    torch.testing.assert_close(tangent, expected_tangent)
+    torch.testing.assert_close(y, call(x, backend))
 
 
 @pytest.mark.parametrize("backend", [backend_param(b) for b in ("cpu", "cuda", "triton")])
@@ -173,6 +192,29 @@ def test_the_backward_and_shard_ops_refuse_a_tangent(backend):
 
 
 @pytest.mark.skipif(not has_kernel("st_softmax", "CPU"), reason="needs the compiled CPU kernels")
+def test_torch_func_functionalize_runs_with_the_eager_bits():
+    """torch.func.functionalize (and make_fx of it) of fg.gumbel_softmax ("auto":
+    the reference under a transform) and of fg.gumbel_noise: the noise
+    operator writes into its argument, which functionalize refuses in a custom
+    operator, so under it the noise comes from the functional
+    gumbel_noise_of_seeds, with the same bits."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x = torch.randn(3, 5, dtype=torch.float64)
+    def hard(x):
+        return fg.gumbel_softmax(x, 0.5, hard=True, seed=2**63 + 3)
+
+    assert torch.equal(torch.func.functionalize(hard)(x), hard(x))
+    noise = torch.func.functionalize(lambda x: fg.gumbel_noise(x.shape, 2**63 + 3) + x)(torch.zeros(4, 6))
+    assert torch.equal(noise, fg.gumbel_noise((4, 6), 2**63 + 3))
+    graph = make_fx(torch.func.functionalize(hard))(x)
+    assert not [n for n in graph.graph.nodes if "fill_gumbel_noise" in str(n.target)]
+    torch.manual_seed(5)
+    drawn = torch.func.functionalize(lambda x: fg.gumbel_softmax(x, 0.5))(x)
+    torch.manual_seed(5)
+    assert torch.equal(drawn, fg.gumbel_softmax(x, 0.5, backend="reference"))
+
+
 def test_torch_func_grad_runs_on_the_reference():
     """Under a torch.func transform "auto" runs the reference backend (the
     fused operators have no functorch rules); a fused backend named explicitly

@@ -9,7 +9,7 @@ from scipy import stats
 
 import fused_gumbel as fg
 
-from utils import DTYPES, FUSED_BACKENDS, backend_param, device_of, sample_inputs
+from utils import DTYPES, FUSED_BACKENDS, assert_bad_tau_refused_under_compile, backend_param, device_of, sample_inputs
 
 # Triton runs in the CPU interpreter here, so it gets the small cases only.
 TRITON = backend_param("triton")
@@ -163,6 +163,10 @@ def test_zero_rows(backend):
 def test_opcheck(backend):
     x = torch.randn(6, 33, device=device_of(backend))
     torch.library.opcheck(torch.ops.fused_gumbel.sample.default, (x, 0.5, -1, 11))
+    t = torch.tensor(0.5, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fused_gumbel.sample_tau_tensor.default, (x, t, -1, 11))
+    assert torch.equal(torch.ops.fused_gumbel.sample_tau_tensor(x, t, -1, 11),
+                       torch.ops.fused_gumbel.sample(x, 0.5, -1, 11))
 
 
 def test_compiles_without_graph_break():
@@ -173,6 +177,39 @@ def test_compiles_without_graph_break():
         return fg.sample(logits, 0.7, seed=21)
 
     assert torch.equal(draw(x), fg.sample_reference(x, 0.7, seed=21))
+
+
+COMPILED_BACKENDS = [backend_param(b) for b in ("cpu", "cuda", "triton", "reference")]
+
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_a_new_temperature_reuses_the_compiled_graph(backend):
+    """The temperature is a run-time value under torch.compile, as
+    gumbel_softmax's tau: a float one (symbolic after its first change) and a
+    tensor one reach the kernels as a tensor, so temperatures on both sides of
+    1 (the two score weightings) share one graph. With one graph per
+    temperature, fullgraph=True fails at the recompile limit after 8; and a
+    tensor temperature failed while tracing on the fused backends."""
+    device = device_of(backend)
+    x = torch.randn(6, 40, device=device)
+    for as_tensor in (False, True):
+        torch._dynamo.reset()
+        counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+        compiled = torch.compile(lambda x, t: fg.sample(x, t, seed=3, backend=backend), backend=counter,
+                                 fullgraph=True)
+        for step in range(12):
+            t = 0.3 * 1.4 ** step
+            t = torch.tensor(t, device=device) if as_tensor else t
+            assert torch.equal(compiled(x, t), fg.sample(x, t, seed=3, backend=backend)), (as_tensor, step)
+        assert counter.frame_count <= 2, (as_tensor, counter.frame_count)
+        with pytest.raises(ValueError, match="temperature must be a positive finite"):
+            compiled(x, torch.tensor(-1.0, device=device) if as_tensor else -1.0)
+
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_a_bad_temperature_is_refused_under_torch_compile(backend):
+    assert_bad_tau_refused_under_compile(lambda x, t: fg.sample(x, t, seed=1, backend=backend),
+                                         device_of(backend), "temperature")
 
 
 def test_unknown_backend():

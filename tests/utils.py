@@ -211,20 +211,21 @@ def assert_double_backward_refused(sample, device: str) -> None:
         torch.autograd.grad((sample(x) * w).sum(), x, create_graph=True)
 
 
-def assert_bad_tau_refused_under_compile(sample, device: str) -> None:
+def assert_bad_tau_refused_under_compile(sample, device: str, tau_name: str = "tau") -> None:
     """torch.compile of `sample` (logits, tau -> y), fullgraph or not: a bad
-    tau raises ValueError naming tau from the compiled graph (every backend
-    checks it at run time), at the first call (tau a constant of the graph)
-    and after (tau symbolic), and a good tau afterwards still runs."""
+    tau raises ValueError naming it (`tau_name`) from the compiled graph
+    (every backend checks it at run time), at the first call (tau a constant
+    of the graph) and after (tau symbolic), and a good tau afterwards still
+    runs."""
     x = torch.randn(4, 6, device=device)
     for fullgraph in (False, True):
         torch._dynamo.reset()
         compiled = torch.compile(sample, fullgraph=fullgraph)
-        with pytest.raises(ValueError, match="tau must be a positive finite"):
+        with pytest.raises(ValueError, match=f"{tau_name} must be a positive finite"):
             compiled(x, -1.0)
         compiled(x, 1.0), compiled(x, 0.5)
         for tau in (float("inf"), float("nan"), 0.0, -2.0):
-            with pytest.raises(ValueError, match="tau must be a positive finite"):
+            with pytest.raises(ValueError, match=f"{tau_name} must be a positive finite"):
                 compiled(x, tau)
         torch.testing.assert_close(compiled(x, 0.25), sample(x, 0.25))
 

@@ -116,17 +116,17 @@ def _as_rows(t: torch.Tensor, dim: int, rows: int, cols: int) -> torch.Tensor:
     return r.contiguous() if cols > 1 and r.stride(1) != 1 else r
 
 
-def _check_op_inputs(t: torch.Tensor, tau: float | torch.Tensor, dim: int) -> int:
+def _check_op_inputs(t: torch.Tensor, tau: float | torch.Tensor, dim: int, tau_name: str = "tau") -> int:
     """check_inputs; a tensor tau (the *_tau_tensor ops) must be a 0-d float64
     tensor on t's device, its value having been checked where it was made
     (fused_gumbel::checked_tau, see _checks.op_tau)."""
     if not isinstance(tau, torch.Tensor):
-        return check_inputs(t, tau, dim)
+        return check_inputs(t, tau, dim, tau_name)
     if tau.dim() != 0 or tau.dtype != torch.float64 or tau.device != t.device:
         raise RuntimeError(
-            "fused_gumbel: a tensor tau must be a 0-d float64 tensor on the logits' device "
+            f"fused_gumbel: a tensor {tau_name} must be a 0-d float64 tensor on the logits' device "
             f"({t.device}), got shape {tuple(tau.shape)}, {tau.dtype} on {tau.device}")
-    return check_inputs(t, 1.0, dim)
+    return check_inputs(t, 1.0, dim, tau_name)
 
 
 def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: int,

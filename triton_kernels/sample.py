@@ -1,11 +1,13 @@
 """The forward-only sampler on Triton (fused_gumbel.sample with backend
 "triton"), registered as torch.ops.fused_gumbel.sample_triton.
 
-Row r's sample is the first column c maximizing s = acc(x) * acc(w_x) + acc(w_g)
-* acc(g) ((w_x, w_g) = fused_gumbel.sample.score_weights(T): x + T g for T <= 1,
-x / T + g above; acc = float64 for float64 logits, float32 otherwise; g the
-noise of noise.py at position r * cols + c), or -1 when the max is not finite:
-the definition of csrc/sample.h. Each program walks one row, or one of n_splits chunks of it when
+Row r's sample is the first column c maximizing s = acc(x) * w_x + w_g * acc(g)
+((w_x, w_g) = _score_weights(T), gumbel_math.h's sample_score_weights: x + T g
+for T <= 1, x / T + g above; acc = float64 for float64 logits, float32
+otherwise; g the noise of noise.py at position r * cols + c), or -1 when the max
+is not finite: the definition of csrc/sample.h. The temperature is a float
+argument, or under torch.compile a 0-d float64 tensor the kernel loads
+(sample_triton_tau_tensor), as st_softmax.py's tau. Each program walks one row, or one of n_splits chunks of it when
 there are too few rows to fill the GPU, in BLOCK-wide windows that start at a
 4-aligned position (as st_softmax.py's), keeping a per-lane best (value,
 column) in argmax_better's order; a lane reduction, and for split rows a second
@@ -21,14 +23,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import accumulation_dtype, check_inputs, check_nonempty_dim, normalize_seed, output_layouts
-from ..sample import score_weights
+from .._checks import accumulation_dtype, check_nonempty_dim, normalize_seed, output_layouts
 from .host_ints import cdiv, next_power_of_2
 from .noise import gumbel_window
-from .op import _as_rows, _check_device, _direct, _launcher, _on_device, _register, dispatcher_needed
-from .st_softmax import _NO_INDEX, _argmax_better, _programs_wanted, seed_and_base
+from .op import _as_rows, _check_device, _check_op_inputs, _direct, _launcher, _on_device, _register, dispatcher_needed
+from .st_softmax import (_NO_INDEX, _argmax_better, _inverse_temperature, _programs_wanted, _tau_args, _temperature,
+                         seed_and_base)
 
 OP = "fused_gumbel::sample_triton"
+TAU_TENSOR_OP = "fused_gumbel::sample_triton_tau_tensor"
 MAX_BLOCK = 2048  # window of a program (8 warps: 8 elements per thread)
 
 
@@ -52,17 +55,27 @@ def _sampled_index(m, arg):
     return tl.where(ok, arg, -1)
 
 
+@triton.jit
+def _score_weights(t, acc_ty: tl.constexpr):
+    """gumbel_math.h's sample_score_weights: (1, T) for T <= 1,
+    (_inverse_temperature(T), 1) above, rounded to acc from float64."""
+    t = tl.full((), t, tl.float64)
+    above = t > 1.0
+    one = tl.full((), 1.0, acc_ty)
+    return tl.where(above, _inverse_temperature(t, acc_ty), one), tl.where(above, one, t.to(acc_ty))
+
+
 @triton.jit(do_not_specialize=["seed"])
 def _sample_kernel(x_ptr, x_row_stride, index_ptr, part_m_ptr, part_i_ptr, rng_state_ptr,
-                   cols, seed: tl.int64, w_x: tl.float64, w_g: tl.float64, blocks_per_split, n_splits,
-                   SEED_IN_STATE: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+                   cols, seed: tl.int64, temperature: tl.float64, t_ptr, blocks_per_split, n_splits,
+                   SEED_IN_STATE: tl.constexpr, T_IN_MEMORY: tl.constexpr, SPLIT: tl.constexpr,
+                   BLOCK: tl.constexpr):
     """Program (row, split): the best of its chunk, to index or (SPLIT) the workspace."""
     acc_ty = part_m_ptr.dtype.element_ty
     row = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1).to(tl.int64)
     key, base = seed_and_base(rng_state_ptr, seed, SEED_IN_STATE)
-    wx = tl.full((), w_x, tl.float64).to(acc_ty)
-    wg = tl.full((), w_g, tl.float64).to(acc_ty)
+    wx, wg = _score_weights(_temperature(temperature, t_ptr, T_IN_MEMORY), acc_ty)
     lead = (row * cols) & 3
     first = split * blocks_per_split * BLOCK - lead
     lane = tl.arange(0, BLOCK).to(tl.int64)[None, :]
@@ -111,11 +124,12 @@ def _plan(rows: int, cols: int, device: torch.device) -> tuple[int, int, int]:
     return block, cdiv(n_blocks, per_split), per_split
 
 
-def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[int],
+def _sample(logits: torch.Tensor, temperature: float | torch.Tensor, dim: int, seed: Optional[int],
             wrap: Optional[Callable]) -> torch.Tensor:
     """The sampled indices, the kernels launched through wrap (see
-    op._forward); wrap None: the fake kernel."""
-    dim = check_inputs(logits, temperature, dim, "temperature")
+    op._forward); wrap None: the fake kernel. A tensor temperature is a 0-d
+    float64 tensor on the logits' device whose value checked_tau checked."""
+    dim = _check_op_inputs(logits, temperature, dim, "temperature")
     _check_device(logits)
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
@@ -133,11 +147,12 @@ def _sample(logits: torch.Tensor, temperature: float, dim: int, seed: Optional[i
     part_m = logits.new_empty((rows, n_splits), dtype=acc)
     part_i = logits.new_empty((rows, n_splits), dtype=torch.int64)
     x_rows = _as_rows(logits, dim, rows, cols)
+    temperature, t_ptr, t_in_memory = _tau_args(temperature, part_m)
     with _on_device(logits):
         wrap(_sample_kernel)[(rows, n_splits)](
             x_rows, x_rows.stride(0), index, part_m, part_i, rng_state, cols,
-            0 if seed is None else seed, *score_weights(temperature, acc), per_split, n_splits,
-            SEED_IN_STATE=seed is None, SPLIT=n_splits > 1, BLOCK=block,
+            0 if seed is None else seed, temperature, t_ptr, per_split, n_splits,
+            SEED_IN_STATE=seed is None, T_IN_MEMORY=t_in_memory, SPLIT=n_splits > 1, BLOCK=block,
             num_warps=8 if block >= 1024 else 4, enable_fp_fusion=False)
         if n_splits > 1:
             wrap(_merge_kernel)[(rows,)](
@@ -152,17 +167,28 @@ def sample_triton_impl(logits: torch.Tensor, temperature: float, dim: int,
     return _sample(logits, temperature, dim, seed, _launcher)
 
 
+def sample_triton_tau_tensor_impl(logits: torch.Tensor, temperature: torch.Tensor, dim: int,
+                                  seed: Optional[int]) -> torch.Tensor:
+    """sample_triton with the temperature a 0-d float64 tensor on the logits'
+    device (torch.compile: a float argument would be a constant of the graph)."""
+    return _sample(logits, temperature, dim, seed, _launcher)
+
+
 def _sample_fake(logits, temperature, dim, seed):
     return _sample(logits, temperature, dim, seed, None)
 
 
 _register(OP, sample_triton_impl, _sample_fake, (torch.Tag.nondeterministic_seeded,))
+_register(TAU_TENSOR_OP, sample_triton_tau_tensor_impl, _sample_fake, (torch.Tag.nondeterministic_seeded,))
 
 
-def sample_triton(logits: torch.Tensor, temperature: float, dim: int,
+def sample_triton(logits: torch.Tensor, temperature: float | torch.Tensor, dim: int,
                   seed: Optional[int]) -> torch.Tensor:
-    """torch.ops.fused_gumbel.sample_triton with any Python int seed."""
+    """torch.ops.fused_gumbel.sample_triton (or, for a tensor temperature, its
+    sample_triton_tau_tensor sibling) with any Python int seed."""
     seed = normalize_seed(seed)
-    if not dispatcher_needed(logits):
+    if not dispatcher_needed(logits, temperature):
         return _sample(logits, temperature, dim, seed, _direct)
-    return torch.ops.fused_gumbel.sample_triton(logits, temperature, dim, seed)
+    op = (torch.ops.fused_gumbel.sample_triton_tau_tensor if isinstance(temperature, torch.Tensor)
+          else torch.ops.fused_gumbel.sample_triton)
+    return op(logits, temperature, dim, seed)

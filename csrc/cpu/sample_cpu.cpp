@@ -130,6 +130,9 @@ at::Tensor sample_cpu(const at::Tensor& logits, double temperature, int64_t dim,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) { m.impl("sample", &sample_cpu); }
+TORCH_LIBRARY_IMPL(fused_gumbel, CPU, m) {
+  m.impl("sample", &sample_cpu);
+  register_sample_tau_tensor_sibling<&sample_cpu>(m);
+}
 
 }  // namespace fused_gumbel

@@ -199,6 +199,9 @@ at::Tensor sample_cuda(const at::Tensor& logits, double temperature, int64_t dim
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_gumbel, CUDA, m) { m.impl("sample", &sample_cuda); }
+TORCH_LIBRARY_IMPL(fused_gumbel, CUDA, m) {
+  m.impl("sample", &sample_cuda);
+  register_sample_tau_tensor_sibling<&sample_cuda>(m);
+}
 
 }  // namespace fused_gumbel
