@@ -40,6 +40,8 @@ TORCH_LIBRARY_FRAGMENT(fused_gumbel, m) {
   // along dim (-1 for a row with no valid sample), with st_softmax's noise.
   m.def("sample(Tensor logits, float temperature, int dim, SymInt? seed) -> Tensor",
         {at::Tag::nondeterministic_seeded});
+  // The temperature as a one-element CPU tensor: what fused_gumbel.sample passes
+  // under torch.compile (a float would be a constant of the graph).
   m.def("sample_tau_tensor(Tensor logits, Tensor temperature, int dim, SymInt? seed) -> Tensor",
         {at::Tag::nondeterministic_seeded});
 }

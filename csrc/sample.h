@@ -51,7 +51,7 @@ template <auto Sample>
 void register_sample_tau_tensor_sibling(torch::Library& m) {
   m.impl("sample_tau_tensor", [](const at::Tensor& logits, const at::Tensor& temperature,
                                  int64_t dim, std::optional<int64_t> seed) {
-    return Sample(logits, tensor_tau(temperature), dim, seed);
+    return Sample(logits, tensor_tau(temperature, "temperature"), dim, seed);
   });
 }
 

@@ -47,10 +47,11 @@ std::string number(double v) {
 
 std::string number(int64_t v) { return std::to_string(v); }
 
-double tensor_tau(const at::Tensor& tau) {
+double tensor_tau(const at::Tensor& tau, const char* tau_name) {
   TORCH_CHECK_VALUE(tau.numel() == 1 && tau.device().is_cpu() && tau.is_floating_point(),
-                    "fused_gumbel: tau as a tensor must be one floating-point element on the CPU, "
-                    "got ", number(tau.numel()), " element(s) of ", c10::toString(tau.scalar_type()),
+                    "fused_gumbel: ", tau_name,
+                    " as a tensor must be one floating-point element on the CPU, got ",
+                    number(tau.numel()), " element(s) of ", c10::toString(tau.scalar_type()),
                     " on ", tau.device().str());
   return tau.item<double>();
 }

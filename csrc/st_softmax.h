@@ -13,8 +13,9 @@
 namespace fused_gumbel {
 
 // The temperature of st_softmax_tau_tensor and its backward (a one-element
-// CPU tensor) as a double; check_inputs checks its range.
-double tensor_tau(const at::Tensor& tau);
+// CPU tensor) as a double; check_inputs checks its range. tau_name is how the
+// caller's API spells the temperature.
+double tensor_tau(const at::Tensor& tau, const char* tau_name = "tau");
 
 // Numbers in error messages go through these (snprintf, std::to_string), never
 // std::ostream: on a toolchain that links its own libstdc++ statically (the GPU

@@ -77,6 +77,16 @@ def check_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> None:
             raise ValueError(f"fused_gumbel: {tau_name} must be a positive finite number, got {tau_name}={tau}")
 
 
+def check_tau_tensor(tau: torch.Tensor, tau_name: str = "tau") -> None:
+    """What csrc/st_softmax.cpp's tensor_tau asks of the C++ *_tau_tensor
+    ops' temperature (one floating-point element on the CPU; the kernel checks
+    its value), raised alike by their fake kernels: a meta tau would otherwise
+    take the fake kernel for CPU logits and return uninitialized memory."""
+    if not (tau.numel() == 1 and tau.device.type == "cpu" and tau.is_floating_point()):
+        raise ValueError(f"fused_gumbel: {tau_name} as a tensor must be one floating-point element on the CPU, "
+                         f"got {tau.numel()} element(s) of {tau.dtype} on {tau.device}")
+
+
 def check_inputs(logits: torch.Tensor, tau: float, dim: int, tau_name: str = "tau") -> int:
     """Validates (logits, tau, dim); returns dim wrapped into [0, ndim).
     `tau_name` is how the caller's API spells the temperature."""
@@ -127,8 +137,9 @@ def op_tau(tau: float | torch.Tensor, device: torch.device | str | None = None,
     host. A device: the tensor on it, for the Triton kernels (which read it
     there and cannot raise), checked first at run time by checked_tau, so a
     bad value raises the contract's ValueError (naming `tau_name`) from the
-    compiled graph as it does in eager mode. (Checks while tracing could only be guards, and an
-    error raised while tracing reaches the caller wrapped by dynamo.)"""
+    compiled graph as it does in eager mode. (Checks while tracing could only
+    be guards, and an error raised while tracing reaches the caller wrapped by
+    dynamo.)"""
     if torch.compiler.is_compiling():
         if isinstance(tau, torch.Tensor):
             cpu = tau.detach().to(device="cpu", dtype=torch.float64).reshape(())

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import accumulation_dtype, as_tau, check_shard, normalize_seed, tau_is_differentiated
+from ._checks import accumulation_dtype, as_tau, carries_tangent, check_shard, normalize_seed, tau_is_differentiated
 from ._extension import has_kernel
 from .noise import gumbel_noise
 from .ops import backend_status
@@ -211,6 +211,9 @@ def gumbel_softmax(
     if tau_is_differentiated(tau):
         raise NotImplementedError("fused_gumbel.distributed: tau takes no derivative here (a tensor that "
                                   "requires grad or carries a tangent); pass tau.detach() or a float")
+    if carries_tangent(logits_shard):
+        raise NotImplementedError("fused_gumbel.distributed: no forward-mode derivative (the logits are a dual "
+                                  "tensor of torch.autograd.forward_ad)")
     check_shard(logits_shard, tau, vocab_start, vocab_size)
     name = _resolve(backend, logits_shard.device)
     y, index = _VocabParallelGumbelSoftmax.apply(

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, empty_dim_last,
-                      carries_tangent, normalize_seed, op_tau, output_layouts, tau_is_differentiated)
+from ._checks import (accumulation_dtype, as_dim, as_tau, carries_tangent, check_inputs, check_nonempty_dim,
+                      check_tau_tensor, empty_dim_last, normalize_seed, op_tau, output_layouts,
+                      tau_is_differentiated)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .reference import gumbel_softmax_reference
 
@@ -40,6 +41,7 @@ if extension_loaded():
     @torch.library.register_fake("fused_gumbel::st_softmax_tau_tensor")
     def _st_softmax_tau_tensor_fake(logits, tau, hard, dim, seed):
         # tau's range is checked by the kernel, at run time.
+        check_tau_tensor(tau)
         return _st_softmax_fake(logits, 1.0, hard, dim, seed)
 
     @torch.library.register_fake("fused_gumbel::st_softmax_shard")
@@ -60,6 +62,7 @@ if extension_loaded():
 
     @torch.library.register_fake("fused_gumbel::st_softmax_backward_tau_tensor")
     def _st_softmax_backward_tau_tensor_fake(grad, y_soft, logits, stats, rng_state, tau, dim):
+        check_tau_tensor(tau)
         return _st_softmax_backward_fake(grad, y_soft, logits, stats, rng_state, 1.0, dim)
 
 
@@ -195,7 +198,10 @@ def gumbel_softmax(
             (``torch.manual_seed`` reproduces it); an int makes the noise a pure
             function of (seed, position), identical on every backend.
         return_index: also return the int64 argmax along ``dim``.
-        backend: "auto", "cuda", "triton", "cpu" or "reference".
+        backend: "auto", "cuda", "triton", "cpu" or "reference". "auto" runs
+            the reference for what only it differentiates (a tau that
+            requires grad or carries a tangent, dual logits) and under a
+            torch.func transform; a fused backend named then raises.
 
     Returns:
         y, or (y, index) with ``return_index``; ``index`` has the shape of

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, checked_tensor_tau,
-                      normalize_seed, op_tau, output_layouts)
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_nonempty_dim, check_tau_tensor,
+                      checked_tensor_tau, normalize_seed, op_tau, output_layouts)
 from ._extension import extension_loaded, require_extension
 from .noise import noise_for
 from .ops import _resolve_backend, _triton_module
@@ -39,7 +39,7 @@ def sample_reference(
     dim: int = -1,
 ) -> torch.Tensor:
     """`sample` in plain PyTorch ops, with the fused kernels' noise: the first
-    index maximizing ``s = x * w_x + w_g * g`` (score_weights: ``x +
+    index maximizing ``s = x * w_x + w_g * g`` (_score_weight_tensors: ``x +
     temperature * g`` for temperature <= 1, ``x / temperature + g`` above; in
     float32, float64 for float64 logits); -1 where the row's max s is not
     finite."""
@@ -80,6 +80,7 @@ if extension_loaded():
     @torch.library.register_fake("fused_gumbel::sample_tau_tensor")
     def _sample_tau_tensor_fake(logits, temperature, dim, seed):
         # The temperature's range is checked by the kernel, at run time.
+        check_tau_tensor(temperature, "temperature")
         return _sample_fake(logits, 1.0, dim, seed)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, empty_dim_last, normalize_seed,
-                      op_tau, output_layouts, tau_is_differentiated)
+from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k, check_tau_tensor, empty_dim_last,
+                      normalize_seed, op_tau, output_layouts, tau_is_differentiated)
 from ._extension import extension_loaded, has_kernel, require_extension
 from .ops import _resolve_backend, _triton_module, backend_status
 from .reference import gumbel_topk_reference
@@ -50,10 +50,12 @@ if extension_loaded() and has_kernel("gumbel_topk", "CPU"):
     # range is checked by the kernel, at run time.
     @torch.library.register_fake("fused_gumbel::gumbel_topk_tau_tensor")
     def _gumbel_topk_tau_tensor_fake(logits, k, tau, hard, dim, seed):
+        check_tau_tensor(tau)
         return _gumbel_topk_fake(logits, k, 1.0, hard, dim, seed)
 
     @torch.library.register_fake("fused_gumbel::gumbel_topk_backward_tau_tensor")
     def _gumbel_topk_backward_tau_tensor_fake(grad, logits, stats, rng_state, k, tau, dim):
+        check_tau_tensor(tau)
         return _gumbel_topk_backward_fake(grad, logits, stats, rng_state, k, 1.0, dim)
 
 

@@ -7,6 +7,7 @@ import tempfile
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -85,6 +86,10 @@ def _worker(rank: int, world: int, init_file: str) -> None:
         # a tau that requires grad is refused, not silently detached
         with pytest.raises(NotImplementedError, match="tau"):
             fg.distributed.gumbel_softmax(x, torch.tensor(0.5, requires_grad=True), seed=1,
+                                          vocab_start=8 * rank, vocab_size=8 * world)
+        # so are dual logits (its autograd Function has no jvp)
+        with fwAD.dual_level(), pytest.raises(NotImplementedError, match="forward-mode"):
+            fg.distributed.gumbel_softmax(fwAD.make_dual(x.detach(), torch.randn(3, 8)), 0.5, seed=1,
                                           vocab_start=8 * rank, vocab_size=8 * world)
     finally:
         dist.destroy_process_group()

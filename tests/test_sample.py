@@ -165,8 +165,15 @@ def test_opcheck(backend):
     torch.library.opcheck(torch.ops.fused_gumbel.sample.default, (x, 0.5, -1, 11))
     t = torch.tensor(0.5, dtype=torch.float64)
     torch.library.opcheck(torch.ops.fused_gumbel.sample_tau_tensor.default, (x, t, -1, 11))
-    assert torch.equal(torch.ops.fused_gumbel.sample_tau_tensor(x, t, -1, 11),
-                       torch.ops.fused_gumbel.sample(x, 0.5, -1, 11))
+    for value in (1e-30, 0.5, 1.0, 1.0000001, 3.0, 1e39, 1e300):  # both score weightings, their extremes
+        as_tensor = torch.tensor(value, dtype=torch.float64)
+        assert torch.equal(torch.ops.fused_gumbel.sample_tau_tensor(x, as_tensor, -1, 11),
+                           torch.ops.fused_gumbel.sample(x, value, -1, 11)), value
+    for bad in (torch.ones(2), torch.tensor(1), torch.tensor(0.5, device="meta")):
+        with pytest.raises(ValueError, match="temperature as a tensor must be one floating-point element"):
+            torch.ops.fused_gumbel.sample_tau_tensor(x, bad, -1, 11)
+    with pytest.raises(ValueError, match="temperature must be a positive finite"):
+        torch.ops.fused_gumbel.sample_tau_tensor(x, torch.tensor(-1.0), -1, 11)
 
 
 def test_compiles_without_graph_break():

@@ -717,7 +717,7 @@ def test_eager_path_of_sample_and_shard_gives_the_ops_bits():
     x = sample_inputs((6, 40), torch.float32)
     assert torch.equal(triton_kernels.sample_triton(x, 0.8, -1, 5),
                        torch.ops.fused_gumbel.sample_triton(x, 0.8, -1, 5))
-    for t in (0.8, 3.0):  # both score weightings, the temperature loaded from memory
+    for t in (1e-30, 0.8, 1.0000001, 3.0, 1e39, 1e300):  # both score weightings, loaded from memory
         as_tensor = torch.tensor(t, dtype=torch.float64, device=x.device)
         assert torch.equal(torch.ops.fused_gumbel.sample_triton_tau_tensor(x, as_tensor, -1, 5),
                            torch.ops.fused_gumbel.sample_triton(x, t, -1, 5))

@@ -170,7 +170,10 @@ def sample_triton_impl(logits: torch.Tensor, temperature: float, dim: int,
 def sample_triton_tau_tensor_impl(logits: torch.Tensor, temperature: torch.Tensor, dim: int,
                                   seed: Optional[int]) -> torch.Tensor:
     """sample_triton with the temperature a 0-d float64 tensor on the logits'
-    device (torch.compile: a float argument would be a constant of the graph)."""
+    device (torch.compile: a float argument would be a constant of the graph).
+    The kernel cannot raise, so the value is not checked here: the caller
+    checks it first (fused_gumbel.sample makes it with checked_tau), as for
+    st_softmax_triton_tau_tensor."""
     return _sample(logits, temperature, dim, seed, _launcher)
 
 
