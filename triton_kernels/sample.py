@@ -4,14 +4,15 @@
 Row r's sample is the first column c maximizing s = acc(x) * w_x + w_g * acc(g)
 ((w_x, w_g) = _score_weights(T), gumbel_math.h's sample_score_weights: x + T g
 for T <= 1, x / T + g above; acc = float64 for float64 logits, float32
-otherwise; g the noise of noise.py at position r * cols + c), or -1 when the max
-is not finite: the definition of csrc/sample.h. The temperature is a float
+otherwise; g the noise of noise.py at position r * cols + c), or -1 when the
+max is not finite: the definition of csrc/sample.h. The temperature is a float
 argument, or under torch.compile a 0-d float64 tensor the kernel loads
-(sample_triton_tau_tensor), as st_softmax.py's tau. Each program walks one row, or one of n_splits chunks of it when
-there are too few rows to fill the GPU, in BLOCK-wide windows that start at a
-4-aligned position (as st_softmax.py's), keeping a per-lane best (value,
-column) in argmax_better's order; a lane reduction, and for split rows a second
-kernel merging the chunks, give the row's index. Only the indices are written.
+(sample_triton_tau_tensor), as st_softmax.py's tau. Each program walks one row,
+or one of n_splits chunks of it when there are too few rows to fill the GPU, in
+BLOCK-wide windows that start at a 4-aligned position (as st_softmax.py's),
+keeping a per-lane best (value, column) in argmax_better's order; a lane
+reduction, and for split rows a second kernel merging the chunks, give the
+row's index. Only the indices are written.
 """
 
 from __future__ import annotations
