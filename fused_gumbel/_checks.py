@@ -19,7 +19,8 @@ def as_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> float | torch.Te
     allows) a one-element real tensor, returned 0-d; TypeError otherwise."""
     if not isinstance(tau, torch.Tensor):
         # float() would read "0.5" and b"0.5"; F.gumbel_softmax would not.
-        if isinstance(tau, (str, bytes, bytearray, memoryview)):
+        # A bool is most often `hard` passed by position (gumbel_softmax(x, True)).
+        if isinstance(tau, (bool, str, bytes, bytearray, memoryview)):
             raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
                             f"got {type(tau).__name__} {tau!r}")
         if not torch.compiler.is_compiling():  # (float() of a symbolic tau would specialize it)
@@ -146,7 +147,7 @@ def op_tau(tau: float | torch.Tensor, device: torch.device | str | None = None,
         else:
             cpu = torch.ones((), dtype=torch.float64) * tau
         return cpu if device is None else torch.ops.fused_gumbel.checked_tau(cpu, torch.device(device), tau_name)
-    return float(tau)
+    return float(tau.detach()) if isinstance(tau, torch.Tensor) else float(tau)
 
 
 @torch.library.custom_op("fused_gumbel::checked_tau", mutates_args=())

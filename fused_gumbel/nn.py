@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ._checks import as_dim
+from ._checks import as_dim, as_tau
 from .ops import BACKENDS, gumbel_softmax
 from .topk import gumbel_topk
 
@@ -65,9 +66,11 @@ def _checked_tau(owner: str, tau: float, what: str = "a positive finite number")
         raise NotImplementedError(
             f"{owner}: tau is a fixed temperature, not a learned one (got a tensor that requires grad); "
             "pass a float, or call fused_gumbel.gumbel_softmax(x, tau), which differentiates a tensor tau")
-    if isinstance(tau, torch.Tensor) and tau.numel() == 1 and not tau.dtype.is_complex:
-        tau = tau.item()
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
+    tau = as_tau(tau)
+    tau = tau.item() if isinstance(tau, torch.Tensor) else tau
+    if not isinstance(tau, numbers.Real):
+        raise TypeError(f"{owner}: tau must be {what}, got {type(tau).__name__} {tau!r}")
+    if not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"{owner}: tau must be {what}, got {tau!r}")
     return float(tau)
 
@@ -76,6 +79,15 @@ def _checked_backend(owner: str, backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"{owner}: unknown backend {backend!r}; choose from {BACKENDS}")
     return backend
+
+
+def _autocasting(device_type: str) -> bool:
+    """Whether torch.autocast is enabled for the device type (False for one
+    autocast does not know, such as meta)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
 
 
 class _StepCounter(nn.Module):
@@ -97,10 +109,16 @@ class _StepCounter(nn.Module):
     def _scheduled_tau(self, schedule: TemperatureSchedule) -> float | torch.Tensor:
         if torch.compiler.is_compiling() and hasattr(schedule, "tensor"):
             return schedule.tensor(self.step)
-        seen = self._step_seen
-        if seen is None or seen[0] is not self.step or seen[1] != self.step._version:
-            self._step_int, self._step_seen = int(self.step), (self.step, self.step._version)
+        seen, version = self._step_seen, self._version()
+        if version is None or seen is None or seen[0] is not self.step or seen[1] != version:
+            self._step_int, self._step_seen = int(self.step), (self.step, version)
         return schedule(self._step_int)
+
+    def _version(self) -> int | None:
+        """The step buffer's version counter; None for a buffer made under
+        torch.inference_mode, which has none (its step is then read at every
+        forward)."""
+        return None if self.step.is_inference() else self.step._version
 
     def train(self, mode: bool = True) -> "_StepCounter":
         self._step_seen = None
@@ -109,7 +127,7 @@ class _StepCounter(nn.Module):
     def _advance(self) -> None:
         self.step += 1
         if not torch.compiler.is_compiling() and self._step_seen is not None:
-            self._step_int, self._step_seen = self._step_int + 1, (self.step, self.step._version)
+            self._step_int, self._step_seen = self._step_int + 1, (self.step, self._version())
 
 
 class GumbelSoftmax(_StepCounter):
@@ -260,12 +278,15 @@ class GumbelRouter(_StepCounter):
                  backend: str = "auto") -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("num_experts", num_experts), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"GumbelRouter: {name} must be a positive int, got {value!r}")
+        d_model, num_experts, k = int(d_model), int(num_experts), int(k)
         if k > num_experts:
             raise ValueError(f"GumbelRouter: k={k} exceeds num_experts={num_experts}")
         if not isinstance(tau, TemperatureSchedule):
             tau = _checked_tau("GumbelRouter", tau, "a positive finite number or a TemperatureSchedule")
+        if isinstance(aux_loss_weight, bool) or not isinstance(aux_loss_weight, numbers.Real):
+            raise TypeError(f"GumbelRouter: aux_loss_weight must be a number, got {aux_loss_weight!r}")
         if not (math.isfinite(aux_loss_weight) and aux_loss_weight >= 0):
             raise ValueError(f"GumbelRouter: aux_loss_weight must be a finite number >= 0, got {aux_loss_weight}")
         _checked_backend("GumbelRouter", backend)
@@ -287,6 +308,12 @@ class GumbelRouter(_StepCounter):
         if x.dim() == 0 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"GumbelRouter: x must have shape [..., d_model={self.d_model}], got {tuple(x.shape)}")
+        # Autocast would run the gate (and the softmaxes) in its low-precision
+        # dtype whatever the dtype of their inputs.
+        with torch.autocast(x.device.type, enabled=False) if _autocasting(x.device.type) else nullcontext():
+            return self._route(x)
+
+    def _route(self, x: torch.Tensor) -> RouterOutput:
         logits = nn.functional.linear(x.float(), self.gate.weight.float(),
                                       None if self.gate.bias is None else self.gate.bias.float())
         tau = self._scheduled_tau(self.tau) if isinstance(self.tau, TemperatureSchedule) else self.tau

@@ -4,6 +4,9 @@ kernel, so that existing models pick it up without a code change.
     with fg.patch():                 # restored on exit, exceptions included
         loss = model(batch)          # its F.gumbel_softmax(...) calls are fused
 
+    @fg.patch()                      # patched while each call of train_step runs
+    def train_step(batch): ...
+
     handle = fg.patch(backend="cpu") # or as a plain call: active until undone
     ...
     handle.undo()                    # or fg.unpatch(), which undoes every patch
@@ -16,17 +19,22 @@ keeps PyTorch's function, as with any monkey-patch.
 
 from __future__ import annotations
 
+import functools
 import threading
+from typing import Callable, ParamSpec, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from ._checks import normalize_seed
-from .ops import BACKENDS, gumbel_softmax
+from .ops import BACKENDS, backend_status, gumbel_softmax
 
 # PyTorch's own function, as it was when fused_gumbel was imported: what the
 # benchmarks compare against, whatever is patched when they run.
 torch_gumbel_softmax = F.gumbel_softmax
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _lock = threading.Lock()
 _active: list[GumbelSoftmaxPatch] = []
@@ -43,8 +51,9 @@ def _install_top() -> None:
 class GumbelSoftmaxPatch:
     """One installed replacement of ``torch.nn.functional.gumbel_softmax``.
 
-    Returned by :func:`patch`; usable as a context manager (undone on exit) or
-    kept and undone with :meth:`undo`. Patches nest: undoing one restores what
+    Returned by :func:`patch`; usable as a context manager (undone on exit),
+    as a function decorator (in place while the function runs), or kept and
+    undone with :meth:`undo`. Patches nest: undoing one restores what
     the remaining ones, or the original, say.
 
     Attributes:
@@ -58,6 +67,9 @@ class GumbelSoftmaxPatch:
     def __init__(self, backend: str = "auto", seed: int | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"fused_gumbel.patch: unknown backend {backend!r}; choose from {BACKENDS}")
+        ok, why = (True, "") if backend == "auto" else backend_status(backend)
+        if not ok:  # rather than at every F.gumbel_softmax call the patch serves
+            raise RuntimeError(f"fused_gumbel.patch: backend {backend!r} is not available: {why}")
         self.backend, self.seed, self.calls = backend, normalize_seed(seed), 0
         self.function = self._make_function()
 
@@ -118,6 +130,20 @@ class GumbelSoftmaxPatch:
     def __exit__(self, *exc_info) -> None:
         self.undo()
 
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """As a decorator (``@fg.patch()``): the patch is in place while
+        `fn` runs, not from the decoration on."""
+        self.undo()
+
+        @functools.wraps(fn)
+        def patched(*args: P.args, **kwargs: P.kwargs) -> R:
+            if self.active:  # a recursive call, or inside `with` this handle: the outer one undoes it
+                return fn(*args, **kwargs)
+            with self:
+                return fn(*args, **kwargs)
+
+        return patched
+
     def __repr__(self) -> str:
         state = "active" if self.active else "inactive"
         return f"GumbelSoftmaxPatch(backend={self.backend!r}, seed={self.seed}, {state})"
@@ -130,8 +156,10 @@ def patch(*, backend: str = "auto", seed: int | None = None) -> GumbelSoftmaxPat
 
     The patch is in place as soon as this returns. As a context manager
     (``with fg.patch(): ...``) it is undone when the block exits, also on an
-    exception; as a plain call it stays until ``handle.undo()`` or
-    :func:`unpatch`. Patches nest.
+    exception; as a decorator (``@fg.patch()``) it is in place only while the
+    decorated function runs; as a plain call it stays until ``handle.undo()``
+    or :func:`unpatch`. Patches nest. A backend that cannot run here raises
+    RuntimeError at once.
 
     Args:
         backend: the fused_gumbel backend ("auto", "cpu", "cuda", "triton",

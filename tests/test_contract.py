@@ -57,8 +57,9 @@ def test_a_tensor_tau_is_a_number(backend):
         fg.gumbel_softmax(x, torch.tensor(-1.0), backend=backend)
     with pytest.raises(TypeError, match="tau"):
         fg.gumbel_softmax(x, torch.tensor([0.5, 0.7]), backend=backend)
-    for not_a_number in ("0.7", b"0.7", bytearray(b"0.7"), memoryview(b"0.7"), None, [0.7]):
-        with pytest.raises(TypeError, match="tau must be a number"):  # (float() reads the first four)
+    # float() reads the first four and True; a bool is most often `hard` passed by position
+    for not_a_number in ("0.7", b"0.7", bytearray(b"0.7"), memoryview(b"0.7"), None, [0.7], True):
+        with pytest.raises(TypeError, match="tau must be a number"):
             fg.gumbel_softmax(x, not_a_number, backend=backend)
 
 

@@ -242,6 +242,32 @@ def test_seed_none_uses_the_generator_offset_and_calls_differ():
     assert torch.equal(again[0], first[0]) and torch.equal(again[3], first[3])
 
 
+def _generator_offset():
+    """The default CUDA generator's Philox offset (get_rng_state: seed, then offset)."""
+    return int.from_bytes(torch.cuda.get_rng_state()[8:16].numpy().tobytes(), "little")
+
+
+@pytest.mark.parametrize("op", ["st_softmax", "gumbel_topk"])
+def test_seed_none_counters_stay_inside_what_the_call_reserved(op):
+    """PyTorch counts the generator's offset in 32-bit draws, and its kernels
+    start at counter offset / 4: the op's counters [base, base + numel / 4)
+    must lie within the draws it reserved, or a later torch.rand or dropout
+    draws the same words (thread 0 of it, in Philox subsequence 0)."""
+    x = _logits((64, 1000), torch.float32, seed=1)
+    torch.cuda.manual_seed(5)
+    for _ in range(3):
+        before = _generator_offset()
+        if op == "st_softmax":
+            rng_state = OP(x, 1.0, False, -1, None)[3]
+        else:
+            rng_state = torch.ops.fused_gumbel.gumbel_topk(x, 3, 1.0, True, -1, None)[3]
+        after = _generator_offset()
+        base = int(rng_state[1])
+        assert before % 4 == 0 and base == before // 4
+        assert base + math.ceil(x.numel() / 4) <= after // 4
+        torch.rand(8, device=x.device)
+
+
 def test_manual_seed_reproduces_and_draws_differ():
     x = _logits((32, 500), torch.bfloat16, seed=2)
     torch.manual_seed(0)

@@ -88,9 +88,34 @@ def test_module_arguments_are_checked_at_construction():
     for bad in (dict(tau=0), dict(tau=float("nan")), dict(backend="bogus")):
         with pytest.raises(ValueError):
             fg.GumbelSoftmax(**bad)
+    for not_a_number in ("0.5", None, 1 + 0j, True, torch.tensor([0.5, 0.7])):  # as gumbel_softmax's tau
+        with pytest.raises(TypeError, match="tau must be a number"):
+            fg.GumbelSoftmax(tau=not_a_number)
     with pytest.raises(TypeError, match="schedule"):
         fg.GumbelSoftmax(schedule=0.5)
     assert fg.GumbelSoftmax(tau=np.float32(0.5)).tau == 0.5 == fg.GumbelSoftmax(tau=torch.tensor(0.5)).tau
     # a learned tau would be read once as a float and never learn: refused
     with pytest.raises(NotImplementedError, match="learned"):
         fg.GumbelSoftmax(tau=torch.nn.Parameter(torch.tensor(0.5)))
+
+
+def test_module_with_a_schedule_built_under_inference_mode():
+    """A buffer made under torch.inference_mode has no version counter, which
+    the eager path reads to see writes to the step: the step is then read at
+    every forward."""
+    x = torch.randn(3, 5)
+    with torch.inference_mode():
+        m = fg.GumbelSoftmax(schedule=fg.TemperatureSchedule(tau0=2.0, rate=0.1, every=1), hard_eval=False)
+        m.eval()
+        torch.manual_seed(0)
+        y = m(x)
+        torch.manual_seed(0)
+        torch.testing.assert_close(y, fg.gumbel_softmax(x, 2.0))
+        m.train()
+        m(x)
+        m.step.fill_(5)
+        torch.manual_seed(0)
+        y = m(x)
+        torch.manual_seed(0)
+        torch.testing.assert_close(y, fg.gumbel_softmax(x, 2.0 * math.exp(-0.5)))
+        assert int(m.step) == 6

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fused_gumbel as fg
+from fused_gumbel.ops import BACKENDS
 from fused_gumbel.patching import torch_gumbel_softmax
 
 
@@ -46,6 +47,28 @@ def test_plain_call_until_undo_and_unpatch():
     assert F.gumbel_softmax is torch_gumbel_softmax
     fg.patch(), fg.patch()
     fg.unpatch()
+    assert F.gumbel_softmax is torch_gumbel_softmax
+
+
+def test_as_a_decorator_patched_only_while_the_function_runs():
+    seen = []
+
+    @fg.patch(backend="reference", seed=7)
+    def step(x, depth=0):
+        seen.append(F.gumbel_softmax is not torch_gumbel_softmax)
+        if depth == 0:
+            step(x, depth + 1)  # a recursive call leaves the patch to the outer one
+            seen.append(F.gumbel_softmax is not torch_gumbel_softmax)
+        return F.gumbel_softmax(x)
+
+    assert F.gumbel_softmax is torch_gumbel_softmax
+    x = torch.randn(3, 5)
+    y = step(x)
+    assert seen == [True, True, True] and F.gumbel_softmax is torch_gumbel_softmax
+    # the recursive call drew seed 7, this one seed 8
+    torch.testing.assert_close(y, fg.gumbel_softmax(x, seed=8, backend="reference"))
+    with pytest.raises(ZeroDivisionError):
+        fg.patch()(lambda: 1 / 0)()
     assert F.gumbel_softmax is torch_gumbel_softmax
 
 
@@ -130,6 +153,10 @@ def test_fused_gumbel_itself_works_while_patched():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="backend"):
         fg.patch(backend="gpu")
+    for backend in BACKENDS[1:]:  # refused at once, not at every call the patch would serve
+        if backend not in fg.available_backends():
+            with pytest.raises(RuntimeError, match=f"backend '{backend}' is not available"):
+                fg.patch(backend=backend)
     with pytest.raises(TypeError, match="seed"):
         fg.patch(seed="1")
     with fg.patch():

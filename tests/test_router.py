@@ -114,11 +114,38 @@ def test_dtypes_and_empty_input():
     (dict(d_model=4, num_experts=4, tau=0.0), ValueError, "tau"),
     (dict(d_model=4, num_experts=4, tau=float("nan")), ValueError, "tau"),
     (dict(d_model=4, num_experts=4, aux_loss_weight=-1.0), ValueError, "aux_loss_weight"),
+    (dict(d_model=4, num_experts=4, aux_loss_weight="0.01"), TypeError, "aux_loss_weight"),
+    (dict(d_model=4, num_experts=4, tau="1.0"), TypeError, "tau"),
     (dict(d_model=4, num_experts=4, backend="gpu"), ValueError, "backend"),
 ])
 def test_bad_construction(kwargs, error, match):
     with pytest.raises(error, match=match):
         GumbelRouter(**kwargs)
+
+
+def test_numpy_sizes_are_taken_as_nn_linear_takes_them():
+    import numpy as np
+
+    router = GumbelRouter(np.int64(4), np.int32(3), k=np.int64(2))
+    assert (router.d_model, router.num_experts, router.k) == (4, 3, 2) and type(router.k) is int
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_the_gate_is_float32_under_autocast(k, training):
+    """Autocast would run the gate's linear in bfloat16 whatever its inputs'
+    dtype; the router's promise is float32 logits, probabilities and loss."""
+    router = GumbelRouter(16, 4, k=k).train(training)
+    router.step_on_forward = False
+    x = torch.randn(32, 16)
+    torch.manual_seed(0)
+    plain = router(x)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = router(x)
+    assert cast.router_probs.dtype == cast.aux_loss.dtype == torch.float32
+    assert torch.equal(cast.router_probs, plain.router_probs) and torch.equal(cast.aux_loss, plain.aux_loss)
+    assert torch.equal(cast.expert_index, plain.expert_index)
 
 
 def test_bad_input():

@@ -843,6 +843,33 @@ def test_a_recording_mode_sees_the_op_in_forward_and_backward():
     assert "fused_gumbel.st_softmax_triton_backward.default" in record.ops
 
 
+def test_backward_ops_called_directly_check_what_the_forward_saved():
+    """The backward ops read stats and rng_state as the kernels lay them out:
+    strided views are made contiguous, a wrong size, dtype or device is
+    refused (as the C++ backward refuses it) instead of read out of bounds."""
+    x = sample_inputs((6, 40), torch.float32)
+    grad = torch.randn_like(x)
+    ops = torch.ops.fused_gumbel
+    cases = ((ops.st_softmax_triton(x, 0.5, True, -1, 3), ops.st_softmax_triton_backward,
+              lambda stats, rng: (grad, None, x, stats, rng, 0.5, -1)),
+             (ops.gumbel_topk_triton(x, 2, 0.5, True, -1, 3), ops.gumbel_topk_triton_backward,
+              lambda stats, rng: (grad, x, stats, rng, 2, 0.5, -1)))
+    for (_, _, stats, rng_state), backward, args in cases:
+        expected = backward(*args(stats, rng_state))
+        strided_stats = torch.stack([stats, torch.full_like(stats, float("nan"))], -1)[..., 0]
+        strided_rng = torch.stack([rng_state, torch.zeros_like(rng_state)], -1)[:, 0]
+        assert not strided_stats.is_contiguous() and not strided_rng.is_contiguous()
+        assert torch.equal(backward(*args(strided_stats, strided_rng)), expected)
+        with pytest.raises(RuntimeError, match="stats must be"):
+            backward(*args(stats.flatten()[1:], rng_state))
+        with pytest.raises(RuntimeError, match="stats must be"):
+            backward(*args(stats.double(), rng_state))
+        with pytest.raises(RuntimeError, match="rng_state must be"):
+            backward(*args(stats, rng_state[:1]))
+        with pytest.raises(RuntimeError, match="rng_state must be"):
+            backward(*args(stats, rng_state.float()))
+
+
 # ----------------------------------------------------------------------------
 # seed=None, torch.compile, errors
 # ----------------------------------------------------------------------------
@@ -955,8 +982,15 @@ def test_plan_table():
 _COMPILE_SCRIPT = textwrap.dedent("""
     import re
     import torch
-    from triton_sm90 import build
+    import triton_sm90
     from fused_gumbel.triton_kernels import noise, st_softmax as K
+
+    PTX = []
+
+    def build(*args):
+        compiled = triton_sm90.build(*args)
+        PTX.append(compiled.asm["ptx"])
+        return compiled
 
     # Every kernel and every constexpr branch at least once, at the plan's
     # block sizes and warps.
@@ -1014,7 +1048,8 @@ _COMPILE_SCRIPT = textwrap.dedent("""
           "fma", len(re.findall(r"\\bfma\\.[a-z.]*f32", ptx)),
           "mad", len(re.findall(r"\\bmad\\.[a-z.]*f32", ptx)),
           "div_rn", len(re.findall(r"\\bdiv\\.rn\\.f32", ptx)),
-          "div_approx", len(re.findall(r"\\bdiv\\.(full|approx)\\.f32", ptx)))
+          "div_approx", len(re.findall(r"\\bdiv\\.(full|approx)\\.f32", ptx)),
+          "kernels_div_approx", sum(len(re.findall(r"\\bdiv\\.(full|approx)\\.f32", p)) for p in PTX))
 """)
 
 
@@ -1027,8 +1062,10 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
     specification's FMAs and no other: 21 per value (one for u, ten per log),
     none contracted from a multiply and an add, and no division; Philox's
     products must be 64-bit (mul.wide, no mul.hi: ptxas makes each one
-    IMAD.WIDE), and the float32 exponentials ex2.approx.ftz. The
-    persistent 16-bit kernels keep their workspace's barrier."""
+    IMAD.WIDE), and the float32 exponentials ex2.approx.ftz. No kernel
+    divides with div.full.f32 (within 2 ulp, where the CPU and CUDA kernels
+    round correctly). The persistent 16-bit kernels keep their workspace's
+    barrier."""
     pytest.importorskip("triton.compiler")
     done = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=compile_env(), capture_output=True,
                           text=True, timeout=600)
@@ -1047,6 +1084,7 @@ def test_kernels_compile_for_sm90_with_exactly_the_noise_fmas():
     assert int(counts["fma"]) == 21 * values_per_thread
     assert int(counts["mul_wide"]) > 0 and counts["mul_hi"] == "0" and int(counts["ex2_ftz"]) > 0
     assert counts["mad"] == "0" and counts["div_rn"] == "0" and counts["div_approx"] == "0"
+    assert counts["kernels_div_approx"] == "0"
 
 
 # torch's analysis of which tensors a wrap_triton kernel writes (what AOT

@@ -159,6 +159,19 @@ def _forward(logits: torch.Tensor, tau: float | torch.Tensor, hard: bool, dim: i
     return y, index, stats, rng_state
 
 
+def _saved_state(stats: torch.Tensor, rng_state: torch.Tensor, saved: torch.Tensor, numel: int,
+                 what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward's statistics and rng_state checked as the C++ backward
+    checks them (and on the saved tensor's device), contiguous as the kernels
+    read them: a backward op called directly gets an error, not a read out of
+    bounds."""
+    if stats.numel() != numel or stats.dtype != accumulation_dtype(saved.dtype) or stats.device != saved.device:
+        raise RuntimeError(f"fused_gumbel: stats must be the forward's {what}")
+    if rng_state.dtype != torch.int64 or rng_state.numel() != 2 or rng_state.device != saved.device:
+        raise RuntimeError("fused_gumbel: rng_state must be the int64 [2] tensor of the forward")
+    return stats.contiguous(), rng_state.contiguous()
+
+
 def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Optional[torch.Tensor],
               stats: torch.Tensor, rng_state: torch.Tensor, tau: float | torch.Tensor, dim: int,
               wrap: Optional[Callable]) -> torch.Tensor:
@@ -177,6 +190,7 @@ def _backward(grad: torch.Tensor, y_soft: Optional[torch.Tensor], logits: Option
                            f"has shape {tuple(saved.shape)}")
     moved, index_shape = output_layouts(saved, dim)
     rows, cols = math.prod(index_shape), moved[-1]
+    stats, rng_state = _saved_state(stats, rng_state, saved, 2 * rows, "per-row statistics")
     out = empty_dim_last(saved, dim)
     if wrap is not None:
         with _on_device(saved):

@@ -374,6 +374,17 @@ def _temperature(tau, tau_ptr, TAU_IN_MEMORY: tl.constexpr):
 
 
 @triton.jit
+def _reciprocal(x):
+    """1 / x correctly rounded, as the CPU and CUDA kernels divide: Triton
+    compiles a float32 division to div.full.f32, within 2 ulp (the interpreter
+    divides exactly, so CI on a CPU would not see the difference)."""
+    if x.dtype == tl.float32:
+        return tl.math.div_rn(1.0, x)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
 def _row_is_valid(m, l):
     """A row has a sample iff m is finite and 0 < l < inf (else NaN output)."""
     return (m == m) & (m > float("-inf")) & (m < float("inf")) & (l > 0.0) & (l < float("inf"))
@@ -445,7 +456,7 @@ def _forward_rows_kernel(
         y = _hard_sample(col, arg[:, None], _row_is_valid(m, l)[:, None])
     else:
         m_safe = tl.where(m == float("-inf"), 0.0, m)
-        y = _tempered_exp(s - m_safe[:, None], scale) * (1.0 / l)[:, None]
+        y = _tempered_exp(s - m_safe[:, None], scale) * _reciprocal(l)[:, None]
     tl.store(y_ptr + row * cols + col, y.to(y_ptr.dtype.element_ty), mask=valid)
     # 4. index and stats = (m, l) per row.
     row1 = tl.reshape(row, [ROWS])
@@ -585,7 +596,7 @@ def _forward_long_row(
         # NaN over a row without a valid sample.
         ok = _row_is_valid(m, l)[:, None]
         m_safe = tl.where(m == float("-inf"), 0.0, m)[:, None]
-        inv_l = (1.0 / l)[:, None]
+        inv_l = _reciprocal(l)[:, None]
         if CACHE_S or HARD:
             # Every thread's pass-1 stores are visible to the whole program
             # (pass 2 need not map columns to the threads pass 1 did).
@@ -654,7 +665,7 @@ def _soft_sample(y_ptr, y_row_stride, x_ptr, x_row_stride, stats_ptr, seed, base
                                       win_col, seed, base, acc_ty, BLOCK)
         m = tl.load(stats_ptr + 2 * row, mask=row_ok, other=0.0)
         l = tl.load(stats_ptr + 2 * row + 1, mask=row_ok, other=1.0)
-        y = tl.where(valid, _tempered_exp(s - m, scale) * (1.0 / l), 0.0)
+        y = tl.where(valid, _tempered_exp(s - m, scale) * _reciprocal(l), 0.0)
     else:
         col = _window_columns(win_col, BLOCK)
         valid = row_ok & (col >= 0) & (col < cols)
@@ -774,7 +785,7 @@ def _backward_long_row(
         # scripts/triton_sass.py: 132 instructions per element, 73.5 in
         # units; float32, triton 3.8: 73.2 -> 70.8, 48 -> 40 registers).
         m = tl.load(stats_ptr + 2 * r)
-        inv_l = 1.0 / tl.load(stats_ptr + 2 * r + 1)
+        inv_l = _reciprocal(tl.load(stats_ptr + 2 * r + 1))
         dot_units = tl.zeros([BLOCK // 4, 4], acc_ty)
         for b in range(first_block, last_block):
             win = b * BLOCK - lead

@@ -44,6 +44,7 @@ from .st_softmax import (
     _inverse_temperature,
     _noisy_logits,
     _philox_key,
+    _reciprocal,
     _tau_args,
     _temperature,
     _window_columns,
@@ -129,7 +130,7 @@ def _put(t, kk, j, v):
 @triton.jit
 def _probs(a, m, rest, inv):
     """p_j and q_j = 1 - p_j (no cancellation) from the step's (m, rest)."""
-    inv_l = 1.0 / (1.0 + rest)
+    inv_l = _reciprocal(1.0 + rest)
     p = tl.exp((a - m) * inv) * inv_l
     q = tl.where(p > 0.5, rest * inv_l, 1.0 - p)
     return p, q
@@ -289,7 +290,7 @@ def _chain(s, gy, stats_ptr, row, row_ok, k, j, ds, kk, inv, tiny):
         m = tl.load(stat + 2 * i, mask=row_ok, other=0.0)
         rest = tl.load(stat + 2 * i + 1, mask=row_ok, other=0.0)
         p, q = _probs(a, m, rest, inv)
-        r = tl.where(q >= tiny, 1.0 / q, 0.0)
+        r = tl.where(q >= tiny, _reciprocal(q), 0.0)
         p_j = tl.where(i == j, p, p_j)
         r_j = tl.where(i == j, r, r_j)
         later = i > j

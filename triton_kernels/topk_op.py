@@ -14,8 +14,8 @@ import torch
 from .._autograd import first_order_only, refuse_tangents, refuse_tau_grad, save_with_tau, saved_with_tau
 from .._checks import accumulation_dtype, check_k, empty_dim_last, normalize_seed, output_layouts
 from . import topk as kernels
-from .op import (_as_rows, _check_device, _check_op_inputs, _direct, _launcher, _on_device, dispatcher_needed,
-                 register_ops)
+from .op import (_as_rows, _check_device, _check_op_inputs, _direct, _launcher, _on_device, _saved_state,
+                 dispatcher_needed, register_ops)
 
 FORWARD_OP = "fused_gumbel::gumbel_topk_triton"
 BACKWARD_OP = "fused_gumbel::gumbel_topk_triton_backward"
@@ -66,6 +66,7 @@ def _backward(grad: torch.Tensor, logits: torch.Tensor, stats: torch.Tensor, rng
     moved, index_shape = output_layouts(logits, dim)
     rows, cols = math.prod(index_shape), moved[-1]
     k = check_k(k, cols)
+    stats, rng_state = _saved_state(stats, rng_state, logits, 2 * k * rows, "[..., k, 2] per-step statistics")
     out = empty_dim_last(logits, dim)
     if wrap is not None:
         with _on_device(logits):

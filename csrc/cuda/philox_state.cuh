@@ -3,22 +3,29 @@
 // default CUDA generator, whose offset advances past the call's counters. The
 // state is unpacked inside the kernel (at::cuda::philox::unpack), so CUDA-graph
 // replays draw fresh noise.
+//
+// PyTorch counts the generator's offset in 32-bit draws: its random kernels
+// (curand_init(seed, thread, offset)) start thread t at counter offset / 4 of
+// subsequence t. This library's counters are subsequence 0's, so they start at
+// offset / 4 and the call reserves 4 draws per counter: taken as a counter, the
+// offset would run this call's counters into the ones thread 0 of a later
+// torch.rand or dropout draws.
 #pragma once
 
 #include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <ATen/cuda/PhiloxUtils.cuh>
 
 #include <mutex>
 #include <optional>
+#include <tuple>
+#include <utility>
 
 #include "st_softmax.h"
 
 namespace fused_gumbel {
 
-// Philox counters for `numel` elements, as an increment of the generator's
-// offset (which PyTorch keeps a multiple of 4).
-inline uint64_t generator_increment(int64_t numel) {
-  return (philox_counters(numel) + 3) / 4 * 4;
-}
+// The generator's offset increment for `numel` elements: 4 draws per counter.
+inline uint64_t generator_increment(int64_t numel) { return 4 * philox_counters(numel); }
 
 inline at::PhiloxCudaState philox_state(std::optional<int64_t> seed, const at::Device& device,
                                         int64_t numel) {
@@ -28,6 +35,13 @@ inline at::PhiloxCudaState philox_state(std::optional<int64_t> seed, const at::D
   // See Note [Acquire lock when using random generators].
   const std::lock_guard<std::mutex> lock(gen->mutex_);
   return gen->philox_cuda_state(generator_increment(numel));
+}
+
+// The (key, counter base) a kernel draws with, unpacked from its state on the
+// device.
+__device__ __forceinline__ std::pair<uint64_t, uint64_t> philox_seeds(const at::PhiloxCudaState& philox) {
+  const auto seeds = at::cuda::philox::unpack(philox);
+  return {std::get<0>(seeds), std::get<1>(seeds) / 4};
 }
 
 }  // namespace fused_gumbel

@@ -75,8 +75,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   const SampleParams& p = a.p;
   const auto [group, tig, slot, seg, active, sg, units] = segment_thread<U>(a.s, p.rows, p.cols);
 
-  const auto seeds = at::cuda::philox::unpack(a.philox);
-  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  const auto [seed, base] = philox_seeds(a.philox);
   const scalar_t* row_in =
       static_cast<const scalar_t*>(p.logits) + sg.row * p.logits_row_stride;
   // Per element only a NaN-propagating max; the first column of a unit's max

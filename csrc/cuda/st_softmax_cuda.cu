@@ -209,8 +209,7 @@ struct BwdArgs {
 // first thread records them in rng_state for the backward.
 __device__ __forceinline__ std::pair<uint64_t, uint64_t> forward_seeds(
     const at::PhiloxCudaState& philox, int64_t* rng_state) {
-  const auto seeds = at::cuda::philox::unpack(philox);
-  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  const auto [seed, base] = philox_seeds(philox);
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     rng_state[0] = static_cast<int64_t>(seed);
     rng_state[1] = static_cast<int64_t>(base);
@@ -510,8 +509,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     return;
   }
 
-  const auto seeds = at::cuda::philox::unpack(a.philox);
-  [[maybe_unused]] const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  [[maybe_unused]] const auto [seed, base] = philox_seeds(a.philox);
   const acc_t inv_l = acc_t(1) / l;
   for (int64_t i = threadIdx.x; i < sg.units; i += blockDim.x) {
     const int64_t col0 = unit_col0<U>(sg, i);

@@ -245,8 +245,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   const int k = static_cast<int>(p.k);
   const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
   acc_t* cache = a.cached ? reinterpret_cast<acc_t*>(smem_raw) : nullptr;
-  const auto seeds = at::cuda::philox::unpack(a.philox);
-  const uint64_t seed = std::get<0>(seeds), base = std::get<1>(seeds);
+  const auto [seed, base] = philox_seeds(a.philox);
   if (blockIdx.x == 0 && tid == 0) {
     p.rng_state[0] = static_cast<int64_t>(seed);
     p.rng_state[1] = static_cast<int64_t>(base);
