@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import operator
 import sys
+import warnings
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -19,10 +20,15 @@ def as_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> float | torch.Te
     allows) a one-element real tensor, returned 0-d; TypeError otherwise."""
     if not isinstance(tau, torch.Tensor):
         # float() would read "0.5" and b"0.5"; F.gumbel_softmax would not.
-        # A bool is most often `hard` passed by position (gumbel_softmax(x, True)).
-        if isinstance(tau, (bool, str, bytes, bytearray, memoryview)):
+        if isinstance(tau, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
                             f"got {type(tau).__name__} {tau!r}")
+        if not torch.compiler.is_compiling() and is_bool_scalar(tau):
+            # F.gumbel_softmax(x, True) runs at tau = 1 (a drop-in must too); it is
+            # most often `hard` passed by position.
+            hint = "; hard is the third argument" if tau_name == "tau" else ""
+            warnings.warn(f"fused_gumbel: {tau_name}={tau!r} is taken as the number {int(tau)}, as PyTorch "
+                          f"takes it{hint}", stacklevel=3)
         if not torch.compiler.is_compiling():  # (float() of a symbolic tau would specialize it)
             try:
                 float(tau)
@@ -34,6 +40,11 @@ def as_tau(tau: float | torch.Tensor, tau_name: str = "tau") -> float | torch.Te
         raise TypeError(f"fused_gumbel: {tau_name} must be a number or a one-element real tensor, "
                         f"got a tensor of shape {tuple(tau.shape)} and dtype {tau.dtype}")
     return tau.reshape(())
+
+
+def is_bool_scalar(x: object) -> bool:
+    """A Python or NumPy bool (NumPy's is not a bool subclass)."""
+    return isinstance(x, bool) or getattr(getattr(x, "dtype", None), "kind", None) == "b"
 
 
 def tau_is_differentiated(tau: float | torch.Tensor) -> bool:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import as_dim, as_tau
+from ._checks import as_dim, as_tau, is_bool_scalar
 from .ops import BACKENDS, gumbel_softmax
 from .topk import gumbel_topk
 
@@ -33,10 +33,12 @@ class TemperatureSchedule:
             raise ValueError(f"TemperatureSchedule: tau0 must be positive and finite, got {tau0}")
         if not (math.isfinite(tau_min) and tau_min > 0):
             raise ValueError(f"TemperatureSchedule: tau_min must be positive and finite, got {tau_min}")
+        if tau_min > tau0:
+            raise ValueError(f"TemperatureSchedule: tau_min={tau_min} exceeds tau0={tau0}")
         if rate < 0 or not math.isfinite(rate):
             raise ValueError(f"TemperatureSchedule: rate must be a finite number >= 0, got {rate}")
-        if every < 1:
-            raise ValueError(f"TemperatureSchedule: every must be >= 1, got {every}")
+        if is_bool_scalar(every) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"TemperatureSchedule: every must be an int >= 1, got {every!r}")
         if tau_min < 0.1:
             warnings.warn(
                 f"TemperatureSchedule: tau_min={tau_min} is below 0.1, where Gumbel-Softmax "
@@ -45,6 +47,8 @@ class TemperatureSchedule:
 
     def __call__(self, step: int) -> float:
         """The temperature at training step `step` (0-based)."""
+        if int(step) < 0:
+            raise ValueError(f"TemperatureSchedule: step must be >= 0, got {step}")
         t = (int(step) // self.every) * self.every
         return max(self.tau_min, self.tau0 * math.exp(-self.rate * t))
 
@@ -66,6 +70,8 @@ def _checked_tau(owner: str, tau: float, what: str = "a positive finite number")
         raise NotImplementedError(
             f"{owner}: tau is a fixed temperature, not a learned one (got a tensor that requires grad); "
             "pass a float, or call fused_gumbel.gumbel_softmax(x, tau), which differentiates a tensor tau")
+    if is_bool_scalar(tau):  # (the functions take one as PyTorch does, with a warning)
+        raise TypeError(f"{owner}: tau must be {what}, got {tau!r}")
     tau = as_tau(tau)
     tau = tau.item() if isinstance(tau, torch.Tensor) else tau
     if not isinstance(tau, numbers.Real):
@@ -285,8 +291,12 @@ class GumbelRouter(_StepCounter):
             raise ValueError(f"GumbelRouter: k={k} exceeds num_experts={num_experts}")
         if not isinstance(tau, TemperatureSchedule):
             tau = _checked_tau("GumbelRouter", tau, "a positive finite number or a TemperatureSchedule")
-        if isinstance(aux_loss_weight, bool) or not isinstance(aux_loss_weight, numbers.Real):
-            raise TypeError(f"GumbelRouter: aux_loss_weight must be a number, got {aux_loss_weight!r}")
+        try:
+            if is_bool_scalar(aux_loss_weight) or isinstance(aux_loss_weight, (str, bytes)):
+                raise TypeError
+            aux_loss_weight = float(aux_loss_weight)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"GumbelRouter: aux_loss_weight must be a number, got {aux_loss_weight!r}") from None
         if not (math.isfinite(aux_loss_weight) and aux_loss_weight >= 0):
             raise ValueError(f"GumbelRouter: aux_loss_weight must be a finite number >= 0, got {aux_loss_weight}")
         _checked_backend("GumbelRouter", backend)

@@ -20,7 +20,9 @@ keeps PyTorch's function, as with any monkey-patch.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
+import warnings
 from typing import Callable, ParamSpec, TypeVar
 
 import torch
@@ -36,7 +38,7 @@ torch_gumbel_softmax = F.gumbel_softmax
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _active: list[GumbelSoftmaxPatch] = []
 _restore_to: list = [None]  # what F.gumbel_softmax was before the first active patch
 
@@ -68,9 +70,13 @@ class GumbelSoftmaxPatch:
         if backend not in BACKENDS:
             raise ValueError(f"fused_gumbel.patch: unknown backend {backend!r}; choose from {BACKENDS}")
         ok, why = (True, "") if backend == "auto" else backend_status(backend)
-        if not ok:  # rather than at every F.gumbel_softmax call the patch serves
-            raise RuntimeError(f"fused_gumbel.patch: backend {backend!r} is not available: {why}")
+        if not ok:
+            # A warning, not an error: tensors on devices without a fused kernel
+            # (mps, xpu) still go to the function the patch replaced.
+            warnings.warn(f"fused_gumbel.patch: backend {backend!r} is not available here ({why}); "
+                          "F.gumbel_softmax of CPU and CUDA tensors will raise", stacklevel=3)
         self.backend, self.seed, self.calls = backend, normalize_seed(seed), 0
+        self._entered = 0  # `with` blocks and decorated calls running, in every thread
         self.function = self._make_function()
 
     def _make_function(self):
@@ -125,20 +131,33 @@ class GumbelSoftmaxPatch:
                 _install_top()
 
     def __enter__(self) -> GumbelSoftmaxPatch:
-        return self.install()
+        with _lock:
+            self._entered += 1
+            return self.install()
 
     def __exit__(self, *exc_info) -> None:
-        self.undo()
+        # Undone when the last `with` block or decorated call of this handle
+        # exits (they may nest, or run in several threads).
+        with _lock:
+            self._entered -= 1
+            if self._entered == 0:
+                self.undo()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """As a decorator (``@fg.patch()``): the patch is in place while
-        `fn` runs, not from the decoration on."""
-        self.undo()
+        """As a decorator (``@fg.patch()``): the patch is in place while calls
+        of `fn` run, not from the decoration on (decorating takes back what
+        patch() installed). A generator or coroutine function is refused: its
+        body runs after the call has returned."""
+        with _lock:
+            if self._entered == 0:
+                self.undo()
+        if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError("fused_gumbel.patch: as a decorator it takes a plain function (the body of a "
+                            f"generator or coroutine runs after the call returns); got {fn!r}: use "
+                            "`with fg.patch():` inside it")
 
         @functools.wraps(fn)
         def patched(*args: P.args, **kwargs: P.kwargs) -> R:
-            if self.active:  # a recursive call, or inside `with` this handle: the outer one undoes it
-                return fn(*args, **kwargs)
             with self:
                 return fn(*args, **kwargs)
 
@@ -158,8 +177,8 @@ def patch(*, backend: str = "auto", seed: int | None = None) -> GumbelSoftmaxPat
     (``with fg.patch(): ...``) it is undone when the block exits, also on an
     exception; as a decorator (``@fg.patch()``) it is in place only while the
     decorated function runs; as a plain call it stays until ``handle.undo()``
-    or :func:`unpatch`. Patches nest. A backend that cannot run here raises
-    RuntimeError at once.
+    or :func:`unpatch`. Patches nest. A backend that cannot run here is
+    warned about at once.
 
     Args:
         backend: the fused_gumbel backend ("auto", "cpu", "cuda", "triton",

@@ -4,6 +4,7 @@ shapes, the random state and the drop-in signature. ../shared/CONTRACT.md"""
 import inspect
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -57,10 +58,17 @@ def test_a_tensor_tau_is_a_number(backend):
         fg.gumbel_softmax(x, torch.tensor(-1.0), backend=backend)
     with pytest.raises(TypeError, match="tau"):
         fg.gumbel_softmax(x, torch.tensor([0.5, 0.7]), backend=backend)
-    # float() reads the first four and True; a bool is most often `hard` passed by position
-    for not_a_number in ("0.7", b"0.7", bytearray(b"0.7"), memoryview(b"0.7"), None, [0.7], True):
-        with pytest.raises(TypeError, match="tau must be a number"):
+    for not_a_number in ("0.7", b"0.7", bytearray(b"0.7"), memoryview(b"0.7"), None, [0.7]):
+        with pytest.raises(TypeError, match="tau must be a number"):  # (float() reads the first four)
             fg.gumbel_softmax(x, not_a_number, backend=backend)
+    # F.gumbel_softmax(x, True) runs at tau = 1: so does the drop-in, warning
+    # that this is most often `hard` passed by position
+    for true in (True, np.True_):
+        with pytest.warns(UserWarning, match="hard is the third argument"):
+            y = fg.gumbel_softmax(x, true, seed=2, backend=backend)
+        assert torch.equal(y, fg.gumbel_softmax(x, 1.0, seed=2, backend=backend))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="tau"):
+        fg.gumbel_softmax(x, False, backend=backend)
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])

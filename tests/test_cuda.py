@@ -247,24 +247,33 @@ def _generator_offset():
     return int.from_bytes(torch.cuda.get_rng_state()[8:16].numpy().tobytes(), "little")
 
 
-@pytest.mark.parametrize("op", ["st_softmax", "gumbel_topk"])
+@pytest.mark.parametrize("op", ["st_softmax", "gumbel_topk", "sample"])
 def test_seed_none_counters_stay_inside_what_the_call_reserved(op):
     """PyTorch counts the generator's offset in 32-bit draws, and its kernels
     start at counter offset / 4: the op's counters [base, base + numel / 4)
-    must lie within the draws it reserved, or a later torch.rand or dropout
-    draws the same words (thread 0 of it, in Philox subsequence 0)."""
-    x = _logits((64, 1000), torch.float32, seed=1)
+    must lie within the 4 * ceil(numel / 4) draws it reserved, or a later
+    torch.rand or dropout draws the same words (thread 0 of it, in Philox
+    subsequence 0). sample records no rng_state: its draws are those of
+    st_softmax (same seed=None index)."""
+    x = _logits((64, 1001), torch.float32, seed=1)
+    reserved = 4 * math.ceil(x.numel() / 4)
     torch.cuda.manual_seed(5)
     for _ in range(3):
         before = _generator_offset()
         if op == "st_softmax":
             rng_state = OP(x, 1.0, False, -1, None)[3]
-        else:
+        elif op == "gumbel_topk":
             rng_state = torch.ops.fused_gumbel.gumbel_topk(x, 3, 1.0, True, -1, None)[3]
+        else:
+            state = torch.cuda.get_rng_state()
+            index = torch.ops.fused_gumbel.sample(x, 1.0, -1, None)
+            assert _generator_offset() - before == reserved
+            torch.cuda.set_rng_state(state)
+            _, st_index, _, rng_state = OP(x, 1.0, False, -1, None)[:4]
+            assert torch.equal(index, st_index)
         after = _generator_offset()
-        base = int(rng_state[1])
-        assert before % 4 == 0 and base == before // 4
-        assert base + math.ceil(x.numel() / 4) <= after // 4
+        assert before % 4 == 0 and after - before == reserved
+        assert int(rng_state[1]) == before // 4
         torch.rand(8, device=x.device)
 
 

@@ -18,6 +18,12 @@ def test_schedule_follows_the_method():
         fg.TemperatureSchedule(tau_min=0.05)
     with pytest.raises(ValueError):
         fg.TemperatureSchedule(tau0=0)
+    for bad, match in ((dict(tau0=0.5, tau_min=0.6), "exceeds"), (dict(every=1.5), "every"),
+                       (dict(every=True), "every")):
+        with pytest.raises(ValueError, match=match):
+            fg.TemperatureSchedule(**bad)
+    with pytest.raises(ValueError, match="step"):
+        s(-1)
 
 
 def test_module_anneals_in_training_and_is_hard_in_eval():
@@ -88,9 +94,12 @@ def test_module_arguments_are_checked_at_construction():
     for bad in (dict(tau=0), dict(tau=float("nan")), dict(backend="bogus")):
         with pytest.raises(ValueError):
             fg.GumbelSoftmax(**bad)
-    for not_a_number in ("0.5", None, 1 + 0j, True, torch.tensor([0.5, 0.7])):  # as gumbel_softmax's tau
+    for not_a_number in ("0.5", None, 1 + 0j, torch.tensor([0.5, 0.7])):  # as gumbel_softmax's tau
         with pytest.raises(TypeError, match="tau must be a number"):
             fg.GumbelSoftmax(tau=not_a_number)
+    for true in (True, np.True_):  # (which gumbel_softmax takes as 1, with a warning)
+        with pytest.raises(TypeError, match="GumbelSoftmax: tau"):
+            fg.GumbelSoftmax(tau=true)
     with pytest.raises(TypeError, match="schedule"):
         fg.GumbelSoftmax(schedule=0.5)
     assert fg.GumbelSoftmax(tau=np.float32(0.5)).tau == 0.5 == fg.GumbelSoftmax(tau=torch.tensor(0.5)).tau

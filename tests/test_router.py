@@ -115,6 +115,7 @@ def test_dtypes_and_empty_input():
     (dict(d_model=4, num_experts=4, tau=float("nan")), ValueError, "tau"),
     (dict(d_model=4, num_experts=4, aux_loss_weight=-1.0), ValueError, "aux_loss_weight"),
     (dict(d_model=4, num_experts=4, aux_loss_weight="0.01"), TypeError, "aux_loss_weight"),
+    (dict(d_model=4, num_experts=4, aux_loss_weight=torch.ones(2)), TypeError, "aux_loss_weight"),
     (dict(d_model=4, num_experts=4, tau="1.0"), TypeError, "tau"),
     (dict(d_model=4, num_experts=4, backend="gpu"), ValueError, "backend"),
 ])
@@ -126,8 +127,9 @@ def test_bad_construction(kwargs, error, match):
 def test_numpy_sizes_are_taken_as_nn_linear_takes_them():
     import numpy as np
 
-    router = GumbelRouter(np.int64(4), np.int32(3), k=np.int64(2))
+    router = GumbelRouter(np.int64(4), np.int32(3), k=np.int64(2), aux_loss_weight=torch.tensor(0.5))
     assert (router.d_model, router.num_experts, router.k) == (4, 3, 2) and type(router.k) is int
+    assert router.aux_loss_weight == 0.5 and type(router.aux_loss_weight) is float
 
 
 @pytest.mark.parametrize("k", [1, 2])

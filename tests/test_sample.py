@@ -2,6 +2,7 @@
 reference fed the same noise, its distribution, and the contract's bad input."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -105,6 +106,17 @@ def test_special_values(backend):
     assert got[3] % 2 == 1
     clean = fg.sample(x[3:4], 0.7, seed=8, backend=backend).cpu()
     assert torch.equal(clean, fg.sample_reference(x[3:4].cpu(), 0.7, seed=8))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_temperature_that_requires_grad_is_read_quietly(backend):
+    """sample is not differentiable: a temperature tensor that requires grad
+    is read as its value, without torch's warning on converting it."""
+    x = torch.randn(4, 9, device=device_of(backend))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fg.sample(x, torch.tensor(0.5, requires_grad=True), seed=5, backend=backend)
+    assert torch.equal(got, fg.sample(x, 0.5, seed=5, backend=backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -33,7 +33,8 @@ Launch plan (``plan()``; cols rounded up to the window, W = cols or cols + 3):
     next_pow2(W) <= SINGLE_BLOCK_MAX (8192): "rows" kernels, one block per row,
         BLOCK = max(16, next_pow2(W)), ROWS = rows per program so that
         ROWS * BLOCK is about 2048 elements (at most 128 rows);
-        num_warps = elements / 256 within [4, 16]: 8 elements per thread
+        num_warps = elements / 256 within [4, 16]: 8 elements per thread up
+        to 4096 columns (a row of 8192 has 16 per thread, the cap of 16 warps)
         (60-100 registers, no spills on sm_90: several programs per SM).
     longer rows: "long" kernels, BLOCK = LOOP_BLOCK (2048), 8 warps, the row
         walked in blocks; two passes over the row. The first sees a block as
