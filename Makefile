@@ -12,6 +12,10 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy scipy scikit-learn "transformers>=4.57,<6" pytest ninja pybind11 matplotlib setuptools wheel "cmake>=3.26"
+# The CPU tests run the Triton kernels in Triton's interpreter, which before
+# Triton 3.8 turns a loop bound into an int through a one-element array:
+# NumPy 2.4 refuses that (TORCH_SPEC=torch==2.11.0 brings Triton 3.6).
+	$(PY) -c "import importlib.util as u, sys; u.find_spec('triton') or sys.exit(0); import triton; sys.exit(tuple(map(int, triton.__version__.split('.')[:2])) < (3, 8))" || $(PY) -m pip install -q "numpy<2.4"
 	touch $@
 
 # The extension, in place (csrc/ changes rebuild incrementally with ninja).
