@@ -7,6 +7,10 @@ Environment knobs:
   FUSED_GUMBEL_CPU_CAPABILITY  "avx2" or "default" (auto-detected from the build CPU)
   TORCH_CUDA_ARCH_LIST         defaults to "8.0;9.0+PTX" (sm_80, sm_90, PTX for newer)
   FUSED_GUMBEL_PTXAS_VERBOSE=1 print ptxas resource usage (registers, spills)
+  FUSED_GUMBEL_PREBUILT=1      compile nothing: the package uses the extension that
+                               `setup.py build_ext --inplace` left in fused_gumbel/
+                               (`make build`'s editable install: pip builds in a new
+                               temporary folder each time, a second full build)
 """
 
 import glob
@@ -96,6 +100,6 @@ def _extension():
 
 
 setup(
-    ext_modules=[_extension()],
+    ext_modules=[] if os.environ.get("FUSED_GUMBEL_PREBUILT") == "1" else [_extension()],
     cmdclass={"build_ext": BuildExtension},
 )
