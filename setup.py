@@ -99,7 +99,16 @@ def _extension():
                          extra_link_args=link)
 
 
+def _extensions():
+    if os.environ.get("FUSED_GUMBEL_PREBUILT") != "1":
+        return [_extension()]
+    if not glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_gumbel", "_C*.so")):
+        sys.exit("FUSED_GUMBEL_PREBUILT=1, but fused_gumbel/ holds no built extension: "
+                 "run `python setup.py build_ext --inplace` first (or `make build`)")
+    return []
+
+
 setup(
-    ext_modules=[] if os.environ.get("FUSED_GUMBEL_PREBUILT") == "1" else [_extension()],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension},
 )
