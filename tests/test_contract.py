@@ -388,12 +388,20 @@ def test_empty_inputs_return_empty(backend, shape, dim):
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
-@pytest.mark.parametrize("shape", [(3, 0), (0,)])
-def test_sampling_over_an_empty_dim_is_an_error(backend, shape):
-    """Rows that exist but have no classes have no sample (torch.argmax raises
-    too); zero rows are fine (above)."""
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("shape,dim", [((3, 0), -1), ((0,), 0), ((4, 0, 2), 1)])
+def test_rows_with_no_classes_give_the_empty_sample(backend, hard, shape, dim):
+    """As F.gumbel_softmax returns it (for hard=True it raises; the empty
+    one-hot is still well defined), differentiable; the rows have no argmax,
+    so return_index=True raises (torch.argmax does too)."""
+    x = torch.randn(shape, device=device_of(backend), dtype=torch.float16, requires_grad=True)
+    y = fg.gumbel_softmax(x, 0.5, hard, dim=dim, seed=3, backend=backend)
+    expected = F.gumbel_softmax(x, 0.5, dim=dim)
+    assert y.shape == expected.shape and y.dtype == expected.dtype and y.device == x.device
+    y.sum().backward()
+    assert x.grad.shape == x.shape
     with pytest.raises(ValueError, match="size 0"):
-        fg.gumbel_softmax(torch.randn(shape, device=device_of(backend)), backend=backend)
+        fg.gumbel_softmax(x, hard=hard, dim=dim, return_index=True, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
