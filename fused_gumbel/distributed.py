@@ -83,18 +83,26 @@ def _rescale(m_from: torch.Tensor, m_to: torch.Tensor, inv_tau: float) -> torch.
 
 
 def _merge(parts: torch.Tensor, inv_tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(M, S, index) per row from every rank's (m, l, index) [world, rows, 3],
-    in float64: the largest max wins (NaN wins; ties go to the smaller global
-    index, as torch.argmax), and the sums are rescaled to it."""
+    """(M, S, index) per row from every rank's (m, l, index) [world, rows, 3]
+    of float64 (the index's int64 bits viewed as float64, see _pack): the
+    largest max wins (NaN wins; ties go to the smaller global index, as
+    torch.argmax), and the sums are rescaled to it."""
     m, l, idx = parts.unbind(-1)
+    idx = idx.view(torch.int64)
     nan = torch.isnan(m)
     key = torch.where(nan, torch.full_like(m, float("inf")), m)
     best = key.amax(0)
-    big = torch.finfo(torch.float64).max
-    winner = torch.where(key == best, idx, torch.full_like(idx, big)).amin(0)
+    winner = torch.where(key == best, idx, torch.full_like(idx, torch.iinfo(torch.int64).max)).amin(0)
     M = torch.where(nan.any(0), torch.full_like(best, float("nan")), m.amax(0))
     S = (l * _rescale(m, M.expand_as(m), inv_tau)).sum(0)
-    return M, S, winner.to(torch.int64)
+    return M, S, winner
+
+
+def _pack(stats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """A rank's (m, l, index) per row as one float64 [rows, 3] tensor for one
+    all_gather. The index travels as its int64 bits (a float64 value would
+    round columns past 2**53 of a vocabulary that large)."""
+    return torch.cat([stats.reshape(-1, 2).double(), index.reshape(-1, 1).view(torch.float64)], -1)
 
 
 class _VocabParallelGumbelSoftmax(torch.autograd.Function):
@@ -115,7 +123,7 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
         else:
             y_local, index, stats = _shard_reference(logits, tau, seed, vocab_start, vocab_size)
         rows = logits.shape[:-1]
-        mine = torch.cat([stats.reshape(-1, 2).double(), index.reshape(-1, 1).double()], -1)
+        mine = _pack(stats, index)
         world = dist.get_world_size(group)
         gathered = [torch.empty_like(mine) for _ in range(world)]
         dist.all_gather(gathered, mine, group=group)

@@ -117,6 +117,19 @@ def test_shard_op_checks_its_columns():
         torch.ops.fused_gumbel.st_softmax_shard(torch.randn(2, 5), 0.0, 3, 0, 8)
 
 
+def test_the_gathered_index_is_exact_past_2_to_the_53():
+    """The ranks' argmax columns travel through all_gather as int64 bits: as
+    float64 values, 2**53 + 1 would arrive as 2**53."""
+    from fused_gumbel.distributed import _merge, _pack
+
+    base = 2**53 + 1
+    mine = _pack(torch.tensor([[2.0, 1.0], [3.0, 1.0]]), torch.tensor([base, base + 2]))
+    theirs = _pack(torch.tensor([[1.0, 1.0], [3.0, 1.0]]), torch.tensor([base + 4, base + 6]))
+    for parts in ([mine, theirs], [theirs, mine]):
+        _, _, winner = _merge(torch.stack(parts), 1.0)
+        assert winner.dtype == torch.int64 and winner.tolist() == [base, base + 2]
+
+
 SHARDS = [(7, 50, 13, 101), (3, 9000, 1001, 20000), (2, 16, 4, 40)]
 
 
