@@ -5,8 +5,10 @@ tl.philox) and the README's NumPy code, and the noise's distribution."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torch
 from scipy import stats
 
 import fused_gumbel as fg
+import numpy_noise
 from numpy_noise import gumbel_from_bits, gumbel_noise, philox4x32_10
 
 SEEDS = [0, 5, 2**32 + 5, 2**63 + 12345, 0xFFFFFFFFFFFFFFFF]
@@ -23,6 +26,15 @@ def philox_bits(seed: int, counter: int, n: int, device: str = "cpu") -> np.ndar
     out = torch.empty(n, 4, dtype=torch.int32, device=device)
     torch.ops.fused_gumbel.philox_bits(out, fg._checks.normalize_seed(seed), fg._checks.normalize_seed(counter))
     return out.cpu().numpy().view(np.uint32)
+
+
+def test_the_readme_states_the_constants_of_the_specification():
+    """The README's mapping is complete: its polynomial coefficients and ln 2
+    are the NumPy specification's, in order."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## The noise, exactly"):]
+    stated = re.findall(r"-?0x1\.[0-9a-f]+p-?\d+", section[:section.index("So the noise")])
+    assert [float.fromhex(h) for h in stated] == [float(c) for c in (*numpy_noise.P, numpy_noise.LN2)]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
