@@ -263,11 +263,15 @@ def empty_dim_last(logits: torch.Tensor, dim: int, size: int | None = None,
     return torch.empty_strided(shape, stride, dtype=dtype, device=logits.device)
 
 
-def check_nonempty_dim(logits: torch.Tensor, dim: int) -> None:
+def check_nonempty_dim(logits: torch.Tensor, dim: int, index: bool = False) -> None:
     """ValueError when the sampled dim has size 0 but other dims do not (rows
-    with no class to sample; zero rows are fine), as the C++ checks."""
+    with no class to sample; zero rows are fine), as the C++ checks; `index`:
+    the caller asked for the rows' argmax (return_index=True)."""
     moved, index_shape = output_layouts(logits, dim)
     if moved[-1] == 0 and math.prod(index_shape) > 0:
+        if index:
+            raise ValueError(f"fused_gumbel: dim {dim} has size 0, so its rows have no argmax for "
+                             "return_index=True to return")
         raise ValueError(f"fused_gumbel: cannot sample from dim {dim}, which has size 0")
 
 

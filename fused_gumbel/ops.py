@@ -5,8 +5,6 @@ fused_gumbel.triton_kernels."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ._checks import (accumulation_dtype, as_dim, as_tau, carries_tangent, check_inputs, check_nonempty_dim,
@@ -222,16 +220,10 @@ def gumbel_softmax(
     seed = normalize_seed(seed)
     tau, dim = as_tau(tau), as_dim(dim)
     name = _resolve_backend(backend, logits.device, tau, logits)
-    if logits.numel() == 0:
-        # Rows with no classes (a dim of size 0) get the empty sample that
-        # F.gumbel_softmax returns, with the logits' autograd history; they
-        # have no argmax, so no index (torch.argmax raises too).
-        dim = check_inputs(logits, tau, dim)
-        if not return_index:
-            return torch.softmax(logits, dim)
-        if math.prod(output_layouts(logits, dim)[1]) > 0:
-            raise ValueError(f"fused_gumbel: dim {dim} has size 0, so its rows have no argmax for "
-                             "return_index=True to return")
+    if -logits.dim() <= dim < logits.dim() and logits.shape[dim] == 0:
+        # Rows with no classes: the reference returns the empty sample that
+        # F.gumbel_softmax does (the fused kernels have no row to run).
+        name = "reference"
     if name == "reference":
         return gumbel_softmax_reference(logits, tau, hard, dim=dim, seed=seed, return_index=return_index)
     if name == "triton":

@@ -20,42 +20,46 @@ from ._checks import (accumulation_dtype, as_dim, as_tau, check_inputs, check_k,
 from .noise import noise_for
 
 
-def _check_shape(logits: torch.Tensor, dim: int, k: int) -> int:
-    """The contract's dtype and dim checks, a non-empty sampled dim, and for
-    k > 0 gumbel_topk's k; returns dim wrapped into [0, ndim)."""
+def _check_shape(logits: torch.Tensor, dim: int, k: int, index: bool) -> int:
+    """The contract's dtype and dim checks; a non-empty sampled dim where rows
+    exist for k > 0 (gumbel_topk's k, also checked) or an `index` (a softmax
+    sample of no classes is the empty tensor F.gumbel_softmax returns); returns
+    dim wrapped into [0, ndim)."""
     dim = check_inputs(logits, 1.0, dim)
-    check_nonempty_dim(logits, dim)
+    if k > 0 or index:
+        check_nonempty_dim(logits, dim, index=k == 0)
     if k > 0:
         check_k(k, (logits.reshape(1) if logits.dim() == 0 else logits).shape[dim])
     return dim
 
 
 @torch.library.custom_op("fused_gumbel::check_reference_inputs", mutates_args=())
-def _check_shape_op(logits: torch.Tensor, dim: int, k: int) -> None:
+def _check_shape_op(logits: torch.Tensor, dim: int, k: int, index: bool) -> None:
     """_check_shape as an operator, for torch.compile: its fake kernel raises
     while tracing, so the error reaches the caller as the contract's type (from
     traced Python code dynamo would wrap it in an error of its own)."""
-    _check_shape(logits, dim, k)
+    _check_shape(logits, dim, k, index)
 
 
 @_check_shape_op.register_fake
-def _check_shape_fake(logits: torch.Tensor, dim: int, k: int) -> None:
-    _check_shape(logits, dim, k)
+def _check_shape_fake(logits: torch.Tensor, dim: int, k: int, index: bool) -> None:
+    _check_shape(logits, dim, k, index)
 
 
 @_check_shape_op.register_vmap
-def _check_shape_vmap(info, in_dims: tuple, logits: torch.Tensor, dim: int, k: int) -> tuple[None, None]:
+def _check_shape_vmap(info, in_dims: tuple, logits: torch.Tensor, dim: int, k: int, index: bool
+                      ) -> tuple[None, None]:
     """Under torch.func.vmap (compiled): the checks of one batch member, on a
     meta tensor of its shape (an empty batch has no member to select)."""
     bdim = in_dims[0]
     shape = logits.shape if bdim is None else logits.shape[:bdim] + logits.shape[bdim + 1:]
-    _check_shape_op(logits.new_empty(shape, device="meta"), dim, k)
+    _check_shape_op(logits.new_empty(shape, device="meta"), dim, k, index)
     return None, None
 
 
-def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0
+def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0, index: bool = True
            ) -> tuple[int, float | torch.Tensor]:
-    """The inputs' checks; returns (dim wrapped, tau as the math takes it).
+    """The inputs' checks (see _check_shape); returns (dim wrapped, tau as the math takes it).
     Under torch.compile the shape checks run in an operator (see
     _check_shape_op) and tau becomes a device tensor checked at run time
     (op_tau), as on the fused backends: a check while tracing could only be a
@@ -70,13 +74,13 @@ def _check(logits: torch.Tensor, tau: float | torch.Tensor, dim: int, k: int = 0
         # Detached: a check has no gradient, and under a compiled
         # torch.func.grad a tracked input would take torch.library's autograd
         # Function, which functorch refuses.
-        torch.ops.fused_gumbel.check_reference_inputs(logits.detach(), as_dim(dim), k)
+        torch.ops.fused_gumbel.check_reference_inputs(logits.detach(), as_dim(dim), k, index)
         dim = as_dim(dim) % max(logits.dim(), 1)
         return dim, tau if keep else op_tau(tau, logits.device)
     if not (keep or isinstance(tau, torch.Tensor) and tau.is_meta):
         tau = op_tau(tau)  # a float: a tensor tau is read on the host once
         check_tau(tau)
-    return _check_shape(logits, dim, k), tau
+    return _check_shape(logits, dim, k, index), tau
 
 
 def _tempered(s: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
@@ -124,7 +128,7 @@ def gumbel_softmax_reference(
         return_index: also return the int64 argmax, shape of logits without dim.
     """
     del eps
-    dim, tau = _check(logits, tau, dim)
+    dim, tau = _check(logits, tau, dim, index=return_index)
     seed = normalize_seed(seed)
     scalar = logits.dim() == 0
     x = (logits.reshape(1) if scalar else logits).movedim(dim, -1)
@@ -133,8 +137,8 @@ def gumbel_softmax_reference(
     s = x.to(acc) + g
     y_soft = torch.softmax(_tempered(s, tau), dim=-1)
     index = torch.argmax(s, dim=-1) if s.shape[-1] > 0 else torch.zeros(s.shape[:-1], dtype=torch.long, device=s.device)
-    if hard:
-        row_max = s.amax(dim=-1, keepdim=True) if s.shape[-1] > 0 else s.sum(-1, keepdim=True)
+    if hard and s.shape[-1] > 0:
+        row_max = s.amax(dim=-1, keepdim=True)
         valid = torch.isfinite(row_max)
         y_hard = torch.zeros_like(y_soft).scatter(-1, index.unsqueeze(-1), 1.0)
         y_hard = torch.where(valid, y_hard, torch.full_like(y_hard, float("nan")))

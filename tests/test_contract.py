@@ -405,6 +405,21 @@ def test_rows_with_no_classes_give_the_empty_sample(backend, hard, shape, dim):
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_rows_with_no_classes_under_torch_compile(backend):
+    """fullgraph=True, as eager; the index's error surfaces from the check
+    operator's fake kernel (torch 2.14 wraps a ValueError in a RuntimeError
+    that carries its message)."""
+    x = torch.randn(3, 0, device=device_of(backend), requires_grad=True)
+    torch._dynamo.reset()
+    y = torch.compile(lambda x: fg.gumbel_softmax(x, 0.5, True, seed=2, backend=backend), fullgraph=True)(x)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
+    torch._dynamo.reset()
+    with pytest.raises((ValueError, RuntimeError), match="size 0"):
+        torch.compile(lambda x: fg.gumbel_softmax(x, return_index=True, backend=backend), fullgraph=True)(x)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_rows_of_one_column_are_one(backend):
     x = torch.randn(7, 1, device=device_of(backend))
     for hard in (False, True):
