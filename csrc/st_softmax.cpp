@@ -204,6 +204,7 @@ BackwardInputs prepare_backward(const at::Tensor& grad,
   b.grad_logits = empty_dim_last(saved.sizes(), dim, saved.options());
   b.grad_logits_rows = rows_of(b.grad_logits, dim);
   b.stats = stats.contiguous();
+  b.rng_state = rng_state.contiguous();
   TORCH_CHECK(b.stats.numel() == 2 * rows &&
                   b.stats.scalar_type() == accumulation_type(saved.scalar_type()),
               "fused_gumbel: stats must be the forward's per-row statistics");
@@ -216,7 +217,7 @@ BackwardInputs prepare_backward(const at::Tensor& grad,
   p.logits = logits.has_value() ? b.logits_rows.data_ptr() : nullptr;
   p.logits_row_stride = logits.has_value() ? b.logits_rows.stride(0) : 0;
   p.stats = b.stats.data_ptr();
-  p.rng_state = rng_state.data_ptr<int64_t>();
+  p.rng_state = b.rng_state.data_ptr<int64_t>();
   p.grad_logits = b.grad_logits_rows.data_ptr();
   p.rows = rows;
   p.cols = cols;

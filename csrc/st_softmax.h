@@ -75,7 +75,7 @@ ForwardOutputs prepare_forward(const at::Tensor& logits, double tau, bool hard,
                                int64_t dim);
 
 struct BackwardInputs {
-  at::Tensor grad_rows, y_soft_rows, logits_rows, stats;
+  at::Tensor grad_rows, y_soft_rows, logits_rows, stats, rng_state;
   at::Tensor grad_logits;       // the logits' shape
   at::Tensor grad_logits_rows;  // its storage as [rows, cols] contiguous
   BackwardParams params;

@@ -89,6 +89,7 @@ TopkBackwardInputs prepare_topk_backward(const at::Tensor& grad, const at::Tenso
   b.grad_rows = as_rows(grad.dim() == 0 ? grad.reshape({1}) : grad, dim).to(x.scalar_type());
   b.logits_rows = as_rows(x, dim);
   b.stats = stats.contiguous();
+  b.rng_state = rng_state.contiguous();
   TORCH_CHECK(b.stats.numel() == 2 * k * rows &&
                   b.stats.scalar_type() == accumulation_type(x.scalar_type()),
               "fused_gumbel: stats must be the forward's [..., k, 2] per-step statistics");
@@ -101,7 +102,7 @@ TopkBackwardInputs prepare_topk_backward(const at::Tensor& grad, const at::Tenso
   p.logits = b.logits_rows.data_ptr();
   p.logits_row_stride = b.logits_rows.stride(0);
   p.stats = b.stats.data_ptr();
-  p.rng_state = rng_state.data_ptr<int64_t>();
+  p.rng_state = b.rng_state.data_ptr<int64_t>();
   p.grad_logits = out_rows.data_ptr();
   p.rows = rows;
   p.cols = cols;

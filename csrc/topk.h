@@ -76,7 +76,7 @@ TopkForwardOutputs prepare_topk_forward(const at::Tensor& logits, int64_t k, dou
                                         bool hard, int64_t dim);
 
 struct TopkBackwardInputs {
-  at::Tensor grad_rows, logits_rows, stats;
+  at::Tensor grad_rows, logits_rows, stats, rng_state;
   at::Tensor grad_logits;  // the logits' shape
   TopkBackwardParams params;
 };

@@ -120,3 +120,23 @@ def test_backward_recomputing_the_soft_sample_matches_reading_it(backend):
     from_y = torch.ops.fused_gumbel.st_softmax_backward(grad, y, None, stats, rng, 0.8, -1)
     from_x = torch.ops.fused_gumbel.st_softmax_backward(grad, None, x, stats, rng, 0.8, -1)
     torch.testing.assert_close(from_x, from_y, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS[:2])
+def test_backward_ops_read_strided_saved_state_as_its_values(backend):
+    """The C++ backward ops called directly make strided views of stats and
+    rng_state contiguous (as the Triton ones do) rather than read the kernel's
+    seed and counter base from the wrong place."""
+    device = device_of(backend)
+    x = torch.randn(6, 40, device=device)
+    grad = torch.randn_like(x)
+    ops = torch.ops.fused_gumbel
+    cases = ((ops.st_softmax(x, 0.5, True, -1, None)[:4], ops.st_softmax_backward,
+              lambda stats, rng: (grad, None, x, stats, rng, 0.5, -1)),
+             (ops.gumbel_topk(x, 2, 0.5, True, -1, None), ops.gumbel_topk_backward,
+              lambda stats, rng: (grad, x, stats, rng, 2, 0.5, -1)))
+    for (_, _, stats, rng_state), backward, args in cases:
+        strided_stats = torch.stack([stats, torch.full_like(stats, float("nan"))], -1)[..., 0]
+        strided_rng = torch.stack([rng_state, rng_state + 12345], -1)[:, 0]
+        assert not strided_stats.is_contiguous() and not strided_rng.is_contiguous()
+        assert torch.equal(backward(*args(strided_stats, strided_rng)), backward(*args(stats, rng_state)))
