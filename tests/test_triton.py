@@ -516,6 +516,40 @@ def test_16bit_rows_keep_their_cache_in_a_workspace_of_persistent_programs(loope
             torch.testing.assert_close(cache.cpu(), expected[last_row], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(triton_kernels.interpreting() or not torch.cuda.is_available(),
+                    reason="needs a GPU: the interpreter runs a program's threads, and programs, one after another")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bfloat16", "float32"])
+@pytest.mark.parametrize("shape", [(4096, 32768), (1024, 131072)], ids=["4096x32768", "1024x131072"])
+def test_caches_between_passes_at_the_benchmark_shapes_hold_the_regenerated_noise(monkeypatch, shape, dtype):
+    """At the issue's shapes the looped kernels keep s (soft forward) and the
+    recomputed y_soft (hard backward) between their two passes, in the output
+    (float32) or in the workspace of persistent programs (bfloat16), read back
+    by other threads of the program than wrote them. Three runs each give bit
+    for bit what regenerating the noise gives: a missing barrier between the
+    passes, or between a persistent program's rows, would not."""
+    persistent = []
+    programs = kernels._persistent_programs
+    monkeypatch.setattr(kernels, "_persistent_programs",
+                        lambda rows, device, per_sm: persistent.append(per_sm) or programs(rows, device, per_sm))
+    x = torch.randn(shape, device="cuda", dtype=dtype).requires_grad_()
+    w = torch.randn(shape, device="cuda", dtype=dtype)
+
+    def run(hard: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        y = OP(x, 0.8, hard, -1, 9)[0]
+        (grad,) = torch.autograd.grad((y * w).sum(), x)
+        return y, grad
+
+    for hard in (False, True):
+        cached = [run(hard) for _ in range(3)]
+        monkeypatch.setattr(kernels, "CACHE_BETWEEN_PASSES", False)
+        y_regen, grad_regen = run(hard)
+        monkeypatch.setattr(kernels, "CACHE_BETWEEN_PASSES", True)
+        for y, grad in cached:
+            assert torch.equal(y, y_regen) and torch.equal(grad, grad_regen)
+    if dtype == torch.bfloat16:
+        assert persistent, "the 16-bit rows took no persistent launch"
+
+
 @pytest.fixture
 def persistent_launches(looped, monkeypatch) -> list:
     """Looped kernels on 3 "SMs"; returns the list of the programs per SM of

@@ -206,9 +206,12 @@ def gumbel_units(seed, base, first_position, N_GROUPS: tl.constexpr):
     """Noise of the 4 * N_GROUPS positions first_position + 4 u + q as
     [N_GROUPS, 4] (u, q), float32; first_position (a scalar) is a multiple of 4.
 
-    The shape in which each 4-position group is one row: Triton keeps such a
-    row in one thread, so that reductions over axis 1 need no shuffles (the
-    looped forward's per-unit state). join(join(w0, w2), join(w1, w3)) is
+    The shape in which each 4-position group is one row: where the row width
+    is a multiple of 16 (Triton then knows the rows' addresses 16-byte
+    aligned and lays out [1, 4] per thread; sm_90 TTGIR, triton 3.8) such a
+    row stays in one thread, so that reductions over axis 1 need no shuffles
+    (the looped forward's per-unit state); other widths spread a row over 4
+    threads, whose reductions shuffle (same results, more instructions). join(join(w0, w2), join(w1, w3)) is
     [N_GROUPS, 2, 2] with word 2 i + j at [u, i, j]: flattened, w0..w3.
     """
     counter = base + (first_position >> 2) + tl.arange(0, N_GROUPS).to(tl.int64)

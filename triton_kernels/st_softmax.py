@@ -296,7 +296,8 @@ def _unit_update(s, b, m_u, l_u, best_s, best_b, scale):
     grows), and the first unit that holds m_u as its values best_s and its
     block best_b. Only a larger max or a first NaN replaces the best unit, so
     it is the first one (the columns of a lane grow with b). The reductions
-    are along axis 1, within a thread: no shuffles, no barriers.
+    are along axis 1, within a thread where the row width is a multiple of
+    16 (see noise.gumbel_units): no shuffles, no barriers.
     """
     u_max = tl.reduce(s, 1, _max_nan)
     better = (u_max > m_u) | ((u_max != u_max) & (m_u == m_u))
