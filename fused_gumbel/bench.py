@@ -45,6 +45,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -260,7 +261,9 @@ def versions() -> dict[str, Any]:
         pass
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        out["git"] = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
+        # "-dirty" when the tree differs from the commit: a result of local
+        # changes is not the commit's.
+        out["git"] = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty"], capture_output=True,
                                     text=True, timeout=5).stdout.strip() or None
     except Exception:  # noqa: BLE001
         pass
@@ -324,7 +327,8 @@ def side_bench_parser(prog: str, doc: str, dtype_names: Iterable[str], default_d
     adds its own case option. prog: the module, as the usage line names it."""
     p = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if present")
-    p.add_argument("--dtypes", default=default_dtypes, help="comma list of " + ",".join(dtype_names))
+    p.add_argument("--dtypes", default=default_dtypes, type=_names_from(dtype_names),
+                   help="comma list of " + ",".join(dtype_names))
     p.add_argument("--quick", action="store_true", help="shorter timing (a smoke run)")
     p.add_argument("--system-malloc", action="store_true",
                    help="CPU: leave the C allocator as it is (see fused_gumbel.bench --help)")
@@ -333,11 +337,26 @@ def side_bench_parser(prog: str, doc: str, dtype_names: Iterable[str], default_d
     return p
 
 
+def _names_from(known: Iterable[str]) -> Callable[[str], str]:
+    """An argparse type: a comma list of names from `known`."""
+    known = list(known)
+
+    def parse(text: str) -> str:
+        unknown = [n for n in _csv(text) if n not in known]
+        if unknown or not _csv(text):
+            raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'} not in {', '.join(known)}")
+        return text
+    return parse
+
+
 def side_bench_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], dict[str, Any]],
                     table: Callable[[dict[str, Any]], str], argv: list[str] | None) -> int:
-    """Parses argv, runs, prints the table and writes the JSON (--out)."""
+    """Parses argv, runs, prints the table and writes the JSON (--out), which
+    records when and with what arguments it ran."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    result = run(args)
+    created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    result = {"created": created, "argv": argv, **run(args)}
     print(table(result))
     if args.out:
         _write_json(result, args.out)
@@ -665,6 +684,25 @@ def run_case(case: Case, dtype: torch.dtype, hard: bool, contenders: list[str], 
     return records
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _busy_note(load: float | None, threads: int) -> str | None:
+    """A note when other work held the cores the benchmark's threads need
+    (its timings then include waiting for them), else None."""
+    cpus = os.cpu_count() or 1
+    if load is None or load <= cpus - threads + 0.5:
+        return None
+    return (f"the machine was busy: load average {load:.1f} before the run, {cpus} logical CPUs, "
+            f"{threads} threads for the benchmark; other work shared the cores, so times may be inflated "
+            f"(stop it, or pass --threads {max(1, cpus - math.ceil(load))})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fused_gumbel.bench",
@@ -675,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
                "lm (4096x32000, 1024x128256, 64x262144), all. default: issue on a CPU; on CUDA issue "
                "(fp32+bf16) + moe, lm, vq (bf16 only unless --dtypes).")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--suite", default="default", help="comma list of " + ", ".join(SUITES))
+    p.add_argument("--suite", default=None, help="comma list of " + ", ".join(SUITES) + " (default: default)")
     p.add_argument("--shapes", default=None, help="custom shapes instead of a suite: 4096x1024,8x8192x64x64@1")
     p.add_argument("--quick", action="store_true",
                    help="the issue shapes (on a CPU cut to 2**18 elements), fp32 on a CPU / bf16 on CUDA unless "
@@ -687,8 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="leave out the 'reference' (plain PyTorch ops) backend")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
-    p.add_argument("--tau", type=float, default=1.0, help="temperature of every case (default 1.0)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--tau", type=_positive(float), default=1.0, help="temperature of every case (default 1.0)")
+    p.add_argument("--threads", type=_positive(int), default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--system-malloc", action="store_true",
                    help="CPU: leave the C allocator as it is (default: keep freed memory for reuse, "
                         "so that no contender pays page faults on every call)")
@@ -709,6 +747,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a finite number of `kind` above 0."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n' if kind is int else ''} {kind.__name__}: {text!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    return parse
+
+
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -723,7 +774,9 @@ def make_plan(args: argparse.Namespace, device: str) -> tuple[Plan, list[str], l
     if device == "cpu" and not args.no_scale:
         cap = QUICK_MAX_ELEMENTS if args.quick else CPU_MAX_ELEMENTS
     dtype_names = args.dtypes
-    suites = _csv(args.suite)
+    if args.quick and args.suite is not None:
+        raise SystemExit("fused_gumbel.bench: --quick runs the issue suite; leave out --suite (or --quick)")
+    suites = _csv(args.suite or "default")
     if args.shapes:
         cases = parse_shapes(args.shapes)
     else:
@@ -777,6 +830,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("fused_gumbel.bench: --device cuda but no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = _load_average()
     allocator = keep_freed_memory(device == "cpu" and not args.system_malloc)
     _set_compile_limits()
 
@@ -835,12 +889,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped_contenders": skipped_contenders,
         "passes": passes,
         "tau": args.tau,
+        "load_average": {"before": load_before, "after": None},
         "notes": notes,
         "records": [],
         "skipped_cases": [],
         "complete": False,
         "elapsed_s": None,
     }
+    busy = _busy_note(load_before, torch.get_num_threads())
+    if busy:
+        notes.append(busy)
     progress = Progress(len(plan) * len(contenders) * len(passes), enabled=not args.no_progress)
     progress.note(f"fused_gumbel.bench: {device} ({result['device']['name']}), {torch.get_num_threads()} threads, "
                   f"copy {copy['gbps']:.1f} GB/s; {len(plan)} cases x {len(contenders)} contenders x "
@@ -863,6 +921,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         notes.append(f"{len(result['skipped_cases'])} cases skipped: the time budget of {budget:.0f} s "
                      "was spent (--time-budget 0 runs them all)")
     result["complete"] = True
+    result["load_average"]["after"] = _load_average()
     result["elapsed_s"] = time.time() - t_start
     _write_json(result, out)
     result["_path"] = out
@@ -927,6 +986,9 @@ def _header(result: dict[str, Any]) -> list[str]:
         dev += f", {d['noise_isa']} noise (torch CPU capability {d['torch_cpu_capability']})"
     lines = [f"Device: {dev}; torch {v['torch']}, triton {v['triton'] or '-'}, python {v['python']}; "
              f"copy bandwidth {c['gbps']:.1f} GB/s ({c['method']}, {_fmt_bytes(c['tensor_bytes'])})."]
+    command = shlex.join(["python", "-m", "fused_gumbel.bench", *result.get("argv", [])])
+    lines.append(f"Run: {result.get('created', '-')}, commit {v.get('git') or 'unknown'}, `{command}`"
+                 f"{'' if result.get('complete', True) else ' (incomplete)'}.")
     alloc = result.get("allocator", {})
     if alloc.get("method") == "glibc mallopt":
         lines.append("Allocator: freed memory kept in the C heap for reuse by every contender (glibc mallopt "
@@ -945,7 +1007,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines.append("")
     t = result["timer"]
     mem_method = next((r["mem_method"] for r in recs if r.get("mem_method")), "-")
-    lines.append(f"Times: median ms over {t['method'].split(';')[0]} (spread: IQR); "
+    lines.append(f"Times: median ms, spread IQR (timer: {t['method']}); "
                  "`x eager` / `x compiled`: speed-up of the fused kernel against that peer; "
                  "`limit`: (minimum bytes / time) / copy bandwidth "
                  "(fwd: 2N, fwd+bwd: 5N elements of the dtype). "
@@ -1088,8 +1150,13 @@ def plot(result: dict[str, Any], json_path: str) -> list[str]:
 
 
 def load(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        result = json.load(f)
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except OSError as exc:
+        raise SystemExit(f"fused_gumbel.bench: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"fused_gumbel.bench: {path} is not JSON ({exc})") from None
     if result.get("schema") != SCHEMA:
         raise SystemExit(f"fused_gumbel.bench: {path} is not a {SCHEMA} result (schema {result.get('schema')!r})")
     return result

@@ -67,9 +67,15 @@ def fused_contenders(device: str) -> list[str]:
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """--shapes: a comma list of ROWSxCOLS (an argparse type)."""
     out = []
     for item in text.split(","):
-        rows, cols = (int(v) for v in item.lower().split("x"))
+        try:
+            rows, cols = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not ROWSxCOLS") from None
+        if rows < 1 or cols < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: rows and columns must be at least 1")
         out.append((rows, cols))
     return out
 
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timer = CudaTimer(cfg) if device == "cuda" else (lambda fn: time_cpu(fn, cfg))
     allocator = keep_freed_memory(device == "cpu" and not args.system_malloc)
     _set_compile_limits()
-    shapes = parse_shapes(args.shapes) if args.shapes else SHAPES[device]
+    shapes = args.shapes or SHAPES[device]
     dtypes = [DTYPES[d] for d in args.dtypes.split(",")]
     contenders = fused_contenders(device) + ["eager", "compiled", "multinomial"]
     progress = Progress(len(shapes) * len(dtypes) * len(contenders), enabled=not args.no_progress)
@@ -137,7 +143,7 @@ def format_table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (fused-gumbel-bench-sample). Returns the exit status."""
     p = side_bench_parser("fused_gumbel.bench_sample", __doc__, DTYPES, "bf16,fp32")
-    p.add_argument("--shapes", default=None, help="comma list of ROWSxCOLS (default: per device)")
+    p.add_argument("--shapes", default=None, type=parse_shapes, help="comma list of ROWSxCOLS (default: per device)")
     return side_bench_main(p, run, format_table, argv)
 
 

@@ -26,8 +26,7 @@ def section() -> str:
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             bench.main(["--markdown", stem + ".json"])
-        parts.append(f"### {title}\n\n`{stem}.json`, made with "
-                     f"`python -m fused_gumbel.bench{' --device cuda --suite issue' if 'cuda' in stem else ''}`.\n\n"
+        parts.append(f"### {title}\n\n`{stem}.json` (its run, commit and command in the table's header).\n\n"
                      f"{out.getvalue().strip()}\n\n"
                      f"![speed-up]({stem}_speedup.png)\n![fraction of the limit]({stem}_limit.png)\n")
     return "\n".join(parts)

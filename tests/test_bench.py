@@ -89,6 +89,8 @@ def test_bench_shapes_dtypes_reference_markdown_plots(tmp_path, capsys):
     assert bench.main(["--markdown", str(out)]) == 0
     md = capsys.readouterr().out
     assert "| case | dtype | mode | pass |" in md and "fused-cpu ms" in md
+    assert f"Run: {result['created']}, commit {result['versions']['git']}, `python -m fused_gumbel.bench " in md
+    assert "load_average" in result and result["load_average"]["after"] is not None
     assert md.count("\n| 8x16 |") == 8 + 4  # 2 dtypes x 2 modes x 2 passes, + the memory table
 
     pytest.importorskip("matplotlib")
@@ -98,6 +100,25 @@ def test_bench_shapes_dtypes_reference_markdown_plots(tmp_path, capsys):
         p.unlink()
     assert bench.main(["--plot-from", str(out)]) == 0
     assert all(p.stat().st_size > 0 for p in pngs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "0"], "--threads: must be above 0"),
+    (["--tau", "-1"], "--tau: must be above 0"),
+    (["--tau", "nan"], "--tau: must be above 0"),
+    (["--quick", "--suite", "moe"], "--quick runs the issue suite"),
+    (["--markdown", "no-such-file.json"], "cannot read no-such-file.json"),
+])
+def test_bad_arguments_stop_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert message in str(exc.value.code) + capsys.readouterr().err
+
+
+def test_a_busy_machine_is_noted(monkeypatch):
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    assert bench._busy_note(0.1, 2) is None and bench._busy_note(1.2, 1) is None
+    assert "--threads 1" in bench._busy_note(1.2, 2)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

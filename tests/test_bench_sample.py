@@ -16,6 +16,7 @@ def test_quick_run_writes_json(tmp_path, capsys):
                               "--out", str(out), "--no-progress", "--system-malloc"]) == 0
     result = json.loads(out.read_text())
     assert result["allocator"] == {"method": "system default"}
+    assert result["created"] and result["argv"][:2] == ["--device", "cpu"]
     by_name = {r["contender"]: r for r in result["records"]}
     assert set(by_name) == {"fused-cpu", "eager", "compiled", "multinomial"}
     assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in by_name.values())
