@@ -261,10 +261,13 @@ def versions() -> dict[str, Any]:
         pass
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        # "-dirty" when the tree differs from the commit: a result of local
-        # changes is not the commit's.
-        out["git"] = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty"], capture_output=True,
-                                    text=True, timeout=5).stdout.strip() or None
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        # "-dirty" when tracked files differ from the commit (a result of local
+        # changes is not the commit's), results files aside: a rerun rewrites them.
+        dirty = subprocess.run(["git", "-C", here, "diff", "--quiet", "HEAD", "--", ":(top)",
+                                ":(top,exclude)bench/results"], capture_output=True, timeout=5).returncode == 1
+        out["git"] = (commit + ("-dirty" if dirty else "")) or None
     except Exception:  # noqa: BLE001
         pass
     return out
