@@ -695,15 +695,31 @@ def _load_average() -> float | None:
         return None
 
 
-def _busy_note(load: float | None, threads: int) -> str | None:
-    """A note when other work held the cores the benchmark's threads need
-    (its timings then include waiting for them), else None."""
-    cpus = os.cpu_count() or 1
-    if load is None or load <= cpus - threads + 0.5:
+def _running_elsewhere(reads: int = 5, interval_s: float = 0.1) -> float | None:
+    """Tasks running besides this process now: the median of a few reads of
+    /proc/loadavg's running count, less this process (Linux; else None). The
+    load average would also count work that ended a minute ago."""
+    counts = []
+    try:
+        for _ in range(reads):
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+            time.sleep(interval_s)
+    except (OSError, ValueError, IndexError):
         return None
-    return (f"the machine was busy: load average {load:.1f} before the run, {cpus} logical CPUs, "
-            f"{threads} threads for the benchmark; other work shared the cores, so times may be inflated "
-            f"(stop it, or pass --threads {max(1, cpus - math.ceil(load))})")
+    return float(sorted(counts)[len(counts) // 2])
+
+
+def _busy_note(others: float | None, threads: int) -> str | None:
+    """A note when other work holds cores the benchmark's threads need (its
+    timings then include waiting for them), else None. others: tasks
+    running besides the benchmark (_running_elsewhere)."""
+    cpus = os.cpu_count() or 1
+    if others is None or others <= cpus - threads:
+        return None
+    return (f"the machine was busy: {others:g} other tasks running at the start, {cpus} logical CPUs, "
+            f"{threads} threads for the benchmark; they shared the cores, so times may be inflated "
+            f"(stop them, or pass --threads {max(1, cpus - math.ceil(others))})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -834,6 +850,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = _load_average()
+    running_before = _running_elsewhere()
     allocator = keep_freed_memory(device == "cpu" and not args.system_malloc)
     _set_compile_limits()
 
@@ -892,14 +909,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped_contenders": skipped_contenders,
         "passes": passes,
         "tau": args.tau,
-        "load_average": {"before": load_before, "after": None},
+        "load_average": {"before": load_before, "after": None, "running_elsewhere_before": running_before},
         "notes": notes,
         "records": [],
         "skipped_cases": [],
         "complete": False,
         "elapsed_s": None,
     }
-    busy = _busy_note(load_before, torch.get_num_threads())
+    busy = _busy_note(running_before, torch.get_num_threads())
     if busy:
         notes.append(busy)
     progress = Progress(len(plan) * len(contenders) * len(passes), enabled=not args.no_progress)

@@ -117,8 +117,9 @@ def test_bad_arguments_stop_with_a_message(argv, message, capsys):
 
 def test_a_busy_machine_is_noted(monkeypatch):
     monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
-    assert bench._busy_note(0.1, 2) is None and bench._busy_note(1.2, 1) is None
-    assert "--threads 1" in bench._busy_note(1.2, 2)
+    assert bench._busy_note(0, 2) is None and bench._busy_note(1, 1) is None
+    assert "--threads 1" in bench._busy_note(1, 2)
+    assert bench._busy_note(None, 2) is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
