@@ -556,6 +556,12 @@ class Progress:
                 pass
         self.tty = sys.stderr.isatty()
 
+    def start(self, desc: str) -> None:
+        """Names the item now running (a compile can take a minute), before
+        update counts it done."""
+        if self.enabled and self.bar is not None:
+            self.bar.set_description_str(desc[:60])
+
     def update(self, desc: str, step: int = 1) -> None:
         self.n += step
         if not self.enabled:
@@ -632,6 +638,8 @@ def run_case(case: Case, dtype: torch.dtype, hard: bool, contenders: list[str], 
     records = []
     t_case = time.perf_counter()
     for name in contenders:
+        progress.start(f"{case.label} {_dtype_name(dtype)} {mode} {name}"
+                       + (" (compiling)" if name == "compiled" else ""))
         fields: dict[str, Any] = {}
         try:
             fn = make_contender(name, tau, hard, case.dim)
