@@ -211,8 +211,10 @@ def gumbel_units(seed, base, first_position, N_GROUPS: tl.constexpr):
     aligned and lays out [1, 4] per thread; sm_90 TTGIR, triton 3.8) such a
     row stays in one thread, so that reductions over axis 1 need no shuffles
     (the looped forward's per-unit state); other widths spread a row over 4
-    threads, whose reductions shuffle (same results, more instructions). join(join(w0, w2), join(w1, w3)) is
-    [N_GROUPS, 2, 2] with word 2 i + j at [u, i, j]: flattened, w0..w3.
+    threads, whose reductions shuffle (same results, more instructions).
+
+    join(join(w0, w2), join(w1, w3)) is [N_GROUPS, 2, 2] with word 2 i + j at
+    [u, i, j]: flattened, w0..w3.
     """
     counter = base + (first_position >> 2) + tl.arange(0, N_GROUPS).to(tl.int64)
     w0, w1, w2, w3 = philox(seed, counter.to(tl.uint32), (counter >> 32).to(tl.uint32))
