@@ -19,6 +19,7 @@ keeps PyTorch's function, as with any monkey-patch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
@@ -105,9 +106,13 @@ class GumbelSoftmaxPatch:
         # Python state to guard on.
         if self.seed is None:
             return None
-        seed = normalize_seed(self.seed + self.calls)
-        self.calls += 1
-        return seed
+        # Counted under the lock, so that threads sharing the patch
+        # (nn.DataParallel's replicas) never draw the same seed; dynamo cannot
+        # trace a lock, and a compiled call's seed is a constant of its graph.
+        with contextlib.nullcontext() if torch.compiler.is_compiling() else _lock:
+            n = self.calls
+            self.calls += 1
+        return normalize_seed(self.seed + n)
 
     @property
     def active(self) -> bool:

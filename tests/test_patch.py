@@ -2,6 +2,7 @@
 
 import inspect
 import threading
+import time
 
 import pytest
 import torch
@@ -113,6 +114,35 @@ def test_a_handle_stays_until_its_last_block_or_call_exits():
     release.set()
     first.join()
     assert seen == [True, True] and F.gumbel_softmax is torch_gumbel_softmax
+
+
+def test_threads_sharing_a_seeded_patch_never_draw_the_same_seed(monkeypatch):
+    """nn.DataParallel's replicas call F.gumbel_softmax from several threads:
+    each call of a seeded patch takes a seed of its own. A thread switch is
+    forced where the seed is normalized (between reading and advancing the
+    count, were it not locked)."""
+    normalize_seed = fg.patching.normalize_seed
+
+    def switching(seed):
+        time.sleep(0)
+        return normalize_seed(seed)
+
+    monkeypatch.setattr(fg.patching, "normalize_seed", switching)
+    x, threads, calls = torch.randn(2, 64), 4, 50
+    samples = []
+    with fg.patch(seed=11, backend="cpu") as handle:
+        def replica():
+            samples.extend(F.gumbel_softmax(x, 0.5) for _ in range(calls))
+
+        workers = [threading.Thread(target=replica) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    assert handle.calls == threads * calls
+    expected = {fg.gumbel_softmax(x, 0.5, seed=11 + n, backend="cpu").numpy().tobytes()
+                for n in range(threads * calls)}
+    assert {y.numpy().tobytes() for y in samples} == expected
 
 
 def test_a_bool_tau_runs_as_pytorch_takes_it():
@@ -241,3 +271,16 @@ def test_compiled_patched_model():
     torch.testing.assert_close(y, expected)
     assert ((y == 0) | (y == 1)).all() and y.sum(-1).eq(1).all()
     assert model.proj.weight.grad is not None and model.proj.weight.grad.abs().sum() > 0
+
+
+def test_a_seeded_patch_runs_under_fullgraph_compile():
+    """The seed count's lock is left out of the traced code (dynamo cannot
+    trace one); each compiled call still takes the next seed."""
+    torch._dynamo.reset()
+    x = torch.randn(4, 8)
+    with fg.patch(seed=3, backend="cpu") as handle:
+        compiled = torch.compile(lambda t: F.gumbel_softmax(t, 0.5), fullgraph=True)
+        first, second = compiled(x), compiled(x)
+    assert handle.calls == 2
+    torch.testing.assert_close(first, fg.gumbel_softmax(x, 0.5, seed=3, backend="cpu"))
+    torch.testing.assert_close(second, fg.gumbel_softmax(x, 0.5, seed=4, backend="cpu"))
