@@ -96,6 +96,12 @@ def _autocasting(device_type: str) -> bool:
         return False
 
 
+def _in_backward() -> bool:
+    """Whether this runs inside a backward pass: where activation checkpointing
+    (torch.utils.checkpoint, reentrant or not) recomputes a block's forward."""
+    return torch._C._current_graph_task_id() != -1
+
+
 class _StepCounter(nn.Module):
     """The training-step buffer `step` (saved in the state dict) of a module
     with a TemperatureSchedule, and the schedule's tau at that step without a
@@ -105,35 +111,65 @@ class _StepCounter(nn.Module):
     autograd's version counter, through step.data or step.numpy(), are seen
     only at the next train() or eval()); under torch.compile tau is computed
     from the buffer with tensor ops, so the graph neither breaks nor
-    specializes on the step."""
+    specializes on the step.
+
+    A forward that activation checkpointing recomputes in the backward pass
+    repeats the last training forward: its tau, and no second advance."""
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+        self._forget_step()
+
+    def _forget_step(self) -> None:
         self._step_int, self._step_seen = 0, None  # the copy, and (buffer, its version) it was read from
+        self._last_step = None  # the step of the last training forward's tau, for its recompute
 
     def _scheduled_tau(self, schedule: TemperatureSchedule) -> float | torch.Tensor:
         if torch.compiler.is_compiling() and hasattr(schedule, "tensor"):
             return schedule.tensor(self.step)
-        seen, version = self._step_seen, self._version()
+        if self._last_step is not None and _in_backward():
+            return schedule(self._last_step)
+        seen, version = self._step_seen, self._step_version()
         if version is None or seen is None or seen[0] is not self.step or seen[1] != version:
             self._step_int, self._step_seen = int(self.step), (self.step, version)
         return schedule(self._step_int)
 
-    def _version(self) -> int | None:
+    def _step_version(self) -> int | None:
         """The step buffer's version counter; None for a buffer made under
         torch.inference_mode, which has none (its step is then read at every
-        forward)."""
+        forward). (Not `_version`: nn.Module's, which state_dict saves.)"""
         return None if self.step.is_inference() else self.step._version
 
     def train(self, mode: bool = True) -> "_StepCounter":
         self._step_seen = None
         return super().train(mode)
 
+    def reset_parameters(self) -> None:
+        """Sets `step` to 0, as after construction; what initializing a model
+        built on the meta device (``to_empty``, then ``reset_parameters``)
+        needs, whose buffers hold arbitrary memory."""
+        with torch.no_grad():
+            self.step.zero_()
+        self._forget_step()
+
+    def __getstate__(self) -> dict:
+        # A copy (deepcopy, pickle) has a buffer whose version counter starts
+        # again: the cached version could match a later write's.
+        state = super().__getstate__()
+        state["_step_seen"], state["_last_step"] = None, None
+        return state
+
     def _advance(self) -> None:
+        if torch.compiler.is_compiling():
+            self.step += 1
+            return
+        if _in_backward():  # checkpointing's recompute of the last training forward
+            return
+        self._last_step = self._step_int if self._step_seen is not None else None
         self.step += 1
-        if not torch.compiler.is_compiling() and self._step_seen is not None:
-            self._step_int, self._step_seen = self._step_int + 1, (self.step, self._version())
+        if self._step_seen is not None:
+            self._step_int, self._step_seen = self._step_int + 1, (self.step, self._step_version())
 
 
 class GumbelSoftmax(_StepCounter):
@@ -308,6 +344,11 @@ class GumbelRouter(_StepCounter):
     def current_tau(self) -> float:
         """The temperature the next forward uses."""
         return self.tau(int(self.step)) if isinstance(self.tau, TemperatureSchedule) else self.tau
+
+    def reset_parameters(self) -> None:
+        """A new gate (nn.Linear's initialization) and `step` 0."""
+        super().reset_parameters()
+        self.gate.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> RouterOutput:
         """Routes the tokens of x [..., d_model]; returns a RouterOutput."""

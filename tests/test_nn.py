@@ -1,6 +1,9 @@
 """The GumbelSoftmax module and the temperature schedule."""
 
+import copy
+import io
 import math
+import pickle
 
 import pytest
 import torch
@@ -67,6 +70,95 @@ def test_module_follows_writes_to_its_step():
         torch.manual_seed(1)
         torch.testing.assert_close(m(x), sample_at(expected_step))
         assert int(m.step) == expected_step + 1
+
+
+_FAST = fg.TemperatureSchedule(tau0=2.0, tau_min=0.1, rate=0.5, every=1)  # a new tau at every step
+
+
+def _scheduled_modules():
+    """A GumbelSoftmax after a linear layer and a GumbelRouter, both with _FAST."""
+    torch.manual_seed(0)
+    gs = fg.GumbelSoftmax(schedule=_FAST, backend="cpu")
+    return [torch.nn.Sequential(torch.nn.Linear(8, 5), gs),
+            fg.GumbelRouter(8, 5, tau=_FAST, backend="cpu")]
+
+
+def _loss(out):
+    y = out if isinstance(out, torch.Tensor) else out[0] * out[3][..., :1]  # (reentrant: a plain tuple)
+    return (y * torch.linspace(-1, 2, y.shape[-1])).sum()
+
+
+@pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non_reentrant"])
+def test_a_checkpointed_forward_is_recomputed_at_its_own_step(reentrant):
+    """Activation checkpointing runs the forward again in the backward pass:
+    that recompute takes the tau of the forward it repeats and does not
+    advance the step again (else the schedule anneals twice as fast and the
+    gradient is of another temperature's sample)."""
+    x = torch.randn(6, 8, requires_grad=True)  # (reentrant checkpointing needs an input that does)
+    for index in range(2):
+        plain, checkpointed = _scheduled_modules()[index], _scheduled_modules()[index]
+        for step in range(3):
+            torch.manual_seed(step)
+            _loss(plain(x)).backward()
+            torch.manual_seed(step)
+            out = torch.utils.checkpoint.checkpoint(checkpointed, x, use_reentrant=reentrant)
+            _loss(out).backward()
+            inner = checkpointed[-1] if index == 0 else checkpointed
+            assert int(inner.step) == step + 1
+        for p, q in zip(plain.parameters(), checkpointed.parameters()):
+            assert p.grad.abs().sum() > 0
+            torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0)
+
+
+def test_a_state_dict_loads_with_weights_only():
+    """torch.load's default (weights_only=True) takes the modules' state
+    dicts: their metadata holds nn.Module's int version, not a method."""
+    for module in _scheduled_modules():
+        module(torch.randn(2, 8))
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=True)
+        assert all(isinstance(m["version"], int) for m in loaded._metadata.values())
+        fresh = _scheduled_modules()[0 if isinstance(module, torch.nn.Sequential) else 1]
+        fresh.load_state_dict(loaded)
+        for key, value in module.state_dict().items():
+            assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_modules_built_on_the_meta_device_start_at_step_0():
+    """The meta-device recipe (to_empty, then every module's reset_parameters)
+    leaves step 0, whatever memory to_empty gave the buffer."""
+    with torch.device("meta"):
+        modules = [fg.GumbelSoftmax(schedule=_FAST), fg.GumbelRouter(8, 5, tau=_FAST)]
+    for module in modules:
+        module.to_empty(device="cpu")
+        module.step.fill_(123456789)  # what an uninitialized buffer may hold
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+        assert int(module.step) == 0 and module.current_tau() == _FAST(0)
+    router = fg.GumbelRouter(8, 5)
+    before = router.gate.weight.clone()
+    router.reset_parameters()
+    assert not torch.equal(router.gate.weight, before)
+
+
+@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
+                         ids=["deepcopy", "pickle"])
+def test_a_copy_follows_writes_to_its_step(copy_of):
+    """A copy's buffer counts its versions from the start again: the copy must
+    not compare them with the original's."""
+    x = torch.randn(3, 8)
+    for steps in (1, 2, 3):
+        for module in _scheduled_modules():
+            for _ in range(steps):
+                module(x)
+            for write in (lambda m: m.step.fill_(10), lambda m: m.load_state_dict({"step": torch.tensor(10)}, strict=False)):
+                clone = copy_of(module)
+                inner = clone[-1] if isinstance(clone, torch.nn.Sequential) else clone
+                write(inner)
+                assert inner._scheduled_tau(_FAST) == _FAST(10)
 
 
 def test_module_with_a_schedule_compiles_to_one_graph():
