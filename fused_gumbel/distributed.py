@@ -55,6 +55,26 @@ def _shard_reference(x: torch.Tensor, tau: float, seed: int, vocab_start: int,
     return y, index, torch.stack([m, l], -1)
 
 
+def _checked(logits: torch.Tensor, tau: Any, seed: Any, vocab_start: int, vocab_size: int | None,
+             backend: str) -> tuple[int, float, str]:
+    """This rank's own checks: (seed, tau, the backend to run) or an error.
+    Without vocab_size only the shard's own columns are checked; _agree then
+    checks that the ranks' shards tile the vocabulary."""
+    seed = normalize_seed(seed)
+    if seed is None:
+        raise TypeError("fused_gumbel.distributed: seed must be an int, the same on every rank")
+    tau = as_tau(tau)
+    if tau_is_differentiated(tau):
+        raise NotImplementedError("fused_gumbel.distributed: tau takes no derivative here (a tensor that "
+                                  "requires grad or carries a tangent); pass tau.detach() or a float")
+    if carries_tangent(logits):
+        raise NotImplementedError("fused_gumbel.distributed: no forward-mode derivative (the logits are a dual "
+                                  "tensor of torch.autograd.forward_ad)")
+    width = logits.shape[-1] if logits.dim() else 1
+    check_shard(logits, tau, vocab_start, vocab_start + width if vocab_size is None else vocab_size)
+    return seed, float(tau), _resolve(backend, logits.device)
+
+
 def _resolve(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"fused_gumbel.distributed: unknown backend {backend!r}; choose from {BACKENDS}")
@@ -90,10 +110,14 @@ def _merge(parts: torch.Tensor, inv_tau: float) -> tuple[torch.Tensor, torch.Ten
     m, l, idx = parts.unbind(-1)
     idx = idx.view(torch.int64)
     nan = torch.isnan(m)
-    key = torch.where(nan, torch.full_like(m, float("inf")), m)
-    best = key.amax(0)
-    winner = torch.where(key == best, idx, torch.full_like(idx, torch.iinfo(torch.int64).max)).amin(0)
-    M = torch.where(nan.any(0), torch.full_like(best, float("nan")), m.amax(0))
+    any_nan = nan.any(0)
+    # The candidates: the ranks holding a NaN if any does (a +inf elsewhere
+    # must not win the tie: the unsharded argmax takes the first NaN), else
+    # those holding the largest max.
+    best = torch.where(nan, torch.full_like(m, float("-inf")), m).amax(0)
+    candidate = torch.where(any_nan, nan, m == best)
+    winner = torch.where(candidate, idx, torch.full_like(idx, torch.iinfo(torch.int64).max)).amin(0)
+    M = torch.where(any_nan, torch.full_like(best, float("nan")), m.amax(0))
     S = (l * _rescale(m, M.expand_as(m), inv_tau)).sum(0)
     return M, S, winner
 
@@ -103,6 +127,76 @@ def _pack(stats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     all_gather. The index travels as its int64 bits (a float64 value would
     round columns past 2**53 of a vocabulary that large)."""
     return torch.cat([stats.reshape(-1, 2).double(), index.reshape(-1, 1).view(torch.float64)], -1)
+
+
+_ARGS = 3  # rows of a rank's arguments under its statistics in the forward's all_gather (see _arguments)
+
+
+def _arguments(failed: bool, seed: int, vocab_start: int, width: int, vocab_size: int | None, tau: float,
+               hard: bool, rows: int, device: torch.device) -> torch.Tensor:
+    """A rank's arguments as [_ARGS, 3] float64 (the ints as int64 bits, tau as
+    itself), gathered so that every rank checks that the ranks agree (see
+    _agree) and that none rejected its own (`failed`); vocab_size None is -1."""
+    ints = torch.tensor([int(failed), vocab_start, width, seed, -1 if vocab_size is None else vocab_size,
+                         int(hard), rows, 0], dtype=torch.int64)
+    args = torch.cat([ints.view(torch.float64), torch.tensor([tau], dtype=torch.float64)]).reshape(_ARGS, 3)
+    # (non_blocking: a copy from pageable memory that need not wait for the
+    # device's queued work, as a blocking copy would)
+    return args.to(device, non_blocking=True)
+
+
+def _disagreement(gathered: torch.Tensor) -> torch.Tensor:
+    """Whether the ranks' _arguments [world, _ARGS, 3] rule the sample out: a
+    rank rejected its own, or the ranks differ in seed, tau, hard, vocab_size
+    or rows, or their shards do not tile [0, vocab_size) once each (vocab_size
+    -1: the sum of the widths). A 0-d bool tensor, in device ops: no host
+    synchronization."""
+    flat = gathered.reshape(gathered.shape[0], -1)
+    ints, tau = flat[:, :8].view(torch.int64), flat[:, 8]
+    shared = ints[:, 3:7]  # seed, vocab_size, hard, rows
+    start, width = ints[:, 1], ints[:, 2]
+    order = start.argsort()
+    start, width = start[order], width[order]
+    ends = torch.cumsum(width, 0)
+    vocab = torch.where(ints[0, 4] == -1, ends[-1], ints[0, 4])
+    return (ints[:, 0].any() | (shared != shared[:1]).any() | (tau != tau[:1]).any()
+            | (start != ends - width).any() | (ends[-1] != vocab))
+
+
+def _agree(gathered: torch.Tensor, failure: Exception | None) -> int:
+    """Raises on every rank alike where _disagreement does, naming why: this
+    rank's own rejected arguments (`failure`), another rank's, or what the
+    ranks disagree on. So all raise together rather than some waiting in a
+    collective that one has left. Returns vocab_size (the sum of the widths
+    where every rank passed None)."""
+    if failure is not None:
+        raise failure
+    flat = gathered.reshape(gathered.shape[0], -1).cpu()
+    failed, start, width, seed, vocab, hard, rows = flat[:, :8].view(torch.int64).T.tolist()[:7]
+    tau = flat[:, 8].tolist()
+    if any(failed):
+        raise RuntimeError(f"fused_gumbel.distributed: rank(s) {[r for r, f in enumerate(failed) if f]} of the "
+                           "group rejected their arguments (each raised why); no rank sampled")
+    for name, values in (("seed", seed), ("tau", tau), ("hard", hard), ("vocab_size", vocab),
+                         ("the number of rows", rows)):
+        if len(set(values)) > 1:
+            shown = [None if name == "vocab_size" and v == -1 else v for v in values]
+            raise ValueError(f"fused_gumbel.distributed: {name} must be the same on every rank of the group; "
+                             f"the ranks passed {shown}")
+    vocab_size = sum(width) if vocab[0] == -1 else vocab[0]
+    if bool(_disagreement(gathered)):
+        shards = ", ".join(f"[{a}, {a + w})" for a, w in sorted(zip(start, width)))
+        raise ValueError("fused_gumbel.distributed: the ranks' shards [vocab_start, vocab_start + width) must "
+                         f"cover [0, vocab_size = {vocab_size}) once each, without gaps or overlaps; they are "
+                         f"{shards}")
+    return vocab_size
+
+
+def _all_gather(tensor: torch.Tensor, group: Any) -> torch.Tensor:
+    """Every rank's `tensor`, stacked in rank order."""
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, tensor, group=group)
+    return torch.stack(gathered)
 
 
 class _VocabParallelGumbelSoftmax(torch.autograd.Function):
@@ -124,12 +218,17 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
             y_local, index, stats = _shard_reference(logits, tau, seed, vocab_start, vocab_size)
         rows = logits.shape[:-1]
         mine = _pack(stats, index)
-        world = dist.get_world_size(group)
-        gathered = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(gathered, mine, group=group)
+        arguments = _arguments(False, seed, vocab_start, logits.shape[-1], vocab_size, tau, hard, rows.numel(),
+                               logits.device)
+        gathered = _all_gather(torch.cat([mine, arguments]), group)
+        if logits.device.type == "cpu":
+            _agree(gathered[:, -_ARGS:], None)
+        # Elsewhere a host check would synchronize the device at every call:
+        # ranks that disagree get NaN rows instead (and a rank that rejected
+        # its arguments raises).
         inv_tau = 1.0 / tau
-        M, S, winner = _merge(torch.stack(gathered), inv_tau)
-        valid = torch.isfinite(M) & (S > 0) & torch.isfinite(S)
+        M, S, winner = _merge(gathered[:, :-_ARGS], inv_tau)
+        valid = torch.isfinite(M) & (S > 0) & torch.isfinite(S) & ~_disagreement(gathered[:, -_ARGS:])
         acc = accumulation_dtype(logits.dtype)
         m_r, l_r = mine[:, 0], mine[:, 1]
         scale = torch.where(valid, l_r * _rescale(m_r, M, inv_tau) / S, torch.full_like(S, float("nan")))
@@ -195,7 +294,8 @@ def gumbel_softmax(
             same noise without talking to each other).
         vocab_start: the global column of this shard's first column.
         vocab_size: the full vocabulary size. None finds it with one extra
-            all-reduce of the shard widths; pass it to save that call.
+            all-gather of the ranks' arguments (and a host synchronization);
+            pass it to save that call.
         group: the torch.distributed process group (None: the default group).
         return_index: also return the int64 global index of the sample (the
             same on every rank), shape of the logits without the last dim.
@@ -207,23 +307,30 @@ def gumbel_softmax(
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("fused_gumbel.distributed: torch.distributed is not initialized "
                            "(call torch.distributed.init_process_group first)")
-    seed = normalize_seed(seed)
-    if seed is None:
-        raise TypeError("fused_gumbel.distributed: seed must be an int, the same on every rank")
+    if not isinstance(logits_shard, torch.Tensor):
+        raise TypeError(f"fused_gumbel.distributed: logits_shard must be a torch.Tensor, "
+                        f"got {type(logits_shard).__name__}")
+    # A rank whose arguments are rejected still takes part in the first
+    # collective, which tells every rank to raise: raising at once would leave
+    # the others waiting in it.
+    failure = None
+    try:
+        seed, tau, name = _checked(logits_shard, tau, seed, vocab_start, vocab_size, backend)
+    except (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError) as error:
+        failure = error
+    rows = logits_shard.shape[:-1].numel() if logits_shard.dim() else 1
+    if failure is None:
+        arguments = _arguments(False, seed, int(vocab_start), logits_shard.shape[-1], vocab_size, tau, bool(hard),
+                               rows, logits_shard.device)
+    else:
+        arguments = _arguments(True, 0, 0, 0, None, 0.0, False, rows, logits_shard.device)
     if vocab_size is None:
-        width = torch.tensor([logits_shard.shape[-1] if logits_shard.dim() else 1], dtype=torch.int64,
-                             device=logits_shard.device)
-        dist.all_reduce(width, group=group)
-        vocab_size = int(width.item())
-    tau = as_tau(tau)
-    if tau_is_differentiated(tau):
-        raise NotImplementedError("fused_gumbel.distributed: tau takes no derivative here (a tensor that "
-                                  "requires grad or carries a tangent); pass tau.detach() or a float")
-    if carries_tangent(logits_shard):
-        raise NotImplementedError("fused_gumbel.distributed: no forward-mode derivative (the logits are a dual "
-                                  "tensor of torch.autograd.forward_ad)")
-    check_shard(logits_shard, tau, vocab_start, vocab_size)
-    name = _resolve(backend, logits_shard.device)
+        vocab_size = _agree(_all_gather(arguments, group), failure)
+    elif failure is not None:
+        # The forward's all_gather of the others: this rank's statistics are
+        # never read (its arguments say it failed).
+        stats = torch.full((rows, 3), float("nan"), dtype=torch.float64, device=logits_shard.device)
+        _agree(_all_gather(torch.cat([stats, arguments]), group), failure)
     y, index = _VocabParallelGumbelSoftmax.apply(
         logits_shard, float(tau), bool(hard), seed, int(vocab_start), int(vocab_size), group, name)
     return (y, index) if return_index else y

@@ -91,8 +91,39 @@ def _worker(rank: int, world: int, init_file: str) -> None:
         with fwAD.dual_level(), pytest.raises(NotImplementedError, match="forward-mode"):
             fg.distributed.gumbel_softmax(fwAD.make_dual(x.detach(), torch.randn(3, 8)), 0.5, seed=1,
                                           vocab_start=8 * rank, vocab_size=8 * world)
+        _check_misuse(rank, world)
     finally:
         dist.destroy_process_group()
+
+
+def _check_misuse(rank: int, world: int) -> None:
+    """Arguments that differ between ranks, and one rank's rejected ones: every
+    rank raises at once (none waits in a collective that another left), with
+    or without vocab_size; afterwards the group samples as before."""
+    full = torch.randn(3, 8 * world, generator=torch.Generator().manual_seed(0))
+    x = full[:, 8 * rank:8 * rank + 8]
+    rejected = r"rank\(s\) \[1\]"  # the other ranks' message when rank 1 rejected its arguments
+    # (arguments, then per vocab_size None and given: the error and its message)
+    tiling = ValueError, "without gaps or overlaps"
+    cases = [
+        (dict(seed=1 + rank), [(ValueError, "seed must be the same")] * 2),
+        (dict(tau=0.5 + rank), [(ValueError, "tau must be the same")] * 2),
+        (dict(vocab_start=0), [tiling] * 2),
+        (dict(seed=None if rank == 1 else 1),
+         [(TypeError, "seed must be an int") if rank == 1 else (RuntimeError, rejected)] * 2),
+        (dict(vocab_start=8 * world - 3 if rank == 1 else 8 * rank),  # past the vocabulary, when it is given
+         [tiling, (ValueError, "must lie inside") if rank == 1 else (RuntimeError, rejected)]),
+    ]
+    for kwargs, expected in cases:
+        for vocab_size, (error, match) in zip((None, 8 * world), expected):
+            args = dict(seed=1, vocab_start=8 * rank, tau=1.0) | kwargs
+            with pytest.raises(error, match=match):
+                fg.distributed.gumbel_softmax(x, args.pop("tau"), True, vocab_size=vocab_size, backend="cpu",
+                                              **args)
+    y, index = fg.distributed.gumbel_softmax(x, 1.0, True, seed=1, vocab_start=8 * rank, vocab_size=8 * world,
+                                             return_index=True, backend="cpu")
+    y1, index1 = fg.gumbel_softmax(full, 1.0, True, seed=1, return_index=True, backend="cpu")
+    assert torch.equal(index, index1) and torch.equal(y, y1[:, 8 * rank:8 * rank + 8])
 
 
 @pytest.mark.skipif(not dist.is_available() or not backend_status("cpu")[0],
@@ -128,6 +159,46 @@ def test_the_gathered_index_is_exact_past_2_to_the_53():
     for parts in ([mine, theirs], [theirs, mine]):
         _, _, winner = _merge(torch.stack(parts), 1.0)
         assert winner.dtype == torch.int64 and winner.tolist() == [base, base + 2]
+
+
+def test_a_nan_on_one_rank_beats_an_inf_on_another():
+    """The unsharded argmax takes the first NaN of a row; merged, a +inf of an
+    earlier rank must not win the tie (a NaN counted as +inf did)."""
+    from fused_gumbel.distributed import _merge, _pack
+
+    inf, nan = float("inf"), float("nan")
+    first = _pack(torch.tensor([[inf, 1.0], [inf, 1.0], [2.0, 1.0]]), torch.tensor([1, 1, 0]))
+    second = _pack(torch.tensor([[nan, 1.0], [inf, 1.0], [inf, 1.0]]), torch.tensor([4, 5, 3]))
+    M, _, winner = _merge(torch.stack([first, second]), 1.0)
+    assert winner.tolist() == [4, 1, 3] and torch.isnan(M[0]) and M[1:].tolist() == [inf, inf]
+
+
+def test_the_ranks_arguments_are_checked_without_a_host_sync():
+    """_disagreement (device ops: CUDA ranks get NaN rows from it rather than
+    a synchronization per call) and _agree (the host's message) see alike a
+    rank's failure, arguments that differ and shards that do not tile."""
+    from fused_gumbel.distributed import _agree, _arguments, _disagreement
+
+    def gathered(*ranks):
+        return torch.stack([_arguments(*r, torch.device("cpu")) for r in ranks])
+
+    # (failed, seed, vocab_start, width, vocab_size, tau, hard, rows)
+    good = [(False, 7, 0, 3, 8, 0.5, True, 4), (False, 7, 3, 5, 8, 0.5, True, 4)]
+    for ranks in (good, good[::-1], [r[:4] + (None,) + r[5:] for r in good]):
+        assert not bool(_disagreement(gathered(*ranks))) and _agree(gathered(*ranks), None) == 8
+    bad = {"rejected": [(True,) + good[0][1:], good[1]],
+           "seed": [good[0], (False, 8) + good[1][2:]],
+           "tau": [good[0], good[1][:5] + (0.25,) + good[1][6:]],
+           "hard": [good[0], good[1][:6] + (False, 4)],
+           "vocab_size": [good[0], good[1][:4] + (9,) + good[1][5:]],
+           "rows": [good[0], good[1][:7] + (5,)],
+           "gaps": [good[0], (False, 7, 4, 4, 8, 0.5, True, 4)],
+           "overlaps": [good[0], (False, 7, 2, 6, 8, 0.5, True, 4)],
+           "short": [good[0], (False, 7, 3, 4, 8, 0.5, True, 4)]}
+    for why, ranks in bad.items():
+        assert bool(_disagreement(gathered(*ranks))), why
+        with pytest.raises((ValueError, RuntimeError)):
+            _agree(gathered(*ranks), None)
 
 
 SHARDS = [(7, 50, 13, 101), (3, 9000, 1001, 20000), (2, 16, 4, 40)]
