@@ -228,7 +228,9 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
         # its arguments raises).
         inv_tau = 1.0 / tau
         M, S, winner = _merge(gathered[:, :-_ARGS], inv_tau)
-        valid = torch.isfinite(M) & (S > 0) & torch.isfinite(S) & ~_disagreement(gathered[:, -_ARGS:])
+        disagree = _disagreement(gathered[:, -_ARGS:])
+        winner = torch.where(disagree, -1, winner)  # (what a rank that failed sent is no column)
+        valid = torch.isfinite(M) & (S > 0) & torch.isfinite(S) & ~disagree
         acc = accumulation_dtype(logits.dtype)
         m_r, l_r = mine[:, 0], mine[:, 1]
         scale = torch.where(valid, l_r * _rescale(m_r, M, inv_tau) / S, torch.full_like(S, float("nan")))
