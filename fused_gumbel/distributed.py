@@ -192,6 +192,14 @@ def _agree(gathered: torch.Tensor, failure: Exception | None) -> int:
     return vocab_size
 
 
+def _checks_on_host(device: torch.device) -> bool:
+    """Whether the forward reads the ranks' arguments on the host, to raise:
+    for CPU tensors. Elsewhere that would synchronize the device at every
+    call: ranks that disagree get NaN rows and index -1 instead (and a rank
+    that rejected its own arguments raises)."""
+    return device.type == "cpu"
+
+
 def _all_gather(tensor: torch.Tensor, group: Any) -> torch.Tensor:
     """Every rank's `tensor`, stacked in rank order."""
     gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
@@ -221,11 +229,8 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
         arguments = _arguments(False, seed, vocab_start, logits.shape[-1], vocab_size, tau, hard, rows.numel(),
                                logits.device)
         gathered = _all_gather(torch.cat([mine, arguments]), group)
-        if logits.device.type == "cpu":
+        if _checks_on_host(logits.device):
             _agree(gathered[:, -_ARGS:], None)
-        # Elsewhere a host check would synchronize the device at every call:
-        # ranks that disagree get NaN rows instead (and a rank that rejected
-        # its arguments raises).
         inv_tau = 1.0 / tau
         M, S, winner = _merge(gathered[:, :-_ARGS], inv_tau)
         disagree = _disagreement(gathered[:, -_ARGS:])

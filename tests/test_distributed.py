@@ -120,6 +120,26 @@ def _check_misuse(rank: int, world: int) -> None:
             with pytest.raises(error, match=match):
                 fg.distributed.gumbel_softmax(x, args.pop("tau"), True, vocab_size=vocab_size, backend="cpu",
                                               **args)
+    # Where the forward does not read the check on the host (CUDA tensors:
+    # no synchronization per call), ranks that disagree get NaN rows and
+    # index -1, and a rank that rejected its arguments raises.
+    distributed, on_host = fg.distributed, fg.distributed._checks_on_host
+    distributed._checks_on_host = lambda device: False
+    try:
+        for hard in (True, False):
+            for kwargs in (dict(seed=1 + rank), dict(vocab_start=0)):
+                args = dict(seed=1, vocab_start=8 * rank) | kwargs
+                y, index = distributed.gumbel_softmax(x, 1.0, hard, vocab_size=8 * world, return_index=True,
+                                                      backend="cpu", **args)
+                assert torch.isnan(y).all() and (index == -1).all()
+        if rank == 1:
+            with pytest.raises(TypeError, match="seed must be an int"):
+                distributed.gumbel_softmax(x, 1.0, seed=None, vocab_start=8, vocab_size=8 * world)
+        else:
+            y = distributed.gumbel_softmax(x, 1.0, seed=1, vocab_start=8 * rank, vocab_size=8 * world)
+            assert torch.isnan(y).all()
+    finally:
+        distributed._checks_on_host = on_host
     y, index = fg.distributed.gumbel_softmax(x, 1.0, True, seed=1, vocab_start=8 * rank, vocab_size=8 * world,
                                              return_index=True, backend="cpu")
     y1, index1 = fg.gumbel_softmax(full, 1.0, True, seed=1, return_index=True, backend="cpu")
