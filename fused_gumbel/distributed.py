@@ -11,7 +11,8 @@ never the logits:
 
 * forward: each rank runs the fused kernel on its shard (its own max, sum and
   argmax, with the global noise), then one all-gather of three numbers per row
-  (max, sum, global index of the argmax), which every rank merges alike; the
+  (max, sum, global index of the argmax), which every rank merges alike, and
+  of the rank's arguments, which every rank checks alike (see _agree); the
   soft sample is the shard's rescaled by ``l_r * exp((m_r - M) / tau) / S``.
   (An all-reduce would need two calls: the sums can only be added once the
   global max is known.)
