@@ -101,7 +101,7 @@ def sample(
     ``temperature=1`` is exactly the index of ``gumbel_softmax(logits, seed=seed,
     return_index=True)`` on every row that has a sample (a row without one gives
     -1 here, torch.argmax's index there). The score rounds as the arithmetic
-    dtype does: at temperatures under about 1e-7 times the logits' size, near
+    dtype does: at temperatures under about 1e-6 times the logits' size, near
     ties go to the lower index more often than the softmax says. The fused
     kernels read the logits once and write only the indices. Not
     differentiable.
