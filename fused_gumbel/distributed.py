@@ -24,7 +24,7 @@ Works with any backend of torch.distributed (gloo on CPU, NCCL on GPU).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -130,74 +130,69 @@ def _pack(stats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.cat([stats.reshape(-1, 2).double(), index.reshape(-1, 1).view(torch.float64)], -1)
 
 
-_ARGS = 3  # rows of a rank's arguments under its statistics in the forward's all_gather (see _arguments)
+class _Arguments(NamedTuple):
+    """What the ranks of a call must agree on, and where this rank's shard
+    lies; exchanged as one [3, 3] float64 tensor (see _arguments)."""
+
+    failed: int  # 1: this rank rejected its own arguments (the rest are then 0)
+    vocab_start: int
+    width: int
+    seed: int
+    vocab_size: int  # -1: None, to be found from the widths
+    hard: int
+    rows: int
+    tau: float
 
 
-def _arguments(failed: bool, seed: int, vocab_start: int, width: int, vocab_size: int | None, tau: float,
-               hard: bool, rows: int, device: torch.device) -> torch.Tensor:
-    """A rank's arguments as [_ARGS, 3] float64 (the ints as int64 bits, tau as
-    itself), gathered so that every rank checks that the ranks agree (see
-    _agree) and that none rejected its own (`failed`); vocab_size None is -1."""
-    ints = torch.tensor([int(failed), vocab_start, width, seed, -1 if vocab_size is None else vocab_size,
-                         int(hard), rows, 0], dtype=torch.int64)
-    args = torch.cat([ints.view(torch.float64), torch.tensor([tau], dtype=torch.float64)]).reshape(_ARGS, 3)
-    # (non_blocking: a copy from pageable memory that need not wait for the
-    # device's queued work, as a blocking copy would)
-    return args.to(device, non_blocking=True)
+_ARGS = 3  # rows of the tensor of a rank's _Arguments (8 int64 bit patterns, 1 float64)
 
 
-def _disagreement(gathered: torch.Tensor) -> torch.Tensor:
-    """Whether the ranks' _arguments [world, _ARGS, 3] rule the sample out: a
-    rank rejected its own, or the ranks differ in seed, tau, hard, vocab_size
-    or rows, or their shards do not tile [0, vocab_size) once each (vocab_size
-    -1: the sum of the widths). A 0-d bool tensor, in device ops: no host
-    synchronization."""
-    flat = gathered.reshape(gathered.shape[0], -1)
-    ints, tau = flat[:, :8].view(torch.int64), flat[:, 8]
-    shared = ints[:, 3:7]  # seed, vocab_size, hard, rows
-    start, width = ints[:, 1], ints[:, 2]
-    order = start.argsort()
-    start, width = start[order], width[order]
-    ends = torch.cumsum(width, 0)
-    vocab = torch.where(ints[0, 4] == -1, ends[-1], ints[0, 4])
-    return (ints[:, 0].any() | (shared != shared[:1]).any() | (tau != tau[:1]).any()
-            | (start != ends - width).any() | (ends[-1] != vocab))
+def _arguments(args: _Arguments) -> torch.Tensor:
+    """A rank's _Arguments as [_ARGS, 3] float64 on the CPU: the ints as int64
+    bits, tau as itself."""
+    ints = torch.tensor([args.failed, args.vocab_start, args.width, args.seed, args.vocab_size, args.hard,
+                         args.rows, 0], dtype=torch.int64)  # (the 0 pads 8 + 1 values to 3 rows)
+    return torch.cat([ints.view(torch.float64), torch.tensor([args.tau], dtype=torch.float64)]).reshape(_ARGS, 3)
 
 
-def _agree(gathered: torch.Tensor, failure: Exception | None) -> int:
-    """Raises on every rank alike where _disagreement does, naming why: this
-    rank's own rejected arguments (`failure`), another rank's, or what the
-    ranks disagree on. So all raise together rather than some waiting in a
-    collective that one has left. Returns vocab_size (the sum of the widths
-    where every rank passed None)."""
+def _agree(gathered: torch.Tensor, failure: BaseException | None) -> int:
+    """Raises on every rank alike, from every rank's _arguments [world, _ARGS,
+    3]: this rank's own failure, another rank's ("rank r rejected its
+    arguments"), arguments that differ between the ranks, or shards that do
+    not cover [0, vocab_size) once each. So all raise together, rather than
+    some waiting in a collective that another has left. Returns vocab_size
+    (the sum of the widths where every rank passed None)."""
     if failure is not None:
         raise failure
     flat = gathered.reshape(gathered.shape[0], -1).cpu()
-    failed, start, width, seed, vocab, hard, rows = flat[:, :8].view(torch.int64).T.tolist()[:7]
-    tau = flat[:, 8].tolist()
-    if any(failed):
-        raise RuntimeError(f"fused_gumbel.distributed: rank(s) {[r for r, f in enumerate(failed) if f]} of the "
-                           "group rejected their arguments (each raised why); no rank sampled")
-    for name, values in (("seed", seed), ("tau", tau), ("hard", hard), ("vocab_size", vocab),
-                         ("the number of rows", rows)):
+    ranks = [_Arguments(*ints[:7], tau) for ints, tau in
+             zip(flat[:, :8].contiguous().view(torch.int64).tolist(), flat[:, 8].tolist())]
+    failed = [r for r, a in enumerate(ranks) if a.failed]
+    if failed:
+        raise RuntimeError(f"fused_gumbel.distributed: rank(s) {failed} of the group rejected their arguments "
+                           "(each raised why); no rank sampled")
+    for name in ("seed", "tau", "hard", "vocab_size", "rows"):
+        values = [getattr(a, name) for a in ranks]
         if len(set(values)) > 1:
             shown = [None if name == "vocab_size" and v == -1 else v for v in values]
             raise ValueError(f"fused_gumbel.distributed: {name} must be the same on every rank of the group; "
                              f"the ranks passed {shown}")
-    vocab_size = sum(width) if vocab[0] == -1 else vocab[0]
-    if bool(_disagreement(gathered)):
-        shards = ", ".join(f"[{a}, {a + w})" for a, w in sorted(zip(start, width)))
+    vocab_size = sum(a.width for a in ranks) if ranks[0].vocab_size == -1 else ranks[0].vocab_size
+    shards = sorted((a.vocab_start, a.vocab_start + a.width) for a in ranks)
+    if shards[0][0] != 0 or shards[-1][1] != vocab_size or any(b[0] != a[1] for a, b in zip(shards, shards[1:])):
         raise ValueError("fused_gumbel.distributed: the ranks' shards [vocab_start, vocab_start + width) must "
                          f"cover [0, vocab_size = {vocab_size}) once each, without gaps or overlaps; they are "
-                         f"{shards}")
+                         + ", ".join(f"[{a}, {b})" for a, b in shards))
     return vocab_size
 
 
-def _checks_on_host(device: torch.device) -> bool:
-    """Whether the forward reads the ranks' arguments on the host, to raise:
-    for CPU tensors. Elsewhere that would synchronize the device at every
-    call: ranks that disagree get NaN rows and index -1 instead (and a rank
-    that rejected its own arguments raises)."""
+def _checks_in_forward(device: torch.device) -> bool:
+    """Whether the forward's all-gather carries the ranks' _arguments, read on
+    the host: for CPU tensors. For CUDA tensors that would cost a host copy
+    and a synchronization per call, so with vocab_size given the ranks'
+    agreement is not checked (leave vocab_size out to have it checked), and a
+    rank that rejected its own arguments sends statistics that make the
+    others' rows NaN with index -1."""
     return device.type == "cpu"
 
 
@@ -214,7 +209,8 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, tau: float, hard: bool, seed: int, vocab_start: int,
-                vocab_size: int, group: Any, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                vocab_size: int, group: Any, backend: str, arguments: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         if backend == "cpu":
             y_local, index, stats = torch.ops.fused_gumbel.st_softmax_shard(
                 logits, tau, seed, vocab_start, vocab_size)
@@ -227,16 +223,15 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
             y_local, index, stats = _shard_reference(logits, tau, seed, vocab_start, vocab_size)
         rows = logits.shape[:-1]
         mine = _pack(stats, index)
-        arguments = _arguments(False, seed, vocab_start, logits.shape[-1], vocab_size, tau, hard, rows.numel(),
-                               logits.device)
-        gathered = _all_gather(torch.cat([mine, arguments]), group)
-        if _checks_on_host(logits.device):
+        if arguments is not None:  # (see _checks_in_forward)
+            gathered = _all_gather(torch.cat([mine, arguments.to(mine.device)]), group)
             _agree(gathered[:, -_ARGS:], None)
+            gathered = gathered[:, :-_ARGS]
+        else:
+            gathered = _all_gather(mine, group)
         inv_tau = 1.0 / tau
-        M, S, winner = _merge(gathered[:, :-_ARGS], inv_tau)
-        disagree = _disagreement(gathered[:, -_ARGS:])
-        winner = torch.where(disagree, -1, winner)  # (what a rank that failed sent is no column)
-        valid = torch.isfinite(M) & (S > 0) & torch.isfinite(S) & ~disagree
+        M, S, winner = _merge(gathered, inv_tau)
+        valid = torch.isfinite(M) & (S > 0) & torch.isfinite(S)
         acc = accumulation_dtype(logits.dtype)
         m_r, l_r = mine[:, 0], mine[:, 1]
         scale = torch.where(valid, l_r * _rescale(m_r, M, inv_tau) / S, torch.full_like(S, float("nan")))
@@ -269,7 +264,7 @@ class _VocabParallelGumbelSoftmax(torch.autograd.Function):
         dot = (g * ys).sum(-1)
         dist.all_reduce(dot, group=ctx.group)
         grad = (ys * (g - dot.unsqueeze(-1)) * (1.0 / ctx.tau)).to(y_soft.dtype)
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def gumbel_softmax(
@@ -293,6 +288,13 @@ def gumbel_softmax(
     dtypes round twice). Differentiable: the backward all-reduces one number
     per row.
 
+    The ranks must agree on seed, tau, hard, vocab_size and the rows, and their
+    shards must cover [0, vocab_size) once each. Every rank checks that, and
+    raises alike, for CPU tensors and wherever vocab_size is None; for CUDA
+    tensors with vocab_size given it is not checked (it would synchronize the
+    device at every call), and a rank that rejects its own arguments leaves
+    the others NaN rows and index -1.
+
     Args:
         logits_shard: [..., shard_width] this rank's columns of the vocabulary
             (the vocabulary is the last dim), any float dtype.
@@ -302,8 +304,9 @@ def gumbel_softmax(
             same noise without talking to each other).
         vocab_start: the global column of this shard's first column.
         vocab_size: the full vocabulary size. None finds it with one extra
-            all-gather of the ranks' arguments (and a host synchronization);
-            pass it to save that call.
+            all-gather of the ranks' arguments, read on the host, which also
+            checks that they agree (on CPU tensors the forward checks that
+            anyway); pass it to save that call.
         group: the torch.distributed process group (None: the default group).
         return_index: also return the int64 global index of the sample (the
             same on every rank), shape of the logits without the last dim.
@@ -318,27 +321,31 @@ def gumbel_softmax(
     if not isinstance(logits_shard, torch.Tensor):
         raise TypeError(f"fused_gumbel.distributed: logits_shard must be a torch.Tensor, "
                         f"got {type(logits_shard).__name__}")
-    # A rank whose arguments are rejected still takes part in the first
+    # A rank that rejects its own arguments still takes part in the first
     # collective, which tells every rank to raise: raising at once would leave
-    # the others waiting in it.
-    failure = None
+    # the others waiting in it. (Any exception: none may skip the collective.)
+    rows, device = logits_shard.shape[:-1].numel(), logits_shard.device
+    exchanged = vocab_size is None or _checks_in_forward(device)
     try:
         seed, tau, name = _checked(logits_shard, tau, seed, vocab_start, vocab_size, backend)
-    except (TypeError, ValueError, IndexError, RuntimeError, NotImplementedError) as error:
-        failure = error
-    rows = logits_shard.shape[:-1].numel() if logits_shard.dim() else 1
-    if failure is None:
-        arguments = _arguments(False, seed, int(vocab_start), logits_shard.shape[-1], vocab_size, tau, bool(hard),
-                               rows, logits_shard.device)
-    else:
-        arguments = _arguments(True, 0, 0, 0, None, 0.0, False, rows, logits_shard.device)
+        arguments = _arguments(_Arguments(0, int(vocab_start), logits_shard.shape[-1], seed,
+                                          -1 if vocab_size is None else int(vocab_size), int(bool(hard)), rows,
+                                          tau)) if exchanged else None
+        failure = None
+    except Exception as error:
+        failure, arguments = error, _arguments(_Arguments(1, 0, 0, 0, 0, 0, rows, 0.0))
     if vocab_size is None:
-        vocab_size = _agree(_all_gather(arguments, group), failure)
+        vocab_size = _agree(_all_gather(arguments.to(device), group), failure)
     elif failure is not None:
-        # The forward's all_gather of the others: this rank's statistics are
-        # never read (its arguments say it failed).
-        stats = torch.full((rows, 3), float("nan"), dtype=torch.float64, device=logits_shard.device)
-        _agree(_all_gather(torch.cat([stats, arguments]), group), failure)
+        # The forward's all-gather: NaN statistics and index -1 for the others
+        # to merge (with the arguments that say this rank failed, where the
+        # forward reads them).
+        mine = _pack(torch.full((rows, 2), float("nan"), device=device), torch.full((rows,), -1, device=device))
+        if _checks_in_forward(device):
+            mine = torch.cat([mine, arguments.to(device)])
+        _all_gather(mine, group)
+        raise failure
     y, index = _VocabParallelGumbelSoftmax.apply(
-        logits_shard, float(tau), bool(hard), seed, int(vocab_start), int(vocab_size), group, name)
+        logits_shard, float(tau), bool(hard), seed, int(vocab_start), int(vocab_size), group, name,
+        arguments if _checks_in_forward(device) else None)
     return (y, index) if return_index else y

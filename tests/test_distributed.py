@@ -120,26 +120,22 @@ def _check_misuse(rank: int, world: int) -> None:
             with pytest.raises(error, match=match):
                 fg.distributed.gumbel_softmax(x, args.pop("tau"), True, vocab_size=vocab_size, backend="cpu",
                                               **args)
-    # Where the forward does not read the check on the host (CUDA tensors:
-    # no synchronization per call), ranks that disagree get NaN rows and
-    # index -1, and a rank that rejected its arguments raises.
-    distributed, on_host = fg.distributed, fg.distributed._checks_on_host
-    distributed._checks_on_host = lambda device: False
+    # Where the forward's all-gather carries no arguments (CUDA tensors: no
+    # host copy and synchronization per call), a rank that rejects its own
+    # raises and the others get NaN rows and index -1.
+    distributed, in_forward = fg.distributed, fg.distributed._checks_in_forward
+    distributed._checks_in_forward = lambda device: False
     try:
         for hard in (True, False):
-            for kwargs in (dict(seed=1 + rank), dict(vocab_start=0)):
-                args = dict(seed=1, vocab_start=8 * rank) | kwargs
-                y, index = distributed.gumbel_softmax(x, 1.0, hard, vocab_size=8 * world, return_index=True,
-                                                      backend="cpu", **args)
+            if rank == 1:
+                with pytest.raises(TypeError, match="seed must be an int"):
+                    distributed.gumbel_softmax(x, 1.0, hard, seed=None, vocab_start=8, vocab_size=8 * world)
+            else:
+                y, index = distributed.gumbel_softmax(x, 1.0, hard, seed=1, vocab_start=8 * rank,
+                                                      vocab_size=8 * world, return_index=True)
                 assert torch.isnan(y).all() and (index == -1).all()
-        if rank == 1:
-            with pytest.raises(TypeError, match="seed must be an int"):
-                distributed.gumbel_softmax(x, 1.0, seed=None, vocab_start=8, vocab_size=8 * world)
-        else:
-            y = distributed.gumbel_softmax(x, 1.0, seed=1, vocab_start=8 * rank, vocab_size=8 * world)
-            assert torch.isnan(y).all()
     finally:
-        distributed._checks_on_host = on_host
+        distributed._checks_in_forward = in_forward
     y, index = fg.distributed.gumbel_softmax(x, 1.0, True, seed=1, vocab_start=8 * rank, vocab_size=8 * world,
                                              return_index=True, backend="cpu")
     y1, index1 = fg.gumbel_softmax(full, 1.0, True, seed=1, return_index=True, backend="cpu")
@@ -193,32 +189,31 @@ def test_a_nan_on_one_rank_beats_an_inf_on_another():
     assert winner.tolist() == [4, 1, 3] and torch.isnan(M[0]) and M[1:].tolist() == [inf, inf]
 
 
-def test_the_ranks_arguments_are_checked_without_a_host_sync():
-    """_disagreement (device ops: CUDA ranks get NaN rows from it rather than
-    a synchronization per call) and _agree (the host's message) see alike a
-    rank's failure, arguments that differ and shards that do not tile."""
-    from fused_gumbel.distributed import _agree, _arguments, _disagreement
+@pytest.mark.parametrize("why, change, match", [
+    ("rejected", dict(failed=1), r"rank\(s\) \[1\] of the group rejected"),
+    ("seed", dict(seed=8), "seed must be the same"),
+    ("tau", dict(tau=0.25), "tau must be the same"),
+    ("hard", dict(hard=0), "hard must be the same"),
+    ("vocab_size", dict(vocab_size=9), "vocab_size must be the same"),
+    ("rows", dict(rows=5), "rows must be the same"),
+    ("gap", dict(vocab_start=4, width=4), r"without gaps or overlaps; they are \[0, 3\), \[4, 8\)"),
+    ("overlap", dict(vocab_start=2, width=6), "without gaps or overlaps"),
+    ("short", dict(width=4), "without gaps or overlaps"),
+])
+def test_the_ranks_must_agree(why, change, match):
+    """_agree, as every rank runs it on the gathered arguments: each way the
+    ranks can disagree raises, naming it; agreeing ranks, in any order, with
+    vocab_size given or found from the widths, do not."""
+    from fused_gumbel.distributed import _agree, _arguments, _Arguments
 
     def gathered(*ranks):
-        return torch.stack([_arguments(*r, torch.device("cpu")) for r in ranks])
+        return torch.stack([_arguments(r) for r in ranks])
 
-    # (failed, seed, vocab_start, width, vocab_size, tau, hard, rows)
-    good = [(False, 7, 0, 3, 8, 0.5, True, 4), (False, 7, 3, 5, 8, 0.5, True, 4)]
-    for ranks in (good, good[::-1], [r[:4] + (None,) + r[5:] for r in good]):
-        assert not bool(_disagreement(gathered(*ranks))) and _agree(gathered(*ranks), None) == 8
-    bad = {"rejected": [(True,) + good[0][1:], good[1]],
-           "seed": [good[0], (False, 8) + good[1][2:]],
-           "tau": [good[0], good[1][:5] + (0.25,) + good[1][6:]],
-           "hard": [good[0], good[1][:6] + (False, 4)],
-           "vocab_size": [good[0], good[1][:4] + (9,) + good[1][5:]],
-           "rows": [good[0], good[1][:7] + (5,)],
-           "gaps": [good[0], (False, 7, 4, 4, 8, 0.5, True, 4)],
-           "overlaps": [good[0], (False, 7, 2, 6, 8, 0.5, True, 4)],
-           "short": [good[0], (False, 7, 3, 4, 8, 0.5, True, 4)]}
-    for why, ranks in bad.items():
-        assert bool(_disagreement(gathered(*ranks))), why
-        with pytest.raises((ValueError, RuntimeError)):
-            _agree(gathered(*ranks), None)
+    good = [_Arguments(0, 0, 3, 7, 8, 1, 4, 0.5), _Arguments(0, 3, 5, 7, 8, 1, 4, 0.5)]
+    for ranks in (good, good[::-1], [r._replace(vocab_size=-1) for r in good]):
+        assert _agree(gathered(*ranks), None) == 8
+    with pytest.raises((ValueError, RuntimeError), match=match):
+        _agree(gathered(good[0], good[1]._replace(**change)), None)
 
 
 SHARDS = [(7, 50, 13, 101), (3, 9000, 1001, 20000), (2, 16, 4, 40)]
