@@ -5,6 +5,7 @@ straight-through Gumbel-Softmax (top-1) or Gumbel top-k."""
 
 from __future__ import annotations
 
+import collections
 import math
 import numbers
 import warnings
@@ -114,7 +115,13 @@ class _StepCounter(nn.Module):
     specializes on the step.
 
     A forward that activation checkpointing recomputes in the backward pass
-    repeats the last training forward: its tau, and no second advance."""
+    takes the tau of the latest training forward not yet recomputed, and does
+    not advance the step: the backward recomputes the checkpointed forwards
+    in the reverse of their order (one module called several times before a
+    backward, a sum of micro-batch losses), or each after its own forward.
+    Schedules that interleave them otherwise (pipeline parallelism), and
+    training forwards that no backward recomputes run between a forward and
+    its backward, pair them wrongly."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,13 +130,17 @@ class _StepCounter(nn.Module):
 
     def _forget_step(self) -> None:
         self._step_int, self._step_seen = 0, None  # the copy, and (buffer, its version) it was read from
-        self._last_step = None  # the step of the last training forward's tau, for its recompute
+        # The steps of the training forwards a checkpoint may recompute, latest
+        # last (bounded: without checkpointing nothing takes them back).
+        self._unrecomputed = collections.deque(maxlen=1024)
 
-    def _scheduled_tau(self, schedule: TemperatureSchedule) -> float | torch.Tensor:
+    def _scheduled_tau(self, schedule: TemperatureSchedule, advancing: bool) -> float | torch.Tensor:
+        """The tau of this forward; `advancing`: a training forward that
+        advances the step."""
         if torch.compiler.is_compiling() and hasattr(schedule, "tensor"):
             return schedule.tensor(self.step)
-        if self._last_step is not None and _in_backward():
-            return schedule(self._last_step)
+        if advancing and self._unrecomputed and _in_backward():
+            return schedule(self._unrecomputed.pop())
         seen, version = self._step_seen, self._step_version()
         if version is None or seen is None or seen[0] is not self.step or seen[1] != version:
             self._step_int, self._step_seen = int(self.step), (self.step, version)
@@ -157,16 +168,17 @@ class _StepCounter(nn.Module):
         # A copy (deepcopy, pickle) has a buffer whose version counter starts
         # again: the cached version could match a later write's.
         state = super().__getstate__()
-        state["_step_seen"], state["_last_step"] = None, None
+        state["_step_seen"], state["_unrecomputed"] = None, collections.deque(maxlen=1024)
         return state
 
     def _advance(self) -> None:
         if torch.compiler.is_compiling():
             self.step += 1
             return
-        if _in_backward():  # checkpointing's recompute of the last training forward
+        if _in_backward():  # checkpointing's recompute of a training forward
             return
-        self._last_step = self._step_int if self._step_seen is not None else None
+        if self._step_seen is not None:  # (tau came from the step)
+            self._unrecomputed.append(self._step_int)
         self.step += 1
         if self._step_seen is not None:
             self._step_int, self._step_seen = self._step_int + 1, (self.step, self._step_version())
@@ -207,7 +219,7 @@ class GumbelSoftmax(_StepCounter):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         """A sample of gumbel_softmax(logits) at the current temperature."""
-        tau = self._scheduled_tau(self.schedule) if self.schedule is not None else self.tau
+        tau = self._scheduled_tau(self.schedule, self.training) if self.schedule is not None else self.tau
         hard = self.hard if self.training else (self.hard or self.hard_eval)
         y = gumbel_softmax(logits, tau, hard, dim=self.dim, backend=self.backend)
         if self.training and self.schedule is not None:
@@ -367,7 +379,8 @@ class GumbelRouter(_StepCounter):
     def _route(self, x: torch.Tensor) -> RouterOutput:
         logits = nn.functional.linear(x.float(), self.gate.weight.float(),
                                       None if self.gate.bias is None else self.gate.bias.float())
-        tau = self._scheduled_tau(self.tau) if isinstance(self.tau, TemperatureSchedule) else self.tau
+        advancing = self.training and self.step_on_forward
+        tau = self._scheduled_tau(self.tau, advancing) if isinstance(self.tau, TemperatureSchedule) else self.tau
         if self.training or self.noisy_eval:
             if self.k == 1:
                 sample, index = gumbel_softmax(logits, tau, True, return_index=True, backend=self.backend)
@@ -380,7 +393,7 @@ class GumbelRouter(_StepCounter):
             soft = torch.softmax(logits / tau, -1)
             # the exact k-hot, differentiated as the tempered softmax
             sample = torch.zeros_like(soft).scatter(-1, index, 1.0) + (soft - soft.detach())
-        if self.training and self.step_on_forward:
+        if advancing:
             self._advance()
         combine = sample.gather(-1, index).to(x.dtype) / self.k  # 1/k in x's dtype (float64: exactly)
         probs = torch.softmax(logits, -1)
