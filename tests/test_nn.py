@@ -157,7 +157,8 @@ def test_a_copy_follows_writes_to_its_step(copy_of):
         for module in _scheduled_modules():
             for _ in range(steps):
                 module(x)
-            for write in (lambda m: m.step.fill_(10), lambda m: m.load_state_dict({"step": torch.tensor(10)}, strict=False)):
+            for write in (lambda m: m.step.fill_(10),
+                          lambda m: m.load_state_dict({"step": torch.tensor(10)}, strict=False)):
                 clone = copy_of(module)
                 inner = clone[-1] if isinstance(clone, torch.nn.Sequential) else clone
                 write(inner)
