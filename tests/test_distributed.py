@@ -150,6 +150,39 @@ def test_sharded_equals_single_process(world):
         mp.spawn(_worker, args=(world, os.path.join(tmp, "store")), nprocs=world, join=True)
 
 
+def _cuda_worker(rank: int, init_file: str) -> None:
+    """One NCCL rank holding the whole vocabulary: the path of CUDA tensors
+    (the Triton shard kernel; with vocab_size given, no arguments exchanged)."""
+    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=1)
+    try:
+        torch.cuda.set_device(0)
+        x = torch.randn(6, 1000, device="cuda", requires_grad=True)
+        upstream = torch.randn(6, 1000, device="cuda")
+        atol, rtol = TOL[torch.float32]
+        for vocab_size in (None, 1000):
+            for hard in (False, True):
+                y, index = fg.distributed.gumbel_softmax(x, 0.7, hard, seed=5, vocab_start=0,
+                                                         vocab_size=vocab_size, return_index=True)
+                y1, index1 = fg.gumbel_softmax(x, 0.7, hard, seed=5, return_index=True, backend="triton")
+                assert torch.equal(index, index1)
+                torch.testing.assert_close(y, y1, atol=atol, rtol=rtol)
+                grad, = torch.autograd.grad((y * upstream).sum(), x)
+                grad1, = torch.autograd.grad((y1 * upstream).sum(), x)
+                torch.testing.assert_close(grad, grad1, atol=atol, rtol=rtol)
+        for vocab_size in (None, 1000):
+            with pytest.raises(TypeError, match="seed must be an int"):
+                fg.distributed.gumbel_softmax(x, 0.7, seed=None, vocab_start=0, vocab_size=vocab_size)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_available() or not dist.is_nccl_available()
+                    or not backend_status("triton", "cuda")[0], reason="needs a CUDA device, NCCL and Triton")
+def test_cuda_tensors_through_nccl():
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_cuda_worker, args=(os.path.join(tmp, "store"),), nprocs=1, join=True)
+
+
 def test_needs_an_initialized_process_group():
     if dist.is_available() and dist.is_initialized():
         pytest.skip("a process group is already initialized")
