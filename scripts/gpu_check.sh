@@ -125,7 +125,8 @@ else
   step pytest "$([ "$TESTS" = 1 ] && echo 290 || echo 265)" "$OUT/pytest.log" "$PY" -m pytest -q -rfEs \
     "${pytest_opts[@]}" --durations=15 \
     tests/test_cuda.py tests/test_triton.py tests/test_sample.py tests/test_topk.py \
-    tests/test_parity.py tests/test_registration.py tests/test_contract.py tests/test_statistics.py
+    tests/test_parity.py tests/test_registration.py tests/test_contract.py tests/test_statistics.py \
+    tests/test_distributed.py::test_cuda_tensors_through_nccl
 fi
 { echo "== failures and slow tests, as they happened"; cat "$FUSED_GUMBEL_PROGRESS_LOG"; } >> "$OUT/pytest.log"
 rm -f "$FUSED_GUMBEL_PROGRESS_LOG"
