@@ -177,10 +177,9 @@ class _StepCounter(nn.Module):
             return
         if _in_backward():  # checkpointing's recompute of a training forward
             return
+        self.step += 1
         if self._step_seen is not None:  # (tau came from the step)
             self._unrecomputed.append(self._step_int)
-        self.step += 1
-        if self._step_seen is not None:
             self._step_int, self._step_seen = self._step_int + 1, (self.step, self._step_version())
 
 
